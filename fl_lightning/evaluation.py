@@ -1,0 +1,53 @@
+"""Evaluate the global model on the test set: accuracy, loss and every attack's metrics."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from fl_lightning.attacks.base import Attack
+from fl_lightning.data.base import TensorData
+from fl_lightning.models.base import classification_loss, classification_predict
+
+
+def loss_fn(module: L.LightningModule) -> Callable[[Tensor, Tensor], Tensor]:
+    """The module's ``loss(logits, targets)`` if it has one, else cross-entropy (BCE for one logit)."""
+    return getattr(module, "loss", classification_loss)
+
+
+def predict_fn(module: L.LightningModule) -> Callable[[Tensor], Tensor]:
+    """The module's ``predict(logits)`` if it has one, else arg-max (``logit > 0`` for one logit)."""
+    return getattr(module, "predict", classification_predict)
+
+
+@torch.no_grad()
+def evaluate(module: L.LightningModule, test: TensorData, attacks: Sequence[Attack],
+             batch_size: int = 1000) -> dict[str, float]:
+    """``test/acc``, ``test/loss`` and each attack metric of the module as it is now."""
+    was_training = module.training
+    module.eval()
+    loss_of, predict_of = loss_fn(module), predict_fn(module)
+    metric_sets = [(attack, attack.metrics()) for attack in attacks]
+
+    def predict(inputs: Tensor) -> Tensor:
+        return predict_of(module(inputs))
+
+    correct, loss_sum, seen = 0, 0.0, 0
+    for start in range(0, len(test), batch_size):
+        inputs = test.inputs[start:start + batch_size]
+        targets = test.targets[start:start + batch_size]
+        logits = module(inputs)
+        preds = predict_of(logits)
+        correct += int((preds == targets.reshape(preds.shape)).sum())
+        loss_sum += float(loss_of(logits, targets)) * len(targets)
+        seen += len(targets)
+        for attack, metrics in metric_sets:
+            attack.update_metrics(metrics, predict, inputs, targets, preds)
+    module.train(was_training)
+    results = {"test/acc": correct / max(seen, 1), "test/loss": loss_sum / max(seen, 1)}
+    for _, metrics in metric_sets:
+        for name, metric in metrics.items():
+            results[name] = float(metric.compute())
+    return results

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -12,11 +13,14 @@ from fl_lightning.metrics.attack_success import AttackSuccessRate
 
 
 class LabelFlip(Attack):
-    """Attackers relabel ``source`` as ``target`` (``target=None``: every label is flipped to another class).
+    """Attackers relabel ``source`` as ``target``; ``source=None`` flips every label to another class.
 
-    By default the attackers are drawn among the clients holding ``source``, as in the paper, and
-    train ``extra_epochs`` more epochs at the absolute learning rate ``lr`` (the paper's protocol
-    boosts the attackers; ``lr=None`` keeps the module's own).
+    Flip-all maps class ``c`` to ``C-1-c`` (binary: ``1-c``; the middle class of an odd ``C`` goes
+    to ``c+1``). ``target=None`` with a source spreads the source samples over the other classes in
+    turn. By default the attackers are drawn among the clients holding ``source``, as in the paper,
+    and train ``extra_epochs`` more epochs at the absolute learning rate ``lr`` (``lr=None`` keeps
+    the module's own). Without ``rounds`` the client's data is relabelled once at setup; with
+    ``rounds`` each batch is relabelled only in those rounds, so the schedule is exact.
     """
 
     def __init__(self, source: int | None = None, target: int | None = None, clients: ClientSpec = 4,
@@ -34,31 +38,51 @@ class LabelFlip(Attack):
 
     def setup(self, ctx: SetupContext) -> None:
         """Check the classes exist, then draw the attackers."""
+        if ctx.num_classes < 2:
+            raise ValueError(f"LabelFlip needs a dataset with at least 2 classes, got {ctx.num_classes}")
         for role, cls in (("source", self.source), ("target", self.target)):
             if cls is not None and not 0 <= cls < ctx.num_classes:
                 raise ValueError(f"LabelFlip: {role} class {cls} does not exist; the dataset has "
                                  f"classes 0..{ctx.num_classes - 1}")
         if self.source is not None and self.target is not None and self.source == self.target:
-            raise ValueError(f"LabelFlip: source and target are the same class ({self.source})")
+            raise ValueError(f"LabelFlip: source and target are the same class ({self.source}); "
+                             "pick a different target")
         if self.source is None and self.target is not None:
-            raise ValueError("LabelFlip: give a source class when a target is given")
+            raise ValueError("LabelFlip: give a source class when a target is given "
+                             "(source=None flips every label)")
         self._num_classes = ctx.num_classes
         super().setup(ctx)
 
     def flip(self, targets: Tensor) -> Tensor:
         """The poisoned labels (a new tensor)."""
-        flipped = targets.clone()
         if self.source is None:
-            # flip-all: binary tasks swap 0 and 1; multi-class tasks map c -> C-1-c (Amazon: all labels)
+            if self._num_classes == 2 or targets.is_floating_point():
+                return 1 - targets
             flipped = (self._num_classes - 1) - targets
-            if self._num_classes == 2 or flipped.is_floating_point():
-                flipped = 1 - targets
+            fixed = flipped == targets                       # the middle class of an odd C
+            return torch.where(fixed, (targets + 1) % self._num_classes, flipped)
+        flipped = targets.clone()
+        mask = targets == self.source
+        if self.target is not None:
+            flipped[mask] = self.target
         else:
-            flipped[targets == self.source] = self.target if self.target is not None else self.source
+            others = torch.tensor([c for c in range(self._num_classes) if c != self.source],
+                                  dtype=targets.dtype)
+            flipped[mask] = others[torch.arange(int(mask.sum())) % len(others)]
         return flipped
 
+    @property
+    def poisons_batches(self) -> bool:
+        """Scheduled flips act batch by batch, so that they happen only in ``rounds``."""
+        return self.rounds is not None
+
     def poison_dataset(self, client_id: int, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """Relabel this attacker's training data."""
+        """Relabel this attacker's training data once (unscheduled attacks only)."""
+        return (inputs, targets) if self.rounds is not None else (inputs, self.flip(targets))
+
+    def poison_batch(self, client_id: int, inputs: Tensor, targets: Tensor,
+                     generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Relabel one batch (called only in ``rounds`` when a schedule is given)."""
         return inputs, self.flip(targets)
 
     def metrics(self) -> dict[str, Metric]:

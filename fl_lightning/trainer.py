@@ -275,7 +275,7 @@ class FederatedTrainer:
                                 num_samples=ctx.num_samples[rows], layout=ctx.layout,
                                 global_params=ctx.global_params, seed=ctx.seed, num_clients=ctx.num_clients)
         result = self.aggregator.aggregate(kept, kept_ctx)
-        self._check_result(result, name, len(keep))
+        self._check_result(result, name, len(keep), self.layout.num_params)
         if not torch.isfinite(result.update).all():
             record.kept_previous_model = True
             warnings.warn(f"round {ctx.round}: {name} returned a non-finite update; keeping the previous "
@@ -296,12 +296,13 @@ class FederatedTrainer:
         record.diagnostics = result.diagnostics
 
     @staticmethod
-    def _check_result(result: Any, name: str, k: int) -> None:
+    def _check_result(result: Any, name: str, k: int, n: int) -> None:
         if not isinstance(result, AggregationResult):
             raise TypeError(f"{name}.aggregate must return an AggregationResult, got {type(result).__name__}")
-        if not isinstance(result.update, Tensor) or result.update.dim() != 1:
+        if not isinstance(result.update, Tensor) or tuple(result.update.shape) != (n,):
             shape = tuple(result.update.shape) if isinstance(result.update, Tensor) else type(result.update).__name__
-            raise ValueError(f"{name}.aggregate returned an update of shape {shape}; expected a 1-d [N] tensor")
+            raise ValueError(f"{name}.aggregate returned an update of shape {shape}; expected ({n},), one value "
+                             "per model parameter")
         if result.client_weights is not None and tuple(result.client_weights.shape) != (k,):
             raise ValueError(f"{name}.aggregate returned client_weights of shape "
                              f"{tuple(result.client_weights.shape)}; expected ({k},)")
@@ -346,7 +347,12 @@ class FederatedTrainer:
         reporter.advance(record.metrics)
 
     def _log_partition(self, reporter: RunReporter) -> None:
+        from fl_lightning.data.figures import class_histogram_figure
+
         reporter.log_text("data/partition_fingerprint", self.datamodule.fingerprint)
+        if reporter.logger is not None:
+            histogram = self.datamodule.client_class_histogram()
+            reporter.log_figure("data/client_class_histogram", class_histogram_figure(histogram), 0)
         attackers = ", ".join(f"{type(a).__name__}: {list(a.attacker_ids)}" for a in self.attacks) or "none"
         reporter.log_text("attack/attacker_ids", attackers)
 
@@ -372,7 +378,7 @@ class FederatedTrainer:
             "clients_per_round": self.clients_per_round or 0, "seed": self.seed,
             "batch_size": self.batch_size, "engine": type(self.engine).__name__,
             "aggregator": repr(self.aggregator), "model": type(self.module).__name__,
-            "versions/torch": torch.__version__, "versions/lightning": L.__version__,
+            "versions/torch": str(torch.__version__), "versions/lightning": str(L.__version__),
             "versions/fl_lightning": fl_lightning.__version__,
         }
         if self.datamodule is not None:

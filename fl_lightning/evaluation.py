@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from fl_lightning.attacks.base import Attack
+from fl_lightning.attacks.compose import attack_metrics, update_attack_metrics
 from fl_lightning.data.base import TensorData
 from fl_lightning.models.base import classification_loss, classification_predict
 
@@ -29,7 +30,7 @@ def evaluate(module: L.LightningModule, test: TensorData, attacks: Sequence[Atta
     was_training = module.training
     module.eval()
     loss_of, predict_of = loss_fn(module), predict_fn(module)
-    metric_sets = [(attack, attack.metrics()) for attack in attacks]
+    metric_sets = attack_metrics(attacks)
 
     def predict(inputs: Tensor) -> Tensor:
         return predict_of(module(inputs))
@@ -43,8 +44,7 @@ def evaluate(module: L.LightningModule, test: TensorData, attacks: Sequence[Atta
         correct += int((preds == targets.reshape(preds.shape)).sum())
         loss_sum += float(loss_of(logits, targets)) * len(targets)
         seen += len(targets)
-        for attack, metrics in metric_sets:
-            attack.update_metrics(metrics, predict, inputs, targets, preds)
+        update_attack_metrics(metric_sets, predict, inputs, targets, preds)
     module.train(was_training)
     results = {"test/acc": correct / max(seen, 1), "test/loss": loss_sum / max(seen, 1)}
     for _, metrics in metric_sets:

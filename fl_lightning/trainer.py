@@ -15,6 +15,8 @@ from torch import Tensor
 from fl_lightning import checkpoint as ckpt
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.attacks.base import Attack
+from fl_lightning.attacks.compose import setup_attacks
+from fl_lightning.metrics.detection import DetectionPrecisionRecall
 from fl_lightning.callbacks import FederatedCallback
 from fl_lightning.context import LocalConfig, RoundContext, SetupContext
 from fl_lightning.data.datamodule import FederatedDataModule
@@ -23,7 +25,7 @@ from fl_lightning.engines.base import ClientOutcome, ClientTask
 from fl_lightning.evaluation import evaluate
 from fl_lightning.layout import ParamLayout, flatten, load_flat_, module_tensors
 from fl_lightning.reporting import RunReporter
-from fl_lightning.rounds import attack_plan, detection_counts
+from fl_lightning.rounds import AttackPlan
 from fl_lightning.seeding import derive_seed, numpy_rng, rng_states, seed_everything, set_rng_states
 
 
@@ -100,7 +102,7 @@ class FederatedTrainer:
         self.module: L.LightningModule | None = None
         self.datamodule: FederatedDataModule | None = None
         self.current_round = 0
-        self._detection = {"tp": 0, "fp": 0, "fn": 0}
+        self._detection = DetectionPrecisionRecall()
         seed_everything(seed)  # so a module built after the trainer gets a seeded init, as with Lightning
 
     # -- configuration --------------------------------------------------------------------------------
@@ -193,9 +195,8 @@ class FederatedTrainer:
                                  client_targets=[c.targets for c in datamodule.clients],
                                  num_classes=datamodule.num_classes,
                                  input_shape=tuple(datamodule.clients[0].inputs.shape[1:]), layout=self.layout)
-        for attack in self.attacks:
-            attack.setup(setup_ctx)
-        self.plan = attack_plan(self.attacks, datamodule.clients)
+        setup_attacks(self.attacks, setup_ctx)
+        self.plan = AttackPlan(self.attacks, datamodule.clients)
         self._params = module_tensors(module, self.layout.params, "params")
         self._buffers = module_tensors(module, self.layout.buffers, "buffers")
         self.global_params = flatten(self._params)
@@ -204,7 +205,7 @@ class FederatedTrainer:
         self._out_buffers = torch.empty(per_round, self.layout.num_buffers)
         self.engine.setup(module, self.layout)
         self.history, self.current_round = [], 0
-        self._detection = {"tp": 0, "fp": 0, "fn": 0}
+        self._detection = DetectionPrecisionRecall()
 
     # -- one round -----------------------------------------------------------------------------------------
     def select_clients(self, round_idx: int) -> list[int]:
@@ -322,15 +323,12 @@ class FederatedTrainer:
     def _round_scalars(self, record: RoundRecord, started: float) -> dict[str, float]:
         scalars = {"clients/dropped": float(len(record.dropped)),
                    "clients/attackers": float(sum(self.plan.is_attacker(c) for c in record.client_ids))}
-        if self.attacks:
-            participating_attackers = {c for c in record.client_ids
-                                       if self.plan.is_attacker(c) and c not in record.dropped}
-            tp, fp, fn = detection_counts(set(record.flagged_ids), participating_attackers)
-            for key, value in (("tp", tp), ("fp", fp), ("fn", fn)):
-                self._detection[key] += value
-            d = self._detection
-            scalars["defense/precision"] = d["tp"] / (d["tp"] + d["fp"]) if d["tp"] + d["fp"] else 1.0
-            scalars["defense/recall"] = d["tp"] / (d["tp"] + d["fn"]) if d["tp"] + d["fn"] else 1.0
+        if self.attacks and not record.kept_previous_model:
+            participating = [c for c in record.client_ids if c not in record.dropped]
+            self._detection.update(record.flagged_ids, sorted(self.plan.attacker_ids), participating)
+            cumulative = self._detection.compute()
+            scalars["defense/precision"] = float(cumulative["precision"])
+            scalars["defense/recall"] = float(cumulative["recall"])
         scalars["round/seconds"] = time.perf_counter() - started
         return scalars
 
@@ -408,7 +406,7 @@ class FederatedTrainer:
             "aggregator_state": self.aggregator.state_dict(),
             "attack_states": {f"{i}:{a.state_key}": a.state_dict() for i, a in enumerate(self.attacks)},
             "callback_states": {f"{i}:{c.state_key}": c.state_dict() for i, c in enumerate(self.callbacks)},
-            "detection": dict(self._detection),
+            "detection": {name: getattr(self._detection, name).clone() for name in ("tp", "fp", "fn")},
             "history": [_record_state(r) for r in self.history],
             "rng": rng_states(),
         }
@@ -435,8 +433,9 @@ class FederatedTrainer:
             attack.load_state_dict(state["attack_states"].get(f"{i}:{attack.state_key}", {}))
         for i, callback in enumerate(self.callbacks):
             callback.load_state_dict(state["callback_states"].get(f"{i}:{callback.state_key}", {}))
-        self.plan = attack_plan(self.attacks, self.datamodule.clients)
-        self._detection = dict(state["detection"])
+        self.plan = AttackPlan(self.attacks, self.datamodule.clients)
+        for name, value in state["detection"].items():
+            setattr(self._detection, name, value.clone())
         self.history = [_record_from_state(r) for r in state["history"]]
         set_rng_states(state["rng"])
         self.current_round = int(state["next_round"])

@@ -1,0 +1,59 @@
+"""Aggregation rules: one class per rule, maths in :mod:`fl_lightning.aggregators.functional`."""
+from __future__ import annotations
+
+from typing import Any
+
+from fl_lightning.aggregators.base import AggregationResult, Aggregator
+from fl_lightning.aggregators.bulyan import Bulyan
+from fl_lightning.aggregators.centered_clipping import CenteredClipping
+from fl_lightning.aggregators.fedavg import FedAvg
+from fl_lightning.aggregators.foolsgold import FoolsGold
+from fl_lightning.aggregators.geometric_median import GeometricMedian
+from fl_lightning.aggregators.krum import Krum, MultiKrum
+from fl_lightning.aggregators.median import CoordinateMedian
+from fl_lightning.aggregators.norm_clipping import NormClipping
+from fl_lightning.aggregators.repeated_median import RepeatedMedian
+from fl_lightning.aggregators.residual_reweight import ResidualReweight
+from fl_lightning.aggregators.trimmed_mean import TrimmedMean
+
+#: short name -> class, for configs and :func:`get_aggregator`
+AGGREGATORS: dict[str, type[Aggregator]] = {
+    "fedavg": FedAvg,
+    "median": CoordinateMedian,
+    "trimmed_mean": TrimmedMean,
+    "repeated_median": RepeatedMedian,
+    "residual_reweight": ResidualReweight,
+    "foolsgold": FoolsGold,
+    "krum": Krum,
+    "multi_krum": MultiKrum,
+    "bulyan": Bulyan,
+    "geometric_median": GeometricMedian,
+    "centered_clipping": CenteredClipping,
+    "norm_clipping": NormClipping,
+}
+
+_ALIASES = {"coordinate_median": "median", "rr": "residual_reweight", "rfa": "geometric_median",
+            "multikrum": "multi_krum"}
+
+
+def get_aggregator(name_or_instance: str | Aggregator, **kwargs: Any) -> Aggregator:
+    """An aggregator from its short name (``"krum"``), class name (``"Krum"``) or an instance (returned as is)."""
+    if isinstance(name_or_instance, Aggregator):
+        if kwargs:
+            raise ValueError(f"get_aggregator: got an instance of {type(name_or_instance).__name__} and "
+                             f"keyword arguments {sorted(kwargs)}; pass a name to build a new one")
+        return name_or_instance
+    if isinstance(name_or_instance, str):
+        key = name_or_instance.strip().lower().replace("-", "_")
+        key = _ALIASES.get(key, key)
+        by_class = {cls.__name__.lower(): name for name, cls in AGGREGATORS.items()}
+        key = by_class.get(key, key)
+        if key in AGGREGATORS:
+            return AGGREGATORS[key](**kwargs)
+    raise ValueError(f"get_aggregator: unknown aggregator {name_or_instance!r}; valid names: "
+                     f"{', '.join(AGGREGATORS)} (or an Aggregator instance)")
+
+
+__all__ = ["AGGREGATORS", "AggregationResult", "Aggregator", "Bulyan", "CenteredClipping", "CoordinateMedian",
+           "FedAvg", "FoolsGold", "GeometricMedian", "Krum", "MultiKrum", "NormClipping", "RepeatedMedian",
+           "ResidualReweight", "TrimmedMean", "get_aggregator"]

@@ -1,0 +1,60 @@
+"""Krum and Multi-Krum: keep the clients closest to their nearest neighbours."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fl_lightning.aggregators._common import check_number, check_updates
+from fl_lightning.aggregators.base import AggregationResult, Aggregator
+from fl_lightning.aggregators.functional import krum_scores
+from fl_lightning.context import RoundContext
+
+
+class Krum(Aggregator):
+    """Krum (Blanchard et al. 2017); with ``m > 1`` Multi-Krum (El Mhamdi et al. 2018), the mean of the
+    ``m`` best-scored updates. Tolerates ``f`` Byzantine clients; needs ``K > 2f + 2``.
+    """
+
+    def __init__(self, f: int = 1, m: int = 1) -> None:
+        check_number(f, "f (the number of Byzantine clients tolerated)", type(self).__name__, 0,
+                     low_inclusive=True, integer=True)
+        if m is not None:
+            check_number(m, "m (the number of clients averaged)", type(self).__name__, 1,
+                         low_inclusive=True, integer=True)
+        self.f = f
+        self.m = m
+
+    @property
+    def min_clients(self) -> int:  # type: ignore[override]
+        """``2f + 3`` (and at least ``m + f``)."""
+        return max(2 * self.f + 3, (self.m or 1) + self.f)
+
+    def validate(self, clients_per_round: int) -> None:
+        """``ValueError`` unless ``K > 2f + 2`` and ``m <= K - f``."""
+        name = type(self).__name__
+        if clients_per_round <= 2 * self.f + 2:
+            raise ValueError(f"{name} needs K > 2f + 2 clients per round (f={self.f}: at least "
+                             f"{2 * self.f + 3}), got {clients_per_round}; lower f or sample more clients")
+        if self.m is not None and self.m > clients_per_round - self.f:
+            raise ValueError(f"{name} needs m <= K - f (m={self.m}, f={self.f}), got K={clients_per_round}")
+
+    def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
+        """The mean of the ``m`` updates with the lowest Krum scores; the rest are flagged."""
+        finite = check_updates(updates, type(self).__name__)
+        scores = krum_scores(updates, self.f)
+        k = int(finite.sum())
+        m = self.m if self.m is not None else k - self.f
+        if m > k - self.f:
+            raise ValueError(f"{type(self).__name__} needs m <= K - f (m={m}, f={self.f}), got K={k} finite")
+        chosen = torch.sort(scores, stable=True).indices[:m]
+        weights = torch.zeros(updates.shape[0])
+        weights[chosen] = 1.0 / m
+        return AggregationResult(updates[chosen].mean(dim=0), weights,
+                                 {"flagged": weights == 0, "krum_scores": scores.float()})
+
+
+class MultiKrum(Krum):
+    """Multi-Krum (El Mhamdi et al. 2018): the mean of the ``m`` best Krum-scored updates (default ``K - f``)."""
+
+    def __init__(self, f: int = 1, m: int | None = None) -> None:
+        super().__init__(f, m)

@@ -54,7 +54,8 @@ def make_cifar(parent: Path, py2: bool = False) -> Path:
     for i in range(1, 6):
         dump(batch(4, i), folder / f"data_batch_{i}", py2)
     dump(batch(3, 100), folder / "test_batch", py2)
-    dump({b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": 4}, folder / "batches.meta", py2)
+    meta = {b"label_names": [c.encode() for c in CIFAR10_CLASSES], b"num_cases_per_batch": 4}
+    dump(meta, folder / "batches.meta", py2)
     return folder
 
 

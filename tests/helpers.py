@@ -60,7 +60,7 @@ class TinyNet(ClassifierModule):
 
 
 class MeanAggregator(Aggregator):
-    """Sample-count weighted mean (FedAvg) for tests; flags clients below ``flag_below`` weight if given."""
+    """Sample-count weighted mean with a settable ``min_clients``: a minimal user-written aggregator."""
 
     def __init__(self, min_clients: int = 1) -> None:
         self.min_clients = min_clients
@@ -71,11 +71,9 @@ class MeanAggregator(Aggregator):
 
 
 def fedavg(**kwargs: Any) -> Aggregator:
-    """The library's FedAvg once it exists, else the test stand-in with the same maths."""
-    try:
-        from fl_lightning.aggregators import FedAvg
-    except ImportError:
-        return MeanAggregator(**kwargs)
+    """The library's FedAvg (the trainer's default)."""
+    from fl_lightning.aggregators import FedAvg
+
     return FedAvg(**kwargs)
 
 
@@ -105,33 +103,14 @@ def flat_params(module: nn.Module) -> Tensor:
     return torch.cat([p.detach().reshape(-1) for p in module.parameters() if p.is_floating_point()])
 
 
-class MomentumMean(Aggregator):
-    """FedAvg with server momentum: state carried across rounds, so a resume must restore it exactly."""
-
-    def __init__(self, beta: float = 0.5) -> None:
-        self.beta = beta
-        self._velocity: Tensor | None = None
-
-    def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
-        weights = ctx.num_samples / ctx.num_samples.sum()
-        step = weights @ updates
-        self._velocity = step if self._velocity is None else self.beta * self._velocity + step
-        return AggregationResult(self._velocity.clone(), weights)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"velocity": self._velocity}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._velocity = state["velocity"]
-
-
 def resume_scenario(root: str | Path, callbacks: tuple = ()) -> tuple[FederatedTrainer, ClassifierModule,
                                                                        FederatedDataModule]:
-    """The run the kill-and-resume tests interrupt: sampling, an attack, dropout, BatchNorm, server state."""
+    """The run the kill-and-resume tests interrupt: sampling, an attack, dropout, BatchNorm, FoolsGold's memory."""
+    from fl_lightning.aggregators import FoolsGold
     from fl_lightning.attacks import LabelFlip
 
     trainer = make_trainer(root, rounds=4, seed=11, clients_per_round=3, max_batches_per_epoch=3, logger=None,
-                           aggregator=MomentumMean(), callbacks=list(callbacks),
+                           aggregator=FoolsGold(), callbacks=list(callbacks),
                            attacks=[LabelFlip(source=1, target=2, clients=1, extra_epochs=1, lr=0.2)])
     module = TinyNet(dropout=0.2, batchnorm=True)
     return trainer, module, make_dm(num_clients=5)

@@ -6,11 +6,12 @@ import warnings
 
 import pytest
 import torch
-from helpers import MeanAggregator, TinyNet, flat_params, make_dm, make_trainer
+from helpers import TinyNet, fedavg, flat_params, make_dm, make_trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import fl_lightning.engines.sequential as sequential
 from fl_lightning import AggregationResult, Aggregator, Attack, FederatedCallback
+from fl_lightning.aggregators import ResidualReweight
 
 
 class CrashingClients(Attack):
@@ -44,9 +45,8 @@ class GlobalLog(FederatedCallback):
 
 
 class Spy(Aggregator):
-    def __init__(self, min_clients=1):
-        self.inner = MeanAggregator(min_clients)
-        self.min_clients = min_clients
+    def __init__(self):
+        self.inner = fedavg()
         self.seen = []
 
     def aggregate(self, updates, ctx):
@@ -105,7 +105,7 @@ def test_non_finite_update_is_dropped_before_aggregation(tmp_path, value):
 
 def test_too_few_usable_clients_keep_the_previous_global_model(tmp_path):
     log = GlobalLog()
-    trainer = make_trainer(tmp_path, rounds=3, aggregator=MeanAggregator(min_clients=3), callbacks=[log],
+    trainer = make_trainer(tmp_path, rounds=3, aggregator=ResidualReweight(), callbacks=[log],
                            attacks=[BrokenUpdates(clients=[0, 3], rounds=[1])])
     module = TinyNet()
     with pytest.warns(RuntimeWarning) as caught:
@@ -113,7 +113,7 @@ def test_too_few_usable_clients_keep_the_previous_global_model(tmp_path):
     messages = [str(w.message) for w in caught]
     assert "client 0 sent a non-finite update and is dropped this round" in messages
     assert "client 3 sent a non-finite update and is dropped this round" in messages
-    assert ("round 1: only 2 usable clients, MeanAggregator needs 3; keeping the previous global model"
+    assert ("round 1: only 2 usable clients, ResidualReweight needs 3; keeping the previous global model"
             in messages)
     assert [r.kept_previous_model for r in trainer.history] == [False, True, False]
     kept = trainer.history[1]
@@ -139,18 +139,18 @@ def test_aggregator_returning_non_finite_update_keeps_the_previous_model(tmp_pat
 
 
 def test_run_fails_after_max_failed_rounds_in_a_row(tmp_path):
-    trainer = make_trainer(tmp_path, rounds=5, max_failed_rounds=2, aggregator=MeanAggregator(min_clients=3),
+    trainer = make_trainer(tmp_path, rounds=5, max_failed_rounds=2, aggregator=ResidualReweight(),
                            attacks=[CrashingClients(clients=[1, 2])])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(RuntimeError, match=r"2 consecutive rounds had too few usable clients for "
-                                               r"MeanAggregator; last round's dropped clients: .*sensor failure"):
+                                               r"ResidualReweight; last round's dropped clients: .*sensor failure"):
             trainer.fit(TinyNet(), make_dm(num_clients=4))
     assert [r.round for r in trainer.history] == [0, 1]
 
 
 def test_failures_that_are_not_consecutive_do_not_end_the_run(tmp_path):
-    trainer = make_trainer(tmp_path, rounds=4, max_failed_rounds=2, aggregator=MeanAggregator(min_clients=3),
+    trainer = make_trainer(tmp_path, rounds=4, max_failed_rounds=2, aggregator=ResidualReweight(),
                            attacks=[CrashingClients(clients=[1, 2], rounds=[0, 2])])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -173,7 +173,7 @@ def test_a_module_raising_on_one_clients_batch_drops_only_that_client(tmp_path):
     dm = make_dm(num_clients=4)
     dm.setup()
     Fragile.poison = float(dm.clients[3].inputs.reshape(-1)[0])
-    trainer = make_trainer(tmp_path, rounds=1, aggregator=MeanAggregator())
+    trainer = make_trainer(tmp_path, rounds=1, aggregator=fedavg())
     with pytest.warns(RuntimeWarning, match="client 3 failed .*ValueError: corrupt record"):
         trainer.fit(Fragile(), dm)
     assert trainer.history[0].dropped == {3: "ValueError: corrupt record"}

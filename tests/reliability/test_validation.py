@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from helpers import Blobs, MeanAggregator, TinyNet, make_dm, make_trainer
+from helpers import Blobs, TinyNet, make_dm, make_trainer
 
+from fl_lightning.aggregators import ResidualReweight
 from fl_lightning.attacks import LabelFlip
 from fl_lightning.cli import main
 from fl_lightning.data.base import TensorData
@@ -72,13 +73,13 @@ def test_attack_round_outside_the_run(tmp_path):
 
 
 def test_aggregator_needing_more_clients_than_a_round_has(tmp_path):
-    _fit_fails(tmp_path, "MeanAggregator needs at least 4 clients per round, got 3",
-               clients_per_round=3, aggregator=MeanAggregator(min_clients=4))
+    _fit_fails(tmp_path, "ResidualReweight needs at least 3 clients per round, got 2",
+               clients_per_round=2, aggregator=ResidualReweight())
 
 
 def _write(tmp_path, trainer_extra=None):
     config = {"trainer": {"rounds": 1, "enable_progress_bar": False, "max_batches_per_epoch": 1,
-                          "aggregator": {"class_path": "helpers.MeanAggregator"}, **(trainer_extra or {})},
+                          "aggregator": {"class_path": "fl_lightning.aggregators.FedAvg"}, **(trainer_extra or {})},
               "model": {"class_path": "helpers.TinyNet"}, "save_dir": str(tmp_path / "logs"),
               "data": {"dataset": {"class_path": "helpers.Blobs"}, "num_clients": 3}}
     path = tmp_path / "recipe.yaml"

@@ -38,6 +38,23 @@ def test_fit_runs_a_recipe_and_logs_per_aggregator(tmp_path, capsys):
     assert "tiny" in capsys.readouterr().out  # the summary table
 
 
+def test_several_aggregators_each_get_their_own_run(tmp_path):
+    path, _ = _recipe(tmp_path)
+    main(["fit", "--config", str(path), "--trainer.rounds", "1", "--aggregators",
+          '[{"class_path": "fl_lightning.aggregators.FedAvg"}, '
+          '{"class_path": "fl_lightning.aggregators.ResidualReweight", "init_args": {"lambda_": 2.0}}]'])
+    runs = tmp_path / "logs" / "tiny"
+    assert sorted(p.name for p in runs.iterdir()) == ["FedAvg", "ResidualReweight"]
+    for run in runs.iterdir():
+        assert list(run.glob("events.out.tfevents.*")) and (run / "checkpoints" / "last.ckpt").is_file()
+    rr = yaml.safe_load((runs / "ResidualReweight" / "hparams.yaml").read_text())
+    fa = yaml.safe_load((runs / "FedAvg" / "hparams.yaml").read_text())
+    assert rr["aggregator"].startswith("ResidualReweight(") and fa["aggregator"].startswith("FedAvg(")
+    # same seed, partition and attackers for every aggregator
+    for key in ("data/fingerprint", "attack/LabelFlip/attacker_ids", "seed"):
+        assert rr[key] == fa[key], key
+
+
 def test_print_config_prints_the_resolved_yaml(tmp_path, capsys):
     path, _ = _recipe(tmp_path)
     with pytest.raises(SystemExit) as info:

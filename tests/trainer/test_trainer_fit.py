@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import MeanAggregator, TinyNet, fedavg, flat_params, make_dm, make_trainer, metrics_without_time
+from helpers import TinyNet, fedavg, flat_params, make_dm, make_trainer, metrics_without_time
 
 import fl_lightning.engines.sequential as sequential
 from fl_lightning import AggregationResult, Aggregator, RoundContext
@@ -82,7 +82,7 @@ class _UpdateSpy(Aggregator):
     """FedAvg that records each round's updates and the global weights they were taken from."""
 
     def __init__(self):
-        self.inner = MeanAggregator()
+        self.inner = fedavg()
         self.seen = []
 
     def aggregate(self, updates, ctx: RoundContext) -> AggregationResult:

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import MeanAggregator, TinyNet, flat_params, make_dm, make_trainer
+from helpers import Blobs, TinyNet, fedavg, flat_params, make_dm, make_trainer
 
 import fl_lightning.engines.sequential as sequential
 from fl_lightning import AggregationResult, Aggregator, FederatedDataModule
 from fl_lightning.data import PARTITIONS
 from fl_lightning.engines import SequentialEngine
 from fl_lightning.layout import ParamLayout
-from helpers import Blobs
 
 
 def test_more_clients_per_round_than_clients(tmp_path):
@@ -108,7 +107,7 @@ def test_batchnorm_buffers_averaged_by_sample_count_and_counter_kept_from_global
 
     monkeypatch.setattr(sequential, "train_client", spy)
     engine = _RecordingEngine()
-    trainer = make_trainer(tmp_path, rounds=2, engine=engine, aggregator=MeanAggregator())
+    trainer = make_trainer(tmp_path, rounds=2, engine=engine, aggregator=fedavg())
     module = TinyNet(batchnorm=True)
     dm = make_dm(num_clients=3, partition="dirichlet", alpha=0.5)
     trainer.fit(module, dm)

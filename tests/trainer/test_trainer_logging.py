@@ -8,14 +8,16 @@ from helpers import TinyNet, make_dm, make_trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from fl_lightning.aggregators import ResidualReweight
 from fl_lightning.attacks import LabelFlip
 
 SCALARS = ("test/acc", "test/loss", "attack/asr", "aggregator/weight_attackers_mean",
-           "aggregator/weight_honest_mean", "round/seconds", "clients/dropped")
+           "aggregator/weight_honest_mean", "round/seconds", "clients/dropped", "defense/precision",
+           "defense/recall", "aggregator/flagged", "aggregator/replaced_fraction")
 
 
 def test_tensorboard_scalars_histogram_and_hparams(tmp_path):
-    trainer = make_trainer(tmp_path, rounds=2, logger=None,
+    trainer = make_trainer(tmp_path, rounds=2, logger=None, aggregator=ResidualReweight(),
                            attacks=[LabelFlip(source=1, target=2, clients=1, extra_epochs=1)])
     trainer.fit(TinyNet(), make_dm())
     log_dir = Path(trainer.log_dir)
@@ -33,6 +35,7 @@ def test_tensorboard_scalars_histogram_and_hparams(tmp_path):
     assert "aggregator/client_weights" in tags["histograms"]
     histogram = events.Histograms("aggregator/client_weights")
     assert [h.step for h in histogram] == [0, 1] and histogram[0].histogram_value.num == 4
+    assert "aggregator/mean_confidence" in tags["histograms"]
 
     # hyper-parameters: TensorBoard's HPARAMS plugin and Lightning's hparams.yaml
     content = events.PluginTagToContent("hparams")

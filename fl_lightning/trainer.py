@@ -1,6 +1,7 @@
 """``FederatedTrainer``: the round loop and nothing else (training, aggregation, attacks are delegated)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -230,7 +231,7 @@ class FederatedTrainer:
                            num_samples=torch.tensor([len(t.data) for t in tasks], dtype=torch.float32),
                            layout=self.layout, global_params=self.global_params, seed=self.seed,
                            num_clients=len(self.datamodule.clients))
-        updates = self.plan.poison_updates(updates, ctx)
+        updates = self._poison_trained(updates, ctx, outcomes)
         dropped = self._dropped_clients(outcomes, updates)
         record = RoundRecord(round_idx, client_ids, {}, dropped=dropped)
         keep = [row for row, cid in enumerate(client_ids) if cid not in dropped]
@@ -256,6 +257,17 @@ class FederatedTrainer:
         return ClientTask(client_id=client_id, data=self.plan.client_data(client_id),
                           config=cfg, seed=derive_seed(self.seed, "train", round_idx, client_id),
                           batch_poisoner=self.plan.batch_poisoner(client_id, round_idx))
+
+    def _poison_trained(self, updates: Tensor, ctx: RoundContext, outcomes: list[ClientOutcome]) -> Tensor:
+        """Model poisoning over the clients that trained: a failed client's row is stale, no attack may read it."""
+        trained = [row for row, outcome in enumerate(outcomes) if outcome.ok]
+        if len(trained) == len(outcomes):
+            return self.plan.poison_updates(updates, ctx)
+        rows = torch.tensor(trained, dtype=torch.long)
+        trained_ctx = dataclasses.replace(ctx, client_ids=[ctx.client_ids[r] for r in trained],
+                                          num_samples=ctx.num_samples[rows])
+        updates[rows] = self.plan.poison_updates(updates.index_select(0, rows), trained_ctx)
+        return updates
 
     def _dropped_clients(self, outcomes: list[ClientOutcome], updates: Tensor) -> dict[int, str]:
         dropped = {o.client_id: o.error for o in outcomes if not o.ok}

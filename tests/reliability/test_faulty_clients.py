@@ -177,3 +177,18 @@ def test_a_module_raising_on_one_clients_batch_drops_only_that_client(tmp_path):
     with pytest.warns(RuntimeWarning, match="client 3 failed .*ValueError: corrupt record"):
         trainer.fit(Fragile(), dm)
     assert trainer.history[0].dropped == {3: "ValueError: corrupt record"}
+
+
+def test_attacks_reading_other_rows_never_see_a_failed_clients_row(tmp_path):
+    from fl_lightning.attacks import IPM
+
+    aggregator = Spy()
+    trainer = make_trainer(tmp_path, rounds=2, aggregator=aggregator,
+                           attacks=[CrashingClients(clients=[1]), IPM(epsilon=0.5, clients=[3])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        trainer.fit(TinyNet(), make_dm(num_clients=4))
+    for updates, ids in aggregator.seen:
+        assert ids == [0, 2, 3]
+        # IPM sends -epsilon x the mean of the clients that actually trained, not of a stale buffer row
+        torch.testing.assert_close(updates[2], -0.5 * updates[:2].mean(0), rtol=0, atol=1e-7)

@@ -160,7 +160,11 @@ class FederatedTrainer:
         for callback in self.callbacks:
             callback.on_fit_start(self, module)
         reporter.start(self.rounds, start_round)
-        failed_in_a_row = 0
+        failed_in_a_row = 0  # counted on from a resumed run's last rounds
+        for past in reversed(self.history):
+            if not past.kept_previous_model:
+                break
+            failed_in_a_row += 1
         try:
             for round_idx in range(start_round, self.rounds):
                 record = self._run_round(round_idx, reporter)

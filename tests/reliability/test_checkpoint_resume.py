@@ -215,3 +215,58 @@ def test_checkpoint_records_the_run(tmp_path):
     assert state["attack_states"] == {"0:LabelFlip": {"attacker_ids": list(trainer.attacks[0].attacker_ids)}}
     assert state["int_buffers"]["net.2.num_batches_tracked"].dtype == torch.long
     assert len(state["history"]) == 1 and fl_lightning.__version__
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAtRoundEnd(fl_lightning.FederatedCallback):
+    """An in-process crash at the end of a round (before that round's checkpoint)."""
+
+    def __init__(self, round_idx):
+        self.round_idx = round_idx
+
+    def on_round_end(self, trainer, record):
+        if record.round == self.round_idx:
+            raise _Crash()
+
+
+class _CrashingClients(fl_lightning.Attack):
+    def poison_batch(self, client_id, inputs, targets, generator):
+        raise RuntimeError(f"device {client_id} crashed")
+
+
+def _failing_run(root, callbacks=(), rounds=4, max_failed_rounds=5, crash_rounds=(0, 1)):
+    return make_trainer(root, rounds=rounds, max_failed_rounds=max_failed_rounds, aggregator=ResidualReweight(),
+                        callbacks=list(callbacks), max_batches_per_epoch=2,
+                        attacks=[_CrashingClients(clients=[1, 2], rounds=list(crash_rounds))])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_resume_after_rounds_with_dropped_clients_is_exact(tmp_path):
+    reference = _failing_run(tmp_path / "ref")
+    reference.fit(TinyNet(), make_dm())
+    crashed = _failing_run(tmp_path / "run", callbacks=[_CrashAtRoundEnd(2)])
+    with pytest.raises(_Crash):
+        crashed.fit(TinyNet(), make_dm())
+    resumed = _failing_run(tmp_path / "run")
+    resumed.fit(TinyNet(), make_dm(), ckpt_path="last")
+    assert [r.kept_previous_model for r in resumed.history] == [True, True, False, False]
+    assert [r.dropped for r in resumed.history] == [r.dropped for r in reference.history]
+    assert [r.client_weights is None for r in resumed.history] == [True, True, False, False]
+    assert metrics_without_time(resumed.history) == metrics_without_time(reference.history)
+    assert torch.equal(resumed.global_params, reference.global_params)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_consecutive_failed_rounds_are_counted_across_a_resume(tmp_path):
+    settings = dict(rounds=6, max_failed_rounds=3, crash_rounds=range(6))
+    with pytest.raises(RuntimeError, match="3 consecutive rounds"):
+        _failing_run(tmp_path / "ref", **settings).fit(TinyNet(), make_dm())
+    with pytest.raises(_Crash):
+        _failing_run(tmp_path / "run", callbacks=[_CrashAtRoundEnd(2)], **settings).fit(TinyNet(), make_dm())
+    resumed = _failing_run(tmp_path / "run", **settings)
+    with pytest.raises(RuntimeError, match="3 consecutive rounds"):
+        resumed.fit(TinyNet(), make_dm(), ckpt_path="last")
+    assert [r.round for r in resumed.history] == [0, 1, 2], "the two failed rounds before the crash count"

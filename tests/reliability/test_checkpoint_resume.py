@@ -270,3 +270,29 @@ def test_consecutive_failed_rounds_are_counted_across_a_resume(tmp_path):
     with pytest.raises(RuntimeError, match="3 consecutive rounds"):
         resumed.fit(TinyNet(), make_dm(), ckpt_path="last")
     assert [r.round for r in resumed.history] == [0, 1, 2], "the two failed rounds before the crash count"
+
+
+class _Counter(fl_lightning.FederatedCallback):
+    """A stateful callback: its count must survive a resume like Lightning callback state."""
+
+    def __init__(self):
+        self.rounds_seen = 0
+
+    def on_round_end(self, trainer, record):
+        self.rounds_seen += 1
+
+    def state_dict(self):
+        return {"rounds_seen": self.rounds_seen}
+
+    def load_state_dict(self, state):
+        self.rounds_seen = state["rounds_seen"]
+
+
+def test_callback_state_survives_a_resume(tmp_path):
+    kwargs = dict(rounds=3, max_batches_per_epoch=1)
+    with pytest.raises(_Crash):
+        make_trainer(tmp_path, callbacks=[_Counter(), _CrashAtRoundEnd(2)], **kwargs).fit(TinyNet(), make_dm())
+    counter = _Counter()
+    trainer = make_trainer(tmp_path, callbacks=[counter], **kwargs)
+    trainer.fit(TinyNet(), make_dm(), ckpt_path="last")
+    assert counter.rounds_seen == 3 and [r.round for r in trainer.history] == [0, 1, 2]

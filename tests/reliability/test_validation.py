@@ -35,6 +35,7 @@ def _fit_fails(tmp_path, match, dm=None, **kwargs):
     with pytest.raises(ValueError, match=match):
         trainer.fit(TinyNet(), dm or make_dm(num_clients=4))
     assert trainer.history == [] and not list(tmp_path.rglob("*.ckpt")), "nothing may run or be saved"
+    assert not list(tmp_path.rglob("events.out.tfevents.*")), "nothing may be logged"
 
 
 @pytest.mark.parametrize("field,value", [("rounds", -3), ("clients_per_round", 0), ("local_epochs", -1)])

@@ -34,6 +34,11 @@ def fit_parser() -> ArgumentParser:
     parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                         help='"last" resumes the latest checkpoint of each run')
     parser.add_argument("--description", type=str, default="", help="what the recipe reproduces")
+    parser.add_argument("--sweep", type=Optional[dict], default=None,
+                        help="the recipe's grid, run by `fl-lightning sweep` (fit ignores it)")
+    parser.add_argument("--profiles", type=Optional[dict], default=None,
+                        help="the recipe's named overrides, e.g. small, used by `fl-lightning sweep --profile` "
+                             "(fit ignores them)")
     return parser
 
 
@@ -52,16 +57,23 @@ def run_fit(cfg: Namespace, parser: ArgumentParser, *, quiet: bool = False) -> l
 
 
 def _run_one(cfg: Namespace, parser: ArgumentParser, index: int, quiet: bool) -> RunSummary:
+    trainer = fit_one(cfg, parser, index=index, quiet=quiet)
+    return RunSummary.from_trainer(str(trainer.logger.version), trainer)
+
+
+def fit_one(cfg: Namespace, parser: ArgumentParser, run_name: str | None = None, *, index: int = 0,
+            quiet: bool = False) -> FederatedTrainer:
+    """Fit ``cfg`` with its ``trainer.aggregator``, logging to SAVE_DIR/NAME/RUN_NAME (default: the aggregator's class)."""
     seed_everything(cfg.trainer.seed)  # the initial weights depend on the seed alone: same for every aggregator
     objects = parser.instantiate(cfg)
     trainer_kwargs = objects.trainer.as_dict() if isinstance(objects.trainer, Namespace) else dict(objects.trainer)
-    run_name = _run_name(trainer_kwargs.get("aggregator"), index)
+    run_name = run_name or _run_name(trainer_kwargs.get("aggregator"), index)
     logger = TensorBoardLogger(cfg.save_dir, name=cfg.name, version=run_name, default_hp_metric=False)
     trainer = FederatedTrainer(logger=logger, **trainer_kwargs)
     if quiet:
         trainer.enable_progress_bar = False
     trainer.fit(objects.model, objects.data, ckpt_path=cfg.ckpt_path)
-    return RunSummary.from_trainer(run_name, trainer)
+    return trainer
 
 
 def _run_name(aggregator: Aggregator | None, index: int) -> str:

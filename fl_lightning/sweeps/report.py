@@ -1,0 +1,142 @@
+"""``fl-lightning report``: ``report.md`` and PNG plots of a sweep folder, beside the paper's numbers."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from jsonargparse import ArgumentParser, Namespace
+
+from fl_lightning.run_summary import LATE_FRACTION
+from fl_lightning.sweeps import plots, records
+from fl_lightning.sweeps.layout import Labels, Layout, cells, mean
+from fl_lightning.sweeps.paper import PaperTable, load_paper_results
+
+#: metric keys that get a table: accuracy, per-class accuracy and every attack rate
+TABLE_PREFIXES = ("test/acc", "attack/")
+
+
+def report_parser() -> ArgumentParser:
+    """The parser of ``fl-lightning report``."""
+    parser = ArgumentParser(description="Write report.md and PNG plots for a sweep folder (finished points only).")
+    parser.add_argument("path", type=str, help="the sweep folder, e.g. logs/mnist_label_flip")
+    parser.add_argument("--paper", type=Optional[str], default=None,
+                        help="entry of fl_lightning/paper_results.yaml to compare with (default: the recipe's "
+                             "sweep.paper); 'none' shows ours alone")
+    return parser
+
+
+def run_report(cfg: Namespace) -> Path:
+    """Write ``report.md`` and the plots into the sweep folder; returns the report's path."""
+    folder = Path(cfg.path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder; pass a sweep folder such as logs/mnist_label_flip")
+    points = records.read_points(folder)
+    if not points:
+        raise ValueError(f"{folder} holds no finished point (no */{records.SUMMARY_FILE}); "
+                         f"run `fl-lightning sweep --config RECIPE` first")
+    sweep_path = folder / records.SWEEP_FILE
+    sweep = records.read_json(sweep_path) if sweep_path.is_file() else None
+    paper = _paper(cfg.paper if cfg.paper is not None else (sweep or {}).get("paper"))
+    layout = Layout.build(sweep, points, paper)
+    if layout.note:
+        paper = None
+    metrics = [m for m in _metrics(points) if m.startswith(TABLE_PREFIXES)]
+    images = plots.write_all(folder, points, layout, metrics, paper)
+    text = _markdown(folder, sweep, points, layout, metrics, paper, images)
+    out = folder / "report.md"
+    out.write_text(text)
+    print(f"wrote {out} and {len(images)} plots")
+    return out
+
+
+def _paper(table_id: str | None) -> PaperTable | None:
+    if not table_id or table_id == "none":
+        return None
+    tables = load_paper_results()
+    if table_id not in tables:
+        raise ValueError(f"paper entry {table_id!r} is not in fl_lightning/paper_results.yaml; "
+                         f"choose one of {sorted(tables)} or 'none'")
+    return tables[table_id]
+
+
+def _metrics(points: list[dict[str, Any]]) -> list[str]:
+    keys: list[str] = []
+    for point in points:
+        keys += [k for k, v in point.get("final", {}).items() if k not in keys and v is not None]
+    return sorted(keys, key=lambda k: (k != "test/acc", k))
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f}"
+
+
+def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], layout: Layout, metrics: list[str],
+              paper: PaperTable | None, images: list[Path]) -> str:
+    late = int(LATE_FRACTION * 100)
+    name = (sweep or {}).get("name", folder.name)
+    lines = [f"# Report: {name}", ""]
+    if sweep:
+        lines += [f"Recipe `{sweep.get('recipe')}`" + (f", profile `{sweep['profile']}`" if sweep.get("profile") else "")
+                  + f"; {len(points)} of {len(sweep.get('points', []))} points finished."]
+        missing = sorted(set(sweep.get("points", [])) - {p["point"] for p in points})
+        if missing:
+            lines += ["", f"Not finished (left out below): {', '.join(missing)}."]
+    rounds = sorted({p.get("rounds", 0) for p in points})
+    lines += ["", f"Rounds per point: {', '.join(map(str, rounds))}. Each cell: **final round** / mean over the "
+              f"last {late}% of rounds" + (" (paper)" if paper else "") + ", in percent."]
+    if layout.averaged:
+        lines += [f"Cells average the runs over {', '.join(layout.averaged)}."]
+    if paper:
+        lines += ["", f"Paper: {paper.title} ({paper.source}" + (", no values typed: plot only" if not paper.metrics
+                                                                  else "") + ")."]
+        if paper.notes:
+            lines += ["", f"> {paper.notes}"]
+    if layout.note:
+        lines += ["", layout.note]
+    grouped = cells(points, layout)
+    row_keys = layout.sort({r for r, _ in grouped}, layout.rows)
+    col_keys = layout.sort({c for _, c in grouped}, layout.columns)
+    for metric in metrics:
+        lines += ["", f"## {metric}", ""]
+        lines += _table(metric, grouped, layout, row_keys, col_keys, paper)
+    lines += ["", "## Points", ""] + _points_table(points)
+    if images:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(folder).as_posix()})" for p in images]
+    return "\n".join(lines) + "\n"
+
+
+def _table(metric: str, grouped: dict, layout: Layout, row_keys: list[Labels], col_keys: list[Labels],
+           paper: PaperTable | None) -> list[str]:
+    head = " / ".join(p.split(".")[-1] for p in layout.rows) or "run"
+    out = [f"| {head} | " + " | ".join(layout.header(layout.columns, c) for c in col_keys) + " |",
+           "|---" * (len(col_keys) + 1) + "|"]
+    for row in row_keys:
+        label = layout.header(layout.rows, row)
+        name = paper.row_name(row) if paper else None
+        if name and name != label:
+            label += f" (paper: {name})"
+        texts = []
+        for column in col_keys:
+            group = grouped.get((row, column), [])
+            final = mean([p.get("final", {}).get(metric) for p in group])
+            late = mean([p.get("late_mean", {}).get(metric) for p in group])
+            text = "" if not group else f"**{_pct(final)}** / {_pct(late)}"
+            reference = paper.value(metric, row, column) if paper else None
+            if reference is not None:
+                text += f" ({_pct(reference, 2)})"
+            texts.append(text)
+        out.append(f"| {label} | " + " | ".join(texts) + " |")
+    return out
+
+
+def _points_table(points: list[dict[str, Any]]) -> list[str]:
+    out = ["| point | rounds | acc | attack | weight attackers | weight honest | seconds |", "|---" * 7 + "|"]
+    for p in points:
+        final = p.get("final", {})
+        attack = ", ".join(f"{k.split('/')[1]} {_pct(v)}" for k, v in final.items()
+                           if k.startswith("attack/") and v is not None) or "–"
+        weights = [p.get("weight_attackers_mean"), p.get("weight_honest_mean")]
+        shown = ["–" if w is None else f"{w:.4f}" for w in weights]
+        out.append(f"| {p['point']} | {p.get('rounds', 0)} | {_pct(final.get('test/acc'))} | {attack} | "
+                   f"{shown[0]} | {shown[1]} | {p.get('seconds', '–')} |")
+    return out

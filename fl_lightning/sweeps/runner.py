@@ -1,0 +1,129 @@
+"""``fl-lightning sweep``: run every point of a recipe's grid in-process, resumably."""
+from __future__ import annotations
+
+import copy
+import fnmatch
+import time
+from pathlib import Path
+from typing import Optional
+
+from jsonargparse import ArgumentParser, Namespace
+from rich.console import Console
+from rich.table import Table
+
+from fl_lightning.checkpoint import CHECKPOINT_NAME
+from fl_lightning.run_summary import RunSummary, print_summaries
+from fl_lightning.sweeps import records
+from fl_lightning.sweeps.recipe import Point, Recipe, load_recipe
+
+
+def sweep_parser() -> ArgumentParser:
+    """The parser of ``fl-lightning sweep``."""
+    parser = ArgumentParser(description="Run every point of a recipe's sweep grid, one after another; "
+                                        "finished points are skipped and interrupted ones resume.")
+    parser.add_argument("--config", type=str, required=True, help="the recipe YAML (its sweep.grid is the grid)")
+    parser.add_argument("--profile", type=Optional[str], default=None,
+                        help="apply the recipe's profiles.NAME first (small: every recipe in seconds); "
+                             "logs then go to SAVE_DIR/NAME-PROFILE")
+    parser.add_argument("--only", type=Optional[str], default=None,
+                        help="run only the points whose name matches this glob, e.g. 'ResidualReweight-*'")
+    parser.add_argument("--dry_run", type=bool, default=False, help="list the points and their state, run nothing")
+    parser.add_argument("--name", type=Optional[str], default=None, help="sweep folder name (default: the recipe's)")
+    parser.add_argument("--save_dir", type=Optional[str], default=None,
+                        help="TensorBoard root (default: the recipe's save_dir)")
+    return parser
+
+
+def run_sweep(cfg: Namespace, console: Console | None = None) -> list[RunSummary]:
+    """Run (or with ``dry_run`` list) the points of ``cfg.config``; returns the summaries of the points run or found."""
+    from fl_lightning.cli import fit_parser
+
+    console = console or Console()
+    recipe = load_recipe(cfg.config, cfg.profile)
+    if cfg.name:
+        recipe.base["name"] = cfg.name
+    if cfg.save_dir:
+        recipe.base["save_dir"] = cfg.save_dir
+    points = recipe.points()
+    selected = [p for p in points if cfg.only is None or fnmatch.fnmatchcase(p.name, cfg.only)]
+    if not selected:
+        raise ValueError(f"--only {cfg.only!r} matches none of the {len(points)} points; "
+                         f"for example {[p.name for p in points[:3]]}")
+    parser = fit_parser()
+    parser.exit_on_error = False  # a bad point raises (named by parse_point) instead of exiting
+    configs = [parse_point(parser, p) for p in selected]  # a typo fails here, before any point runs
+    root = Path(recipe.save_dir) / recipe.name
+    _print_plan(console, recipe, selected, root)
+    if cfg.dry_run:
+        return []
+    records.write_json(root / records.SWEEP_FILE, records.sweep_record(recipe, points))
+    summaries = []
+    for number, (point, point_cfg) in enumerate(zip(selected, configs), start=1):
+        console.rule(f"[bold]{recipe.name}[/] point {number}/{len(selected)}: [cyan]{point.name}")
+        summaries.append(run_point(point, point_cfg, parser, recipe, console))
+    print_summaries(summaries, title=recipe.name)
+    console.print(f"Report: fl-lightning report {root}")
+    return summaries
+
+
+def parse_point(parser: ArgumentParser, point: Point) -> Namespace:
+    """The point's config checked by the fit parser; an invalid key or value names the point."""
+    try:
+        return parser.parse_object(copy.deepcopy(point.config))  # jsonargparse edits what it is given
+    except Exception as exc:  # argparse.ArgumentError from jsonargparse, or an import error of a class_path
+        raise ValueError(f"sweep point {point.name!r} ({point.params}) is not a valid fit config: {exc}. "
+                         "Check the sweep.grid and profile keys against `fl-lightning fit --help`.") from exc
+
+
+def run_point(point: Point, cfg: Namespace, parser: ArgumentParser, recipe: Recipe,
+              console: Console) -> RunSummary:
+    """Run one point (or skip it when its ``summary.json`` exists); resume it from its own checkpoint."""
+    from fl_lightning.cli import fit_one
+
+    folder = Path(recipe.save_dir) / recipe.name / point.name
+    summary_path = folder / records.SUMMARY_FILE
+    if summary_path.is_file():
+        record = records.read_json(summary_path)
+        _check_same(record.get("config", {}), point, summary_path)
+        console.print(f"finished earlier, skipped ({summary_path})")
+        return records.summary_from_record(record)
+    point_path = folder / records.POINT_FILE
+    if point_path.is_file():
+        _check_same(records.read_json(point_path).get("config", {}), point, point_path)
+    records.write_json(point_path, {"point": point.name, "params": point.params, "config": point.config})
+    checkpoint = folder / "checkpoints" / CHECKPOINT_NAME
+    cfg.save_dir, cfg.name = recipe.save_dir, recipe.name
+    cfg.ckpt_path = str(checkpoint) if checkpoint.is_file() else None  # never another point's checkpoint
+    if cfg.ckpt_path:
+        console.print(f"resuming from {checkpoint}")
+    started = time.perf_counter()
+    trainer = fit_one(cfg, parser, run_name=point.name)
+    summary = RunSummary.from_trainer(point.name, trainer)
+    records.write_json(summary_path, records.point_record(point, trainer, summary, time.perf_counter() - started))
+    shown = "  ".join(f"{k} {v:.3f}" for k, v in summary.final.items()
+                      if k == "test/acc" or k.startswith("attack/"))
+    console.print(shown or "finished", soft_wrap=True)
+    console.print(f"summary: {summary_path}", soft_wrap=True)
+    return summary
+
+
+def _check_same(saved: dict, point: Point, path: Path) -> None:
+    difference = records.config_difference(records.comparable(saved), records.comparable(point.config))
+    if difference:
+        raise ValueError(f"{path} belongs to a run of point {point.name!r} with another config "
+                         f"(first difference: {difference}); delete {path.parent} to rerun it, or pass "
+                         "--name to sweep into a new folder")
+
+
+def _print_plan(console: Console, recipe: Recipe, points: list[Point], root: Path) -> None:
+    table = Table(title=f"{recipe.name}: {len(points)} points -> {root}"
+                        + (f" (profile {recipe.profile})" if recipe.profile else ""))
+    table.add_column("#", justify="right")
+    table.add_column("point")
+    table.add_column("state")
+    for number, point in enumerate(points, start=1):
+        folder = root / point.name
+        state = ("done" if (folder / records.SUMMARY_FILE).is_file()
+                 else "resume" if (folder / "checkpoints" / CHECKPOINT_NAME).is_file() else "new")
+        table.add_row(str(number), point.name, state)
+    console.print(table)

@@ -11,8 +11,10 @@ the reference implementation of residual reweighting does.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Callable, Iterator, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -35,8 +37,10 @@ VARIANTS = ("reference", "paper")
 _MIB = 1 << 20
 #: selection networks are used up to this many values; beyond, ``torch.kthvalue``/``torch.sort``
 _NETWORK_MAX = 128
-#: elements per row that keep one vectorised op busy without leaving the CPU caches
-_TARGET_ROW_ELEMENTS = 1 << 16
+#: elements of one ``[K, chunk]`` op: large enough to hide per-op overhead, small enough for the caches
+_TARGET_ROW_ELEMENTS = 65536
+#: columns are sorted by a network on int64 keys up to this many rows, by ``torch.sort`` beyond
+_SORT_NETWORK_MAX = 32
 
 
 # --------------------------------------------------------------------------- input checks
@@ -83,13 +87,49 @@ def finite_rows(updates: Tensor) -> Tensor:
 
 
 def _chunk_columns(k: int, n: int, bytes_per_column: int, chunk_size: int | None) -> int:
-    """Columns per chunk: ``chunk_size`` if given, else a memory budget of about the input's size."""
+    """Columns per chunk: ``chunk_size`` if given, else ``[K, chunk]`` ops of about
+    ``_TARGET_ROW_ELEMENTS`` values, capped so a chunk's scratch stays near the input's size
+    (at least 4 MiB, at most 128 MiB).
+    """
     if chunk_size is not None:
         return max(1, min(chunk_size, n))
-    budget = min(max(4 * k * n, 8 * _MIB), 256 * _MIB)
+    budget = min(max(4 * k * n, 4 * _MIB), 128 * _MIB)
     by_budget = max(1, budget // max(1, bytes_per_column))
     by_cache = max(64, _TARGET_ROW_ELEMENTS // max(1, k))
     return max(1, min(n, by_budget, by_cache))
+
+
+_T = TypeVar("_T")
+
+
+@contextmanager
+def _single_threaded_ops() -> Iterator[int]:
+    """Run torch ops on one intra-op thread; yields the previous thread count.
+
+    The chunked rules issue thousands of small ops; each parallel region costs a barrier, and on a
+    busy machine a barrier waits for a descheduled thread. Parallelism comes from whole chunks
+    instead (:func:`_map_chunks`).
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield previous
+        return
+    torch.set_num_threads(1)
+    try:
+        yield previous
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _map_chunks(work: Callable[[list[int]], _T], starts: list[int], workers: int) -> list[_T]:
+    """``work`` over contiguous runs of chunk ``starts``, on up to ``workers`` threads (ops release the GIL)."""
+    workers = max(1, min(workers, len(starts)))
+    if workers == 1:
+        return [work(starts)]
+    size = -(-len(starts) // workers)
+    runs = [starts[i:i + size] for i in range(0, len(starts), size)]
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return list(pool.map(work, runs))
 
 
 # --------------------------------------------------------------------------- order statistics
@@ -126,21 +166,14 @@ def _selection_network(n: int, outputs: tuple[int, ...]) -> tuple[tuple[int, int
     return tuple(reversed(kept))
 
 
-def _order_statistics(values: Tensor, ranks: tuple[int, ...], scratch: bool = False) -> list[Tensor]:
-    """The ``ranks``-th smallest (0-based) entries along dim 0 of ``values``.
+def _network_ops(n: int, ranks: tuple[int, ...]) -> int:
+    return sum(need_min + need_max for _, _, need_min, need_max in _selection_network(n, ranks))
 
-    Small counts go through a pruned selection network (vectorised min/max over the other dims, no
-    per-element branching); large ones through ``torch.kthvalue``. With ``scratch=True`` the network
-    may overwrite ``values``.
-    """
-    n = values.shape[0]
-    if n > _NETWORK_MAX:
-        return [torch.kthvalue(values, r + 1, dim=0).values for r in ranks]
-    if not scratch:
-        values = values.clone()
-    rows = list(values.unbind(0))
+
+def _run_network(rows: list[Tensor], network: tuple[tuple[int, int, bool, bool], ...]) -> list[Tensor]:
+    """Apply a comparator network in place to ``rows`` (equal-shaped tensors the caller owns)."""
     spare: Tensor | None = None
-    for a, b, need_min, need_max in _selection_network(n, tuple(sorted(set(ranks)))):
+    for a, b, need_min, need_max in network:
         lo, hi = rows[a], rows[b]
         if need_min and need_max:
             if spare is None:
@@ -152,6 +185,27 @@ def _order_statistics(values: Tensor, ranks: tuple[int, ...], scratch: bool = Fa
             torch.minimum(lo, hi, out=lo)
         else:
             torch.maximum(lo, hi, out=hi)
+    return rows
+
+
+def _order_statistics(values: Tensor, ranks: tuple[int, ...], scratch: bool = False) -> list[Tensor]:
+    """The ``ranks``-th smallest (0-based) entries along dim 0 of ``values``.
+
+    A pruned selection network (vectorised min/max across the other dims, no per-element branches)
+    when that is cheaper than ``torch.kthvalue`` by a simple cost model of both; with ``scratch=True``
+    the network may overwrite ``values``.
+    """
+    n = values.shape[0]
+    wanted = tuple(sorted(set(ranks)))
+    row = values[0].numel()
+    if n <= _NETWORK_MAX:
+        network_cost = _network_ops(n, wanted) * (1.5e-6 + row * 0.15e-9)
+        kth_cost = len(wanted) * n * row * 15e-9
+    if n > _NETWORK_MAX or kth_cost < network_cost:
+        return [torch.kthvalue(values, r + 1, dim=0).values for r in ranks]
+    if not scratch:
+        values = values.clone()
+    rows = _run_network(list(values.unbind(0)), _selection_network(n, wanted))
     return [rows[r] for r in ranks]
 
 
@@ -166,6 +220,33 @@ def _median0(values: Tensor, scratch: bool = False, skip_smallest: int = 0) -> T
         return _order_statistics(values, (lo_rank,), scratch)[0]
     lo, hi = _order_statistics(values, (lo_rank, hi_rank), scratch)
     return (lo + hi) / 2
+
+
+def _sorted_median(ys: Tensor) -> Tensor:
+    """Median along dim 0 of values already sorted along it."""
+    k = ys.shape[0]
+    return (ys[(k - 1) // 2] + ys[k // 2]) / 2 if k % 2 == 0 else ys[k // 2].clone()
+
+
+def _stable_sort0(block: Tensor) -> tuple[Tensor, Tensor]:
+    """Sort along dim 0, ties in row order: ``(sorted values, row index of each sorted value)``.
+
+    For float32 and few rows a sorting network on int64 keys (order-preserving bits of the value,
+    row index in the low half) beats ``torch.sort`` several times: keys are distinct, so plain min/max
+    sorts them stably, and the payload rides along for free.
+    """
+    k = block.shape[0]
+    if block.dtype != torch.float32 or k > _SORT_NETWORK_MAX:
+        return torch.sort(block, dim=0, stable=True)
+    bits = (block + 0.0).view(torch.int32)                   # + 0.0 turns -0.0 into +0.0: they tie
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)                 # negative floats: reverse their order
+    keys = (bits.to(torch.int64) << 32) | torch.arange(k, dtype=torch.int64, device=block.device).unsqueeze(1)
+    rows = _run_network(list(keys.unbind(0)), _selection_network(k, tuple(range(k))))
+    keys = torch.stack(rows)
+    order = keys & 0xFFFFFFFF
+    bits = (keys >> 32).to(torch.int32)
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+    return bits.view(torch.float32), order
 
 
 # --------------------------------------------------------------------------- robust lines
@@ -187,11 +268,16 @@ def _pairwise_slopes_by_row(ys: Tensor) -> Tensor:
     """``[K (j), K (i), c]`` slopes ``(y_j - y_i) / (j - i)`` of sorted columns ``ys``; ``+inf`` where j == i."""
     k = ys.shape[0]
     slopes = ys.unsqueeze(1) - ys.unsqueeze(0)
-    ranks = torch.arange(k, dtype=ys.dtype, device=ys.device)
-    gaps = (ranks.view(k, 1) - ranks.view(1, k)).fill_diagonal_(1.0).unsqueeze(-1)
-    slopes.div_(gaps)
+    slopes.div_(_rank_gaps(k, ys.dtype, ys.device))
     slopes.diagonal(dim1=0, dim2=1).fill_(math.inf)
     return slopes
+
+
+@lru_cache(maxsize=64)
+def _rank_gaps(k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[K, K, 1]`` rank differences ``j - i`` (1 on the diagonal, which is overwritten anyway)."""
+    ranks = torch.arange(k, dtype=dtype, device=device)
+    return (ranks.view(k, 1) - ranks.view(1, k)).fill_diagonal_(1.0).unsqueeze(-1)
 
 
 def _line_of_sorted(ys: Tensor, estimator: str, variant: str) -> tuple[Tensor, Tensor]:
@@ -202,7 +288,7 @@ def _line_of_sorted(ys: Tensor, estimator: str, variant: str) -> tuple[Tensor, T
     takes ``intercept = med(y) - slope (K - 1) / 2``; the paper's text ``med_i (y_i - slope i)``.
     """
     k = ys.shape[0]
-    center = (ys[(k - 1) // 2] + ys[k // 2]) / 2 if k % 2 == 0 else ys[k // 2]
+    center = _sorted_median(ys)
     if estimator == "median":
         return center, torch.zeros_like(center)
     if estimator == "repeated_median":
@@ -239,14 +325,14 @@ def robust_line(updates: Tensor, *, estimator: str = "repeated_median", variant:
     _check_choice(estimator, ESTIMATORS, "estimator", name)
     _check_choice(variant, VARIANTS, "variant", name)
     _check_chunk_size(chunk_size, name)
-    values, _ = _require_finite(updates, 2, name)
-    k, n = values.shape
-    intercept, slope = torch.empty(n, dtype=values.dtype), torch.empty(n, dtype=values.dtype)
-    step = _chunk_columns(k, n, _rr_bytes_per_column(k, estimator), chunk_size)
-    for start in range(0, n, step):
-        ys = torch.sort(values[:, start:start + step], dim=0, stable=True).values
-        intercept[start:start + step], slope[start:start + step] = _line_of_sorted(ys, estimator, variant)
-    return LineFit(intercept, slope)
+    mask = finite_rows(updates)
+    k = int(mask.sum())
+    if k < 2:
+        raise ValueError(f"{name} needs K >= 2 finite clients, got {k}")
+    out = torch.empty(2, updates.shape[1], dtype=updates.dtype, device=updates.device)
+    _map_columns(updates, _all_or_mask(mask), _rr_bytes_per_column(k, estimator), chunk_size, out,
+                 lambda chunk: torch.stack(_line_of_sorted(_stable_sort0(chunk)[0], estimator, variant)))
+    return LineFit(out[0], out[1])
 
 
 # --------------------------------------------------------------------------- residual reweighting
@@ -303,6 +389,48 @@ def check_residual_reweight_options(lambda_: float, thresh: float, estimator: st
     _check_chunk_size(chunk_size, name)
 
 
+class _Corrections:
+    """The values replaced by the line, kept as ``(client, column, value - original)``.
+
+    Few values are replaced in a typical round, so they are stored sparsely; a chunk where many are
+    replaced is stored densely instead, so memory never exceeds about one copy of the input.
+    """
+
+    def __init__(self, n: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.n, self.dtype, self.device = n, dtype, device
+        self.sparse: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.dense: list[tuple[int, Tensor]] = []
+
+    def add(self, start: int, replaced: Tensor, order: Tensor, delta_sorted: Tensor, count: int) -> None:
+        """Record the replaced entries of the sorted chunk starting at column ``start``."""
+        k, c = replaced.shape
+        if 5 * count > k * c:
+            dense = torch.zeros_like(delta_sorted).scatter_(0, order, delta_sorted.masked_fill(~replaced, 0.0))
+            self.dense.append((start, dense))
+            return
+        position, column = replaced.nonzero(as_tuple=True)
+        self.sparse.append((order[position, column], column + start, delta_sorted[position, column]))
+
+    def weighted(self, weights: Tensor) -> Tensor:
+        """``sum_k weights[k] * delta[k, n]`` for every column ``n``."""
+        out = torch.zeros(self.n, dtype=self.dtype, device=self.device)
+        for start, dense in self.dense:
+            out[start:start + dense.shape[1]] += weights @ dense
+        for clients, columns, delta in self.sparse:
+            out.index_add_(0, columns, weights[clients] * delta)
+        return out
+
+
+class _ChunkTotals:
+    """What one worker accumulates over its chunks of columns."""
+
+    def __init__(self, k: int, n: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.scores = torch.zeros(k, dtype=torch.float64, device=device)
+        self.confidence = torch.zeros(k, dtype=torch.float64, device=device)
+        self.corrections = _Corrections(n, dtype, device)
+        self.replaced = 0
+
+
 def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: float = 0.1,
                               estimator: str = "repeated_median", weighting: str = "huber",
                               variant: str = "reference", chunk_size: int | None = None,
@@ -323,62 +451,66 @@ def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: 
     k = values.shape[0]
     dtype, device = values.dtype, values.device
     paper = variant == "paper"
-
-    leverage = _leverage_factor(k, dtype, device)
-    bound = lambda_ * math.sqrt(2 / k) * leverage                   # Z * sqrt(1 - h), per rank
+    bound = lambda_ * math.sqrt(2 / k) * _leverage_factor(k, dtype, device)   # Z sqrt(1 - h) per rank
     scale = (1.48 if paper else 1.4826) * (1 + 5 / (k - 1))
     ranks = torch.arange(k, dtype=dtype, device=device).unsqueeze(-1)
-
-    scores = torch.zeros(k, dtype=torch.float64, device=device)
-    confidence_sum = torch.zeros(k, dtype=torch.float64, device=device)
-    corrected = torch.empty_like(values)
-    replaced_count = 0
     step = _chunk_columns(k, n, _rr_bytes_per_column(k, estimator), chunk_size)
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        ys, order = torch.sort(values[:, start:stop], dim=0, stable=True)
-        intercept, slope = _line_of_sorted(ys, estimator, variant)
-        fit = intercept + slope * ranks
-        residual = ys - fit
-        abs_res = residual.abs()
-        if paper:
-            tau = scale * _median0(abs_res)
-        else:
-            tau = scale * _median0(abs_res, skip_smallest=1) + 1e-7
-        if weighting == "huber":
-            # w = sqrt(1-h)/e * psi(e/sqrt(1-h)) = min(1, Z sqrt(1-h) tau / |r|); 0/0 gives 1
-            limit = bound * tau
-            conf = torch.where(abs_res <= limit, torch.ones_like(abs_res), limit / abs_res)
-        else:
-            conf = torch.where(abs_res == 0, torch.ones_like(abs_res),
-                               torch.exp(-(residual / tau) ** 2 / (2 * lambda_ ** 2)))
-        replaced = conf <= thresh if paper else conf < thresh
-        if paper:
-            conf = conf.masked_fill(replaced, 0.0)
-        if skip_columns is not None:
-            skip = skip_columns[start:stop]
-            if bool(skip.any()):
-                replaced &= ~skip
-                conf = conf.masked_fill(skip, 0.0)
-        replaced_count += int(replaced.sum())
-        # eq. 10: each confidence counts with the spread of its column's confidences
-        weighted = conf * conf.std(dim=0, keepdim=True)
-        # sorted positions back to clients: one scatter per quantity
-        scores += torch.zeros_like(weighted).scatter_(0, order, weighted).sum(dim=1, dtype=torch.float64)
-        confidence_sum += torch.zeros_like(conf).scatter_(0, order, conf).sum(dim=1, dtype=torch.float64)
-        corrected[:, start:stop].scatter_(0, order, torch.where(replaced, fit, ys))
 
-    weights = _normalise_scores(scores, paper)
-    aggregate = (weights.to(dtype) @ corrected).to(updates.dtype)
+    def work(starts: list[int]) -> _ChunkTotals:
+        totals = _ChunkTotals(k, n, dtype, device)
+        for start in starts:
+            stop = min(n, start + step)
+            ys, order = _stable_sort0(values[:, start:stop])
+            intercept, slope = _line_of_sorted(ys, estimator, variant)
+            fit = slope * ranks + intercept
+            residual = ys - fit
+            abs_res = residual.abs()
+            if paper:
+                tau = scale * _median0(abs_res)                               # eq. 3-4
+            else:
+                tau = scale * _median0(abs_res, skip_smallest=1) + 1e-7
+            if weighting == "huber":
+                # eq. 6: sqrt(1-h)/e * psi(e/sqrt(1-h)) = min(1, Z sqrt(1-h) tau / |r|); 0/0 gives 1
+                conf = torch.div(bound * tau, abs_res).nan_to_num_(nan=1.0).clamp_(max=1.0)
+            else:
+                conf = torch.div(residual, tau).square_().mul_(-0.5 / lambda_ ** 2).exp_().nan_to_num_(nan=1.0)
+            replaced = conf <= thresh if paper else conf < thresh
+            if skip_columns is not None:
+                skip = skip_columns[start:stop]
+                if bool(skip.any()):
+                    replaced &= ~skip
+                    conf.masked_fill_(skip, 0.0)
+            if paper:
+                conf.masked_fill_(replaced, 0.0)                              # eq. 8
+            count = int(replaced.sum())
+            if count:
+                totals.replaced += count
+                totals.corrections.add(start, replaced, order, fit - ys, count)   # eq. 9
+            # eq. 10: each confidence counts with the spread (unbiased std) of its column's confidences
+            centred = conf - conf.mean(dim=0)
+            spread = centred.square_().sum(dim=0).div_(k - 1).sqrt_()
+            flat_order = order.reshape(-1)
+            totals.scores += torch.bincount(flat_order, weights=(conf * spread).reshape(-1), minlength=k)
+            totals.confidence += torch.bincount(flat_order, weights=conf.reshape(-1), minlength=k)
+        return totals
+
+    with _single_threaded_ops() as threads:
+        parts = _map_chunks(work, list(range(0, n, step)), threads)
+    scores = sum(part.scores for part in parts)
+    weights = _normalise_scores(scores, paper).to(dtype)
+    aggregate = weights @ values                                                  # eq. 11
+    for part in parts:
+        aggregate += part.corrections.weighted(weights)
     full_weights = torch.zeros(k_all, dtype=dtype, device=device)
-    full_weights[finite] = weights.to(dtype)
+    full_weights[finite] = weights
     full_scores = torch.zeros(k_all, dtype=dtype, device=device)
     full_scores[finite] = scores.to(dtype)
     scored_columns = n - (int(skip_columns.sum()) if skip_columns is not None else 0)
     mean_conf = torch.zeros(k_all, dtype=dtype, device=device)
-    mean_conf[finite] = (confidence_sum / max(1, scored_columns)).to(dtype)
-    replaced_fraction = replaced_count / max(1, k * scored_columns)
-    return ResidualReweightDetails(aggregate, full_weights, full_scores, mean_conf, replaced_fraction)
+    mean_conf[finite] = (sum(part.confidence for part in parts) / max(1, scored_columns)).to(dtype)
+    replaced_fraction = sum(part.replaced for part in parts) / max(1, k * scored_columns)
+    return ResidualReweightDetails(aggregate.to(updates.dtype), full_weights, full_scores, mean_conf,
+                                   replaced_fraction)
 
 
 def _normalise_scores(scores: Tensor, paper: bool) -> Tensor:
@@ -414,22 +546,37 @@ def residual_reweight(updates: Tensor, *, lambda_: float = 2.0, thresh: float = 
 # --------------------------------------------------------------------------- helpers over finite rows
 
 
-def _column_chunks(values: Tensor, mask: Tensor | None, bytes_per_column: int,
-                   chunk_size: int | None = None, copy: bool = False):
-    """Yield ``(start, stop, chunk)``: the rows ``mask`` selects (all if None) of a block of columns.
-
-    ``copy=True`` guarantees each chunk is a fresh contiguous tensor the caller may overwrite.
-    """
+def _column_chunks(values: Tensor, mask: Tensor | None,
+                   bytes_per_column: int) -> Iterator[tuple[int, int, Tensor]]:
+    """Yield ``(start, stop, chunk)``: the rows ``mask`` selects (all if None) of a block of columns."""
     k, n = values.shape
     rows = k if mask is None else int(mask.sum())
-    step = _chunk_columns(rows, n, bytes_per_column, chunk_size)
+    step = _chunk_columns(rows, n, bytes_per_column, None)
     for start in range(0, n, step):
         block = values[:, start:start + step]
-        if mask is not None:
-            block = block[mask]
-        elif copy:
-            block = block.clone(memory_format=torch.contiguous_format)
-        yield start, min(n, start + step), block
+        yield start, min(n, start + step), (block if mask is None else block[mask])
+
+
+def _map_columns(updates: Tensor, mask: Tensor | None, bytes_per_column: int, chunk_size: int | None,
+                 out: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """``out[..., start:stop] = fn(chunk)`` for every chunk of columns of the rows ``mask`` selects.
+
+    Each ``chunk`` is a fresh contiguous copy ``fn`` may overwrite; ops run single-threaded, chunks
+    on parallel workers (see :func:`_single_threaded_ops`).
+    """
+    k, n = updates.shape
+    rows = k if mask is None else int(mask.sum())
+    step = _chunk_columns(rows, n, bytes_per_column, chunk_size)
+
+    def work(starts: list[int]) -> None:
+        for start in starts:
+            block = updates[:, start:start + step]
+            block = block[mask] if mask is not None else block.clone(memory_format=torch.contiguous_format)
+            out[..., start:start + step] = fn(block)
+
+    with _single_threaded_ops() as threads:
+        _map_chunks(work, list(range(0, n, step)), threads)
+    return out
 
 
 def _all_or_mask(mask: Tensor) -> Tensor | None:
@@ -527,10 +674,8 @@ def coordinate_median(updates: Tensor, *, chunk_size: int | None = None) -> Tens
     if not bool(mask.any()):
         raise ValueError(f"{name} needs at least 1 finite client, got 0 of {updates.shape[0]}")
     out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
-    for start, stop, chunk in _column_chunks(updates, _all_or_mask(mask), 8 * updates.shape[0], chunk_size,
-                                             copy=True):
-        out[start:stop] = _median0(chunk, scratch=True)
-    return out
+    return _map_columns(updates, _all_or_mask(mask), 8 * updates.shape[0], chunk_size, out,
+                        lambda chunk: _median0(chunk, scratch=True))
 
 
 def trimmed_mean(updates: Tensor, beta: float = 0.2, *, chunk_size: int | None = None) -> Tensor:
@@ -551,9 +696,8 @@ def trimmed_mean(updates: Tensor, beta: float = 0.2, *, chunk_size: int | None =
     if drop == 0:
         return fedavg(updates)
     out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
-    for start, stop, chunk in _column_chunks(updates, _all_or_mask(mask), 16 * k, chunk_size):
-        out[start:stop] = torch.sort(chunk, dim=0).values[drop:k - drop].mean(dim=0)
-    return out
+    return _map_columns(updates, _all_or_mask(mask), 16 * k, chunk_size, out,
+                        lambda chunk: _stable_sort0(chunk)[0][drop:k - drop].mean(dim=0))
 
 
 def repeated_median(updates: Tensor, *, chunk_size: int | None = None) -> Tensor:
@@ -651,14 +795,15 @@ def bulyan(updates: Tensor, f: int, *, chunk_size: int | None = None, selection:
     k = _check_bulyan(updates, f)
     selected = bulyan_selection(updates, f) if selection is None else selection
     keep = k - 4 * f
-    out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
     chosen_rows = torch.zeros(updates.shape[0], dtype=torch.bool)
     chosen_rows[selected] = True
-    for start, stop, chunk in _column_chunks(updates, chosen_rows, 24 * len(selected), chunk_size):
-        center = _median0(chunk)
-        closest = torch.sort((chunk - center).abs(), dim=0, stable=True).indices[:keep]
-        out[start:stop] = torch.gather(chunk, 0, closest).mean(dim=0)
-    return out
+
+    def closest_mean(chunk: Tensor) -> Tensor:
+        closest = _stable_sort0((chunk - _median0(chunk)).abs())[1][:keep]
+        return torch.gather(chunk, 0, closest).mean(dim=0)
+
+    out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
+    return _map_columns(updates, chosen_rows, 24 * len(selected), chunk_size, out, closest_mean)
 
 
 def _check_bulyan(updates: Tensor, f: int) -> int:

@@ -850,7 +850,8 @@ def geometric_median(updates: Tensor, weights: Tensor | None = None, *, tol: flo
     """Geometric median by smoothed Weiszfeld iterations (Pillutla et al. 2019, RFA).
 
     Starts at the coordinate median; each step re-weights clients by ``alpha_k / max(eps, ||x_k - z||)``
-    and stops when the objective improves by less than ``tol`` relatively, or after ``max_iter`` steps.
+    and stops when a step moves less than ``tol`` times the median client distance (RFA stops on the
+    objective, which far-away attackers dominate), or after ``max_iter`` steps.
     """
     return weiszfeld(updates, weights, tol=tol, max_iter=max_iter, eps=eps).median
 
@@ -879,17 +880,17 @@ def weiszfeld(updates: Tensor, weights: Tensor | None = None, *, tol: float = 1e
     alpha = alpha / alpha.sum()
     rows = _all_or_mask(mask)
     z = coordinate_median(updates)
-    beta, objective, steps = alpha, None, 0
+    beta, steps = alpha, 0
     for _ in range(max_iter):
         dist = _row_sq_distances(updates, rows, z).sqrt()
-        value = float((alpha * dist).sum())
-        if objective is not None and abs(objective - value) <= tol * max(value, 1e-300):
-            break
-        objective = value
         beta = alpha / dist.clamp_min(eps)
         beta = beta / beta.sum()
-        z = _weighted_rows(beta, updates, rows)
+        new = _weighted_rows(beta, updates, rows)
         steps += 1
+        moved = float((new.double() - z.double()).norm())
+        z = new
+        if moved <= tol * max(float(dist.median()), eps):
+            break
     full = torch.zeros(k_all, dtype=updates.dtype)
     full[mask] = beta.to(updates.dtype)
     return WeiszfeldResult(z, full, steps)

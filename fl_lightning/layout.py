@@ -1,8 +1,9 @@
 """Where each tensor of a model lives inside the flat ``[N]`` vectors that aggregators see."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +44,21 @@ class ParamLayout:
         float_buffers = [(n, b) for n, b in module.named_buffers() if b.is_floating_point()]
         int_buffers = tuple(n for n, b in module.named_buffers() if not b.is_floating_point())
         return ParamLayout(params, _specs(float_buffers), int_buffers)
+
+    @staticmethod
+    def from_shapes(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> "ParamLayout":
+        """A layout of trainable parameters only, from names and shapes (e.g. a Flower model's arrays)."""
+        if len(names) != len(shapes):
+            raise ValueError(f"from_shapes needs one name per shape, got {len(names)} names and {len(shapes)} shapes")
+        if len(set(names)) != len(names):
+            raise ValueError(f"from_shapes needs distinct names, got {list(names)}")
+        specs, offset = [], 0
+        for name, shape in zip(names, shapes):
+            shape = tuple(int(d) for d in shape)
+            numel = math.prod(shape)
+            specs.append(ParamSpec(name, shape, offset, numel))
+            offset += numel
+        return ParamLayout(tuple(specs), (), ())
 
     @property
     def num_params(self) -> int:

@@ -39,6 +39,8 @@ from fl_lightning.layout import ParamLayout, load_flat_, module_tensors
 from fl_lightning.models.base import ClassifierModule
 
 _RANDOM_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+_CPU_WORKING_SET_MB = 64
+_MIN_CPU_GROUP = 8
 _NO_BATCH_RULE = re.compile(r"batching rule for (aten::\w+)")
 _SAMPLE_MIXING_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
 
@@ -275,6 +277,10 @@ class VmapEngine(Engine):
         # vmap(grad) keeps the forward's saved tensors plus gradients of similar size: about 3x
         per_client = param_bytes + sample_bytes * (max_samples + max_batch) + 3 * (base + per_sample * max_batch)
         size = max(1, int(self.memory_budget_mb * 2**20 // max(per_client, 1)))
+        # on CPU a group whose activations stay near the caches trains faster than one big group
+        # (PaperCNN, 100 clients: groups of 10-34 beat 100 by ~1.4x); the memory budget still caps it
+        activations = 3 * (base + per_sample * max_batch)
+        size = min(size, max(_MIN_CPU_GROUP, int(_CPU_WORKING_SET_MB * 2**20 // max(activations, 1))))
         if self.max_group_size is not None:
             size = min(size, self.max_group_size)
         return min(size, len(schedules))

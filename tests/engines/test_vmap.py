@@ -231,3 +231,15 @@ def test_get_engine_by_name() -> None:
     assert isinstance(get_engine("vmap"), VmapEngine)
     with pytest.raises(ValueError, match="max_group_size"):
         VmapEngine(max_group_size=0)
+
+
+def test_trainer_with_vmap_engine_reaches_the_sequential_global_model(tmp_path) -> None:
+    from helpers import TinyNet, flat_params, make_dm, make_trainer
+
+    finals = {}
+    for engine in ("sequential", "vmap"):
+        torch.manual_seed(0)
+        module = TinyNet()
+        make_trainer(tmp_path / engine, engine=engine, rounds=2).fit(module, make_dm(num_clients=5, partition="classes"))
+        finals[engine] = flat_params(module)
+    assert (finals["sequential"] - finals["vmap"]).abs().max() < TOL

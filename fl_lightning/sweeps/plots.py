@@ -11,8 +11,6 @@ from matplotlib.ticker import MaxNLocator
 from fl_lightning.sweeps.layout import Layout, cells, mean
 from fl_lightning.sweeps.paper import PaperTable
 
-#: the metrics whose rounds are plotted (accuracy and attack rates; per-class accuracy only in tables)
-CURVE_METRICS = ("test/acc", "attack/")
 MAX_PANELS = 24
 #: the report's plots go into this subfolder of the sweep folder
 PLOT_FOLDER = "plots"
@@ -26,7 +24,7 @@ def write_all(folder: Path, points: list[dict[str, Any]], layout: Layout, metric
     rows = layout.sort({r for r, _ in grouped}, layout.rows)
     columns = layout.sort({c for _, c in grouped}, layout.columns)
     images = []
-    for metric in (m for m in metrics if m == CURVE_METRICS[0] or m.startswith(CURVE_METRICS[1])):
+    for metric in metrics:
         slug = metric.replace("/", "_")
         images.append(_curves(folder / f"{slug}_vs_round.png", metric, grouped, layout, rows, columns))
         if columns != [()]:

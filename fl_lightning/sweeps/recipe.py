@@ -13,6 +13,8 @@ A recipe is an ``fl-lightning fit`` config plus two optional sections::
         max_values_per_axis: 2           # keep the first values of every axis
         grid: {trainer.seed: [0]}        # replace (or add) axes
 
+``fl-lightning sweep --set KEY=VALUE`` applies further dotted overrides after the profile.
+
 Axis keys are dotted paths into the config as the YAML nests it; integer segments index lists
 (``trainer.attacks.0.init_args.clients``); ``aggregator`` is short for ``trainer.aggregator``. A
 recipe's ``aggregators:`` list (what ``fit`` runs one after another) becomes the first axis,
@@ -200,19 +202,20 @@ class Recipe:
         return _UNSAFE.sub("_", "-".join(parts))
 
 
-def load_recipe(path: str | Path, profile: str | None = None) -> Recipe:
-    """Read a recipe YAML and apply ``profiles.<profile>`` when given."""
+def load_recipe(path: str | Path, profile: str | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read a recipe YAML, apply ``profiles.<profile>`` when given, then the dotted ``overrides``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe {path} does not exist; pass --config recipes/NAME.yaml")
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"recipe {path} must be a YAML mapping (trainer:, model:, data:, ...)")
-    return recipe_from_dict(raw, profile, str(path))
+    return recipe_from_dict(raw, profile, str(path), overrides)
 
 
-def recipe_from_dict(raw: dict, profile: str | None = None, path: str | None = None) -> Recipe:
-    """Build a :class:`Recipe` from an already parsed recipe mapping."""
+def recipe_from_dict(raw: dict, profile: str | None = None, path: str | None = None,
+                     overrides: dict[str, Any] | None = None) -> Recipe:
+    """Build a :class:`Recipe` from an already parsed recipe mapping (profile, then ``overrides``)."""
     base = copy.deepcopy(raw)
     sweep = base.pop("sweep", None) or {}
     profiles = base.pop("profiles", None) or {}
@@ -225,13 +228,15 @@ def recipe_from_dict(raw: dict, profile: str | None = None, path: str | None = N
     if profile is not None:
         if profile not in profiles:
             raise ValueError(f"{where} has no profile {profile!r}; its profiles are {sorted(profiles) or 'none'}")
-        overrides = dict(profiles[profile] or {})
-        grid.update(overrides.pop("grid", None) or {})
-        max_values = overrides.pop("max_values_per_axis", None)
-        for key, value in overrides.items():
+        layer = dict(profiles[profile] or {})
+        grid.update(layer.pop("grid", None) or {})
+        max_values = layer.pop("max_values_per_axis", None)
+        for key, value in layer.items():
             set_path(base, key, copy.deepcopy(value))
-        if "name" not in overrides:
+        if "name" not in layer:
             base["name"] = f"{base.get('name', 'default')}-{profile}"
+    for key, value in (overrides or {}).items():
+        set_path(base, key, copy.deepcopy(value))
     axes = [_axis(key, values, where) for key, values in grid.items()]
     if not any(axis.path == AGGREGATOR for axis in axes) and base.get("aggregators"):
         axes.insert(0, Axis("aggregator", list(base["aggregators"])))

@@ -5,8 +5,9 @@ import copy
 import fnmatch
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Union
 
+import yaml
 from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 from rich.table import Table
@@ -25,8 +26,12 @@ def sweep_parser() -> ArgumentParser:
     parser.add_argument("--profile", type=Optional[str], default=None,
                         help="apply the recipe's profiles.NAME first (small: every recipe in seconds); "
                              "logs then go to SAVE_DIR/NAME-PROFILE")
-    parser.add_argument("--only", type=Optional[str], default=None,
-                        help="run only the points whose name matches this glob, e.g. 'ResidualReweight-*'")
+    parser.add_argument("--set", type=list[str], default=[],
+                        help="dotted overrides applied after the profile, KEY=VALUE with VALUE in YAML, e.g. "
+                             "--set '[trainer.rounds=100, model.init_args.lr=0.05]'")
+    parser.add_argument("--only", type=Optional[Union[list[str], str]], default=None,
+                        help="run only the points whose name matches one of these globs, e.g. "
+                             "--only '[ResidualReweight-*, FedAvg-*]'")
     parser.add_argument("--dry_run", type=bool, default=False, help="list the points and their state, run nothing")
     parser.add_argument("--name", type=Optional[str], default=None, help="sweep folder name (default: the recipe's)")
     parser.add_argument("--save_dir", type=Optional[str], default=None,
@@ -39,13 +44,14 @@ def run_sweep(cfg: Namespace, console: Console | None = None) -> list[RunSummary
     from fl_lightning.cli import fit_parser
 
     console = console or Console()
-    recipe = load_recipe(cfg.config, cfg.profile)
+    recipe = load_recipe(cfg.config, cfg.profile, parse_overrides(cfg.set))
     if cfg.name:
         recipe.base["name"] = cfg.name
     if cfg.save_dir:
         recipe.base["save_dir"] = cfg.save_dir
     points = recipe.points()
-    selected = [p for p in points if cfg.only is None or fnmatch.fnmatchcase(p.name, cfg.only)]
+    globs = [cfg.only] if isinstance(cfg.only, str) else cfg.only
+    selected = [p for p in points if globs is None or any(fnmatch.fnmatchcase(p.name, g) for g in globs)]
     if not selected:
         raise ValueError(f"--only {cfg.only!r} matches none of the {len(points)} points; "
                          f"for example {[p.name for p in points[:3]]}")
@@ -64,6 +70,17 @@ def run_sweep(cfg: Namespace, console: Console | None = None) -> list[RunSummary
     print_summaries(summaries, title=recipe.name)
     console.print(f"Report: fl-lightning report {root}")
     return summaries
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["trainer.rounds=100", ...]`` -> ``{"trainer.rounds": 100}`` (values read as YAML)."""
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r} is not KEY=VALUE; write e.g. --set trainer.rounds=100")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 def parse_point(parser: ArgumentParser, point: Point) -> Namespace:

@@ -87,6 +87,8 @@ def test_a_profile_overrides_caps_and_replaces_axes_and_renames_the_sweep() -> N
         ("aggregator", 2), ("trainer.attacks.0.init_args.clients", 2), ("trainer.seed", 2)]
     assert len(recipe.points()) == 8
     assert recipe_from_dict(raw).name == "demo" and len(recipe_from_dict(raw).points()) == 8
+    later = recipe_from_dict(raw, profile="small", overrides={"trainer.rounds": 7, "name": "mine"})
+    assert later.base["trainer"]["rounds"] == 7 and later.name == "mine"
 
 
 def test_no_axis_gives_one_point_named_after_the_aggregator_or_base() -> None:

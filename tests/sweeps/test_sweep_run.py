@@ -80,11 +80,14 @@ def test_a_finished_point_with_another_config_is_refused(tmp_path: Path) -> None
 def test_dry_run_and_bad_points_run_nothing(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path)
     assert run_sweep(sweep_args(recipe, dry_run=True), console=quiet()) == []
-    main(["sweep", "--config", str(recipe), "--profile", "small", "--dry_run", "true"])
+    main(["sweep", "--config", str(recipe), "--profile", "small", "--set", "[trainer.rounds=2]",
+          "--only", "[FedAvg*]", "--dry_run", "true"])
     assert not (tmp_path / "logs").exists()
     bad = write_recipe(tmp_path, sweep={"grid": {"trainer.rouns": [1, 2]}})
     with pytest.raises(ValueError, match=r"sweep point 'FedAvg-rouns=1'.*trainer.*rouns"):
         run_sweep(sweep_args(bad), console=quiet())
     with pytest.raises(ValueError, match="matches none of the 4 points"):
-        run_sweep(sweep_args(recipe, only="Krum-*"), console=quiet())
+        run_sweep(sweep_args(recipe, only=["Krum-*", "Bulyan-*"]), console=quiet())
+    with pytest.raises(ValueError, match="is not KEY=VALUE"):
+        run_sweep(sweep_args(recipe, set=["trainer.rounds"]), console=quiet())
     assert not (tmp_path / "logs").exists()

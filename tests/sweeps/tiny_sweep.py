@@ -37,7 +37,7 @@ def write_recipe(folder: Path, **changes: Any) -> Path:
 
 def sweep_args(config: Path, **overrides: Any) -> Namespace:
     """The namespace ``fl-lightning sweep`` would build."""
-    values = dict(config=str(config), profile=None, only=None, dry_run=False, name=None, save_dir=None)
+    values = dict(config=str(config), profile=None, set=[], only=None, dry_run=False, name=None, save_dir=None)
     values.update(overrides)
     return Namespace(**values)
 

@@ -611,7 +611,17 @@ def _pairwise_sq_distances(updates: Tensor, mask: Tensor | None) -> Tensor:
         part = block @ block.T
         gram = part if gram is None else gram + part
     sq = gram.diagonal()
-    return (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * gram).clamp_min_(0).fill_diagonal_(0)
+    dist = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * gram).clamp_min_(0).fill_diagonal_(0)
+    return (dist + dist.T) / 2          # exactly symmetric: mutual nearest neighbours tie exactly
+
+
+def _krum_order(scores: Tensor, dist: Tensor) -> Tensor:
+    """Indices by increasing Krum score; ties (mutual nearest neighbours) by the sum of all distances.
+
+    The second key keeps the choice independent of the clients' order.
+    """
+    by_total = torch.sort(dist.sum(dim=1), stable=True).indices
+    return by_total[torch.sort(scores[by_total], stable=True).indices]
 
 
 def row_distances(updates: Tensor, center: Tensor | None = None) -> Tensor:
@@ -751,6 +761,11 @@ def krum_scores(updates: Tensor, f: int) -> Tensor:
 
     Non-finite rows score ``+inf``; needs ``K > 2f + 2`` finite clients.
     """
+    return _krum(updates, f)[0]
+
+
+def _krum(updates: Tensor, f: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(scores [K], order of the finite rows by score, finite row indices)``."""
     name = "krum"
     _check_updates(updates, name)
     _check_int(f, name, "f (the number of Byzantine clients tolerated)", 0)
@@ -762,27 +777,28 @@ def krum_scores(updates: Tensor, f: int) -> Tensor:
                          f"got K={k}; lower f or add clients")
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
     nearest = torch.sort(dist, dim=1).values[:, 1:k - f - 1]      # column 0 is the row itself
+    finite_scores = nearest.sum(dim=1)
     scores = torch.full((k_all,), math.inf, dtype=torch.float64)
-    scores[mask] = nearest.sum(dim=1)
-    return scores
+    scores[mask] = finite_scores
+    index = torch.nonzero(mask).flatten()
+    return scores, index[_krum_order(finite_scores, dist)], index
 
 
 def krum(updates: Tensor, f: int, m: int = 1) -> Tensor:
     """Krum (m=1) or Multi-Krum (mean of the m best-scored rows), Blanchard et al. 2017 / El Mhamdi et al. 2018.
 
-    Needs ``K > 2f + 2`` finite clients and ``1 <= m <= K - f``; ties go to the lower client index.
+    Needs ``K > 2f + 2`` finite clients and ``1 <= m <= K - f``.
     """
     return updates[krum_select(updates, f, m)].mean(dim=0)
 
 
 def krum_select(updates: Tensor, f: int, m: int = 1) -> Tensor:
-    """Indices of the ``m`` rows with the lowest Krum scores (ties to the lower index)."""
-    scores = krum_scores(updates, f)
-    k = int(torch.isfinite(scores).sum())
+    """Indices of the ``m`` rows with the lowest Krum scores (ties by the sum of all distances)."""
+    _, order, index = _krum(updates, f)
     _check_int(m, "krum", "m (the number of selected clients)", 1)
-    if m > k - f:
-        raise ValueError(f"krum needs m <= K - f: m={m}, K={k} finite clients, f={f}")
-    return torch.sort(scores, stable=True).indices[:m]
+    if m > index.numel() - f:
+        raise ValueError(f"krum needs m <= K - f: m={m}, K={index.numel()} finite clients, f={f}")
+    return order[:m]
 
 
 def bulyan(updates: Tensor, f: int, *, chunk_size: int | None = None, selection: Tensor | None = None) -> Tensor:
@@ -820,7 +836,8 @@ def _check_bulyan(updates: Tensor, f: int) -> int:
 def bulyan_selection(updates: Tensor, f: int) -> Tensor:
     """Indices (into all rows) of the ``K - 2f`` finite rows Bulyan keeps, by Krum on the shrinking set.
 
-    Each pick scores the remaining ``r`` rows by their ``max(r - f - 2, 0)`` nearest remaining rows.
+    Each pick scores the remaining ``r`` rows by their ``r - f - 2`` nearest remaining rows, at least
+    one (Krum's count reaches 0 in the last picks, where every score would tie).
     """
     _check_bulyan(updates, f)
     mask = finite_rows(updates)
@@ -831,9 +848,9 @@ def bulyan_selection(updates: Tensor, f: int) -> Tensor:
     for _ in range(k - 2 * f):
         alive = torch.nonzero(remaining).flatten()
         sub = dist[alive][:, alive]
-        near = max(alive.numel() - f - 2, 0)
+        near = max(alive.numel() - f - 2, 1)
         scores = torch.sort(sub, dim=1).values[:, 1:1 + near].sum(dim=1)
-        remaining[alive[torch.sort(scores, stable=True).indices[0]]] = False
+        remaining[alive[_krum_order(scores, sub)[0]]] = False
     return index[~remaining]
 
 

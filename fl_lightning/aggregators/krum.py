@@ -6,7 +6,7 @@ from torch import Tensor
 
 from fl_lightning.aggregators._common import check_number, check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
-from fl_lightning.aggregators.functional import krum_scores
+from fl_lightning.aggregators.functional import krum_scores, krum_select
 from fl_lightning.context import RoundContext
 
 
@@ -41,12 +41,12 @@ class Krum(Aggregator):
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The mean of the ``m`` updates with the lowest Krum scores; the rest are flagged."""
         finite = check_updates(updates, type(self).__name__)
-        scores = krum_scores(updates, self.f)
         k = int(finite.sum())
         m = self.m if self.m is not None else k - self.f
         if m > k - self.f:
             raise ValueError(f"{type(self).__name__} needs m <= K - f (m={m}, f={self.f}), got K={k} finite")
-        chosen = torch.sort(scores, stable=True).indices[:m]
+        chosen = krum_select(updates, self.f, m)
+        scores = krum_scores(updates, self.f)
         weights = torch.zeros(updates.shape[0])
         weights[chosen] = 1.0 / m
         return AggregationResult(updates[chosen].mean(dim=0), weights,

@@ -22,7 +22,7 @@ from torch import Tensor
 __all__ = [
     "ESTIMATORS", "VARIANTS", "WEIGHTINGS", "LineFit", "ResidualReweightDetails", "ResidualReweightResult",
     "bulyan", "centered_clipping", "check_residual_reweight_options", "coordinate_median", "fedavg", "finite_rows", "foolsgold_weights",
-    "geometric_median", "krum", "krum_scores", "krum_select", "median_rows", "norm_clipping", "repeated_median",
+    "geometric_median", "KrumRanking", "krum", "krum_ranking", "krum_scores", "krum_select", "median_rows", "norm_clipping", "repeated_median",
     "residual_reweight", "residual_reweight_details", "robust_line", "row_distances", "trimmed_mean",
     "WeiszfeldResult", "weiszfeld", "bulyan_selection",
 ]
@@ -761,11 +761,18 @@ def krum_scores(updates: Tensor, f: int) -> Tensor:
 
     Non-finite rows score ``+inf``; needs ``K > 2f + 2`` finite clients.
     """
-    return _krum(updates, f)[0]
+    return krum_ranking(updates, f).scores
 
 
-def _krum(updates: Tensor, f: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(scores [K], order of the finite rows by score, finite row indices)``."""
+class KrumRanking(NamedTuple):
+    """Krum scores ``[K]`` (``+inf`` for non-finite rows) and the finite rows' indices, best first."""
+
+    scores: Tensor
+    order: Tensor
+
+
+def krum_ranking(updates: Tensor, f: int) -> KrumRanking:
+    """Krum scores and the finite rows ranked by them (ties by the sum of all distances)."""
     name = "krum"
     _check_updates(updates, name)
     _check_int(f, name, "f (the number of Byzantine clients tolerated)", 0)
@@ -781,7 +788,7 @@ def _krum(updates: Tensor, f: int) -> tuple[Tensor, Tensor, Tensor]:
     scores = torch.full((k_all,), math.inf, dtype=torch.float64)
     scores[mask] = finite_scores
     index = torch.nonzero(mask).flatten()
-    return scores, index[_krum_order(finite_scores, dist)], index
+    return KrumRanking(scores, index[_krum_order(finite_scores, dist)])
 
 
 def krum(updates: Tensor, f: int, m: int = 1) -> Tensor:
@@ -794,10 +801,10 @@ def krum(updates: Tensor, f: int, m: int = 1) -> Tensor:
 
 def krum_select(updates: Tensor, f: int, m: int = 1) -> Tensor:
     """Indices of the ``m`` rows with the lowest Krum scores (ties by the sum of all distances)."""
-    _, order, index = _krum(updates, f)
     _check_int(m, "krum", "m (the number of selected clients)", 1)
-    if m > index.numel() - f:
-        raise ValueError(f"krum needs m <= K - f: m={m}, K={index.numel()} finite clients, f={f}")
+    order = krum_ranking(updates, f).order
+    if m > order.numel() - f:
+        raise ValueError(f"krum needs m <= K - f: m={m}, K={order.numel()} finite clients, f={f}")
     return order[:m]
 
 

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from fl_lightning.aggregators._common import check_number, check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
-from fl_lightning.aggregators.functional import krum_scores, krum_select
+from fl_lightning.aggregators.functional import krum_ranking
 from fl_lightning.context import RoundContext
 
 
@@ -15,7 +15,7 @@ class Krum(Aggregator):
     ``m`` best-scored updates. Tolerates ``f`` Byzantine clients; needs ``K > 2f + 2``.
     """
 
-    def __init__(self, f: int = 1, m: int = 1) -> None:
+    def __init__(self, f: int = 1, m: int | None = 1) -> None:
         check_number(f, "f (the number of Byzantine clients tolerated)", type(self).__name__, 0,
                      low_inclusive=True, integer=True)
         if m is not None:
@@ -41,16 +41,16 @@ class Krum(Aggregator):
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The mean of the ``m`` updates with the lowest Krum scores; the rest are flagged."""
         finite = check_updates(updates, type(self).__name__)
+        ranking = krum_ranking(updates, self.f)
         k = int(finite.sum())
         m = self.m if self.m is not None else k - self.f
         if m > k - self.f:
             raise ValueError(f"{type(self).__name__} needs m <= K - f (m={m}, f={self.f}), got K={k} finite")
-        chosen = krum_select(updates, self.f, m)
-        scores = krum_scores(updates, self.f)
+        chosen = ranking.order[:m]
         weights = torch.zeros(updates.shape[0])
         weights[chosen] = 1.0 / m
         return AggregationResult(updates[chosen].mean(dim=0), weights,
-                                 {"flagged": weights == 0, "krum_scores": scores.float()})
+                                 {"flagged": weights == 0, "krum_scores": ranking.scores.float()})
 
 
 class MultiKrum(Krum):

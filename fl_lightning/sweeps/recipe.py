@@ -17,8 +17,8 @@ A recipe is an ``fl-lightning fit`` config plus two optional sections::
 
 Axis keys are dotted paths into the config as the YAML nests it; integer segments index lists
 (``trainer.attacks.0.init_args.clients``); ``aggregator`` is short for ``trainer.aggregator``. A
-recipe's ``aggregators:`` list (what ``fit`` runs one after another) becomes the first axis,
-``aggregator``, unless the grid names that axis itself.
+recipe's ``aggregators:`` list (what ``fit`` runs one after another) becomes the axis ``aggregator``
+unless the grid names that axis itself; the aggregator axis always comes first.
 """
 from __future__ import annotations
 
@@ -239,7 +239,8 @@ def recipe_from_dict(raw: dict, profile: str | None = None, path: str | None = N
         set_path(base, key, copy.deepcopy(value))
     axes = [_axis(key, values, where) for key, values in grid.items()]
     if not any(axis.path == AGGREGATOR for axis in axes) and base.get("aggregators"):
-        axes.insert(0, Axis("aggregator", list(base["aggregators"])))
+        axes.append(Axis("aggregator", list(base["aggregators"])))
+    axes.sort(key=lambda axis: axis.path != AGGREGATOR)  # the aggregator axis first: names start with it
     if max_values is not None:
         if not isinstance(max_values, int) or max_values < 1:
             raise ValueError(f"{where}: profiles.{profile}.max_values_per_axis must be an integer >= 1, "

@@ -62,7 +62,8 @@ def test_an_aggregator_axis_is_written_before_axes_that_set_its_arguments() -> N
     recipe = recipe_from_dict(_recipe(sweep={"grid": {"aggregator.init_args.lambda_": [1.0, 5.0],
                                                       "aggregator": variants}}))
     names = [p.name for p in recipe.points()]
-    assert names[0] == "lambda_=1-estimator=median" and names[-1] == "lambda_=5-weighting=gaussian"
+    assert names == ["estimator=median-lambda_=1", "estimator=median-lambda_=5",
+                     "weighting=gaussian-lambda_=1", "weighting=gaussian-lambda_=5"]
     assert recipe.points()[-1].config["trainer"]["aggregator"]["init_args"] == {"weighting": "gaussian",
                                                                                "lambda_": 5.0}
 

@@ -91,9 +91,9 @@ class ClientWorker:
         """The actor's process id, once the module is loaded (the driver waits on it)."""
         return os.getpid()
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the actor's process (for benchmarks)."""
-        return _rss_bytes()
+    def rss_bytes(self) -> tuple[int, int]:
+        """The actor's process id and resident memory (for benchmarks and monitoring)."""
+        return os.getpid(), _rss_bytes()
 
     def train(self, global_state: dict[str, Any], data: dict[str, Any], task: _WorkerTask) -> dict[str, Any]:
         """Load the global state, train ``task`` and return the flat local parameters and buffers."""
@@ -216,6 +216,11 @@ class RayEngine(Engine):
             self._actor_ready(ready[0])
         return len(self._workers)
 
+    def worker_rss_bytes(self) -> dict[int, int]:
+        """Resident memory of each ready actor's process, by process id (to watch for growth over a run)."""
+        pids_and_rss = ray.get([actor.rss_bytes.remote() for actor in self._workers])
+        return dict(pids_and_rss)
+
     def teardown(self) -> None:
         """Kill the actors, release every reference, and shut Ray down if this engine started it."""
         self._release()
@@ -284,6 +289,8 @@ class RayEngine(Engine):
         idle = list(self._workers)
         running: dict[Any, tuple[int, Any, float]] = {}  # result ref -> (row, actor, submitted at)
         starved_since: float | None = None
+        waiting: list[Any] = []
+        ready: list[Any] = []
         try:
             while pending or running:
                 while pending and idle:
@@ -302,7 +309,7 @@ class RayEngine(Engine):
                     timeout = self._starvation_timeout(starved_since)
                 else:
                     starved_since = None
-                ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
+                ready, waiting = ray.wait(waiting, num_returns=1, timeout=timeout)
                 for ref in ready:
                     if ref in self._starting:
                         idle.append(self._actor_ready(ref))
@@ -324,7 +331,11 @@ class RayEngine(Engine):
                     ray.cancel(ref)
                 except Exception:  # already finished or not cancellable: its result is simply dropped
                     pass
-            del global_ref, running
+            # an exception's traceback keeps this frame alive: hold no object references in it
+            running.clear()
+            waiting.clear()
+            ready.clear()
+            ref = global_ref = None
         return outcomes
 
     def _starvation_timeout(self, since: float) -> float:

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib
 import os
+import sys
 import time
 from typing import Iterator
 
@@ -91,6 +94,15 @@ def _run(engine: Engine, module: TinyNet, clients: list[TensorData], rounds: int
         locals_.append(out_p.clone())
         outcomes.append(outcome)
     return locals_, outcomes
+
+
+def test_clear_error_without_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    # first in the module: Ray is imported but not started while its modules are hidden
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "fl_lightning.engines.ray")
+    with pytest.raises(ImportError, match=r"pip install 'fl-lightning\[ray\]'"):
+        importlib.import_module("fl_lightning.engines.ray")
 
 
 def test_same_models_as_sequential_engine(engine: RayEngine, clients: list[TensorData]) -> None:
@@ -195,5 +207,6 @@ def test_engine_by_name_and_argument_checks() -> None:
 
 def _live_references() -> int:
     """Object references the driver still holds (Ray's own counter; the engine must not leak any)."""
+    gc.collect()  # references held by garbage cycles (e.g. a caught exception's frames) are not leaks
     worker = ray._private.worker.global_worker
     return len(worker.core_worker.get_all_reference_counts())

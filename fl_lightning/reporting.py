@@ -44,10 +44,10 @@ class RunReporter:
         if isinstance(self.logger, TensorBoardLogger):
             self.logger.experiment.add_text(tag, text, step)
 
-    def finalize(self) -> None:
-        """Flush and close the logger."""
+    def finalize(self, status: str = "success") -> None:
+        """Flush and close the logger (``status``: "success" or "failed")."""
         if self.logger is not None:
-            self.logger.finalize("success")
+            self.logger.finalize(status)
 
     # -- progress bar -------------------------------------------------------------------------------
     def start(self, total: int, completed: int) -> None:

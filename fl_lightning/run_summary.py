@@ -66,10 +66,10 @@ def print_summaries(summaries: Sequence[RunSummary], title: str = "") -> None:
     from rich.table import Table
 
     pct = int(LATE_FRACTION * 100)
-    table = Table(title=f"{title}: final round and mean over the last {pct}% of rounds")
-    for column in ("aggregator", "acc", f"acc (last {pct}%)", "ASR", f"ASR (last {pct}%)",
-                   "weight attackers", "weight honest"):
-        table.add_column(column, justify="right")
+    table = Table(title=f"{title}: final round, and mean over the last {pct}% of rounds (late)")
+    table.add_column("aggregator", no_wrap=True)
+    for column in ("acc", "acc late", "ASR", "ASR late", "w attack", "w honest"):
+        table.add_column(column, justify="right", no_wrap=True)
     asr_key = next((k for s in summaries for k in s.final if k.startswith("attack/")), None)
     for s in summaries:
         table.add_row(s.name, _fmt(s.final.get("test/acc")), _fmt(s.late_mean.get("test/acc")),
@@ -78,12 +78,14 @@ def print_summaries(summaries: Sequence[RunSummary], title: str = "") -> None:
                       _fmt(s.weight_attackers_mean, 4), _fmt(s.weight_honest_mean, 4))
     console = Console()
     console.print(table)
-    console.print("weights: mean client weight over the rounds where attackers took part")
+    console.print("w attack / w honest: mean client weight of attackers / honest clients over the rounds "
+                  "where attackers took part")
     if asr_key:
-        console.print(f"ASR = {asr_key}")
+        console.print(f"ASR: {asr_key}")
     dirs = sorted({str(s.log_dir) for s in summaries})
     roots = sorted({str(Path(d).parent) for d in dirs})
-    console.print(f"TensorBoard logs: {', '.join(dirs)}\nView them with: tensorboard --logdir {' '.join(roots)}")
+    console.print("TensorBoard logs:", *dirs, sep="\n  ")
+    console.print(f"View them with: tensorboard --logdir {' '.join(roots)}")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

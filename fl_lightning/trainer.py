@@ -97,6 +97,7 @@ class FederatedTrainer:
         self.checkpoint_every = checkpoint_every
         self.max_failed_rounds = max_failed_rounds
         self.default_root_dir = Path(default_root_dir)
+        self._owns_logger = logger is None or logger is True
         self.logger = self._resolve_logger(logger)
         self._validate_scalars()
         self.history: list[RoundRecord] = []
@@ -152,6 +153,8 @@ class FederatedTrainer:
         ``ckpt_path="last"`` resumes the latest checkpoint of this run (a path resumes that file).
         """
         self._setup(module, datamodule)
+        if str(ckpt_path) == "last" and self._owns_logger:
+            self._continue_last_version()
         start_round = self._restore(ckpt_path) if ckpt_path is not None else 0
         reporter = RunReporter(self.logger, self.enable_progress_bar, type(self.aggregator).__name__)
         if start_round == 0:
@@ -165,6 +168,7 @@ class FederatedTrainer:
             if not past.kept_previous_model:
                 break
             failed_in_a_row += 1
+        status = "failed"
         try:
             for round_idx in range(start_round, self.rounds):
                 record = self._run_round(round_idx, reporter)
@@ -176,9 +180,10 @@ class FederatedTrainer:
                 if self.checkpoint_every and ((round_idx + 1) % self.checkpoint_every == 0
                                               or round_idx + 1 == self.rounds):
                     self._save_checkpoint(round_idx + 1)
+            status = "success"
         finally:
             reporter.stop()
-            reporter.finalize()
+            reporter.finalize(status)
             self.engine.teardown()
         for callback in self.callbacks:
             callback.on_fit_end(self, module)
@@ -456,6 +461,14 @@ class FederatedTrainer:
         set_rng_states(state["rng"])
         self.current_round = int(state["next_round"])
         return self.current_round
+
+    def _continue_last_version(self) -> None:
+        """Resume into the newest ``version_*`` folder of the default logger instead of a fresh one."""
+        last = ckpt.find_last(self.logger.root_dir) if isinstance(self.logger, TensorBoardLogger) else None
+        if last is not None:
+            version_dir = last.parent.parent
+            self.logger = TensorBoardLogger(str(version_dir.parent.parent), name=version_dir.parent.name,
+                                            version=version_dir.name)
 
     def _find_checkpoint(self, ckpt_path: str | Path) -> Path | None:
         if str(ckpt_path) != "last":

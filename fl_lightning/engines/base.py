@@ -1,8 +1,9 @@
 """The engine plug-in point: how the selected clients of a round are trained."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import lightning as L
 import torch
@@ -67,3 +68,23 @@ class Engine:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+@contextlib.contextmanager
+def torch_threads(num_threads: int | None) -> Iterator[None]:
+    """Run the block with ``num_threads`` intra-op threads (``None``: leave torch's setting alone).
+
+    Small client models on small batches gain nothing from intra-op threads, and oversubscribed
+    cores make them many times slower; the caller's setting is restored afterwards.
+    """
+    if num_threads is None:
+        yield
+        return
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

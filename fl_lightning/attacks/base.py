@@ -47,6 +47,11 @@ class Attack:
         self._ready = False
 
     # -- attacker set -------------------------------------------------------------------------
+    @property
+    def eligibility(self) -> str:
+        """Who :meth:`eligible` admits, in words (empty: every client)."""
+        return ""
+
     def eligible(self, client_targets: Tensor) -> bool:
         """Whether a client with these labels may be drawn as an attacker (all may, by default)."""
         return True
@@ -61,7 +66,7 @@ class Attack:
             self.attacker_ids = tuple(self._followed().attacker_ids)
         else:
             spec = 1 if self.clients is None else self.clients
-            self.attacker_ids = resolve_clients(spec, ctx, self.eligible, self.state_key)
+            self.attacker_ids = resolve_clients(spec, ctx, self.eligible, self.state_key, self.eligibility)
         self._ready = True
 
     def _followed(self) -> "Attack":
@@ -225,8 +230,11 @@ def _loggable(value: Any) -> int | float | str | bool | None:
 
 
 def resolve_clients(spec: ClientSpec, ctx: SetupContext, eligible: Callable[[Tensor], bool],
-                    name: str) -> tuple[int, ...]:
-    """Turn a :data:`ClientSpec` into sorted client ids, drawing with the run's seed."""
+                    name: str, eligibility: str = "") -> tuple[int, ...]:
+    """Turn a :data:`ClientSpec` into sorted client ids, drawing with the run's seed.
+
+    ``eligibility`` says who ``eligible`` admits (e.g. "holders of class 1"), for error messages.
+    """
     n = ctx.num_clients
     if callable(spec):
         return tuple(i for i in range(n) if spec(ctx.client_targets[i]))
@@ -251,7 +259,8 @@ def resolve_clients(spec: ClientSpec, ctx: SetupContext, eligible: Callable[[Ten
         raise ValueError(f"{name}: the number of attackers must be >= 0, got {count}")
     pool = [i for i in range(n) if eligible(ctx.client_targets[i])]
     if count > len(pool):
+        who = f" ({eligibility})" if eligibility else ""
         raise ValueError(f"{name}: asked for {count} attackers but only {len(pool)} of the "
-                         f"{n} clients are eligible; ask for at most {len(pool)}")
+                         f"{n} clients are eligible{who}; ask for at most {len(pool)}")
     rng = numpy_rng(ctx.seed, "attackers", name)
     return tuple(sorted(int(i) for i in rng.choice(pool, size=count, replace=False))) if count else ()

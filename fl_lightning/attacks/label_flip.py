@@ -32,6 +32,11 @@ class LabelFlip(Attack):
         self.target = target
         self._num_classes = 0
 
+    @property
+    def eligibility(self) -> str:
+        """Only holders of the source class may be drawn."""
+        return f"holders of source class {self.source}" if self.source is not None else ""
+
     def eligible(self, client_targets: Tensor) -> bool:
         """Holders of the source class (anyone when every label is flipped)."""
         return self.source is None or bool((client_targets == self.source).any())

@@ -33,7 +33,7 @@ class PaperAxes:
         rows = [tuple(value_label(x) for x in (v if len(keys) > 1 else [v])) for v in values]
         if any(len(r) != len(keys) for r in rows):
             raise ValueError(f"{where}: every value needs one entry per key {keys}")
-        names = spec.get("names") or [" / ".join(r) for r in rows]
+        names = spec.get("names") or [""] * len(rows)  # unnamed: the paper writes them as the values
         if len(names) != len(rows):
             raise ValueError(f"{where}: {len(names)} names for {len(rows)} values")
         return PaperAxes([normalize_key(k) for k in keys], rows, [str(n) for n in names])
@@ -59,8 +59,10 @@ class PaperTable:
         return self.metrics[metric][self.rows.values.index(row)][self.columns.values.index(column)]
 
     def row_name(self, row: tuple[str, ...]) -> str | None:
-        """What the paper calls this row (``Ours`` for ResidualReweight), if it has it."""
-        return self.rows.names[self.rows.values.index(row)] if row in self.rows.values else None
+        """What the paper calls this row (``Ours`` for ResidualReweight), if it names it."""
+        if row not in self.rows.values:
+            return None
+        return self.rows.names[self.rows.values.index(row)] or None
 
 
 def default_path() -> Path:

@@ -33,3 +33,9 @@ def test_each_entry_matches_its_recipe(table_id: str) -> None:
         for position, path in enumerate(axes.paths):
             assert path in labels, f"{table_id}: {path} is not an axis of {table.recipe}"
             assert {v[position] for v in axes.values} <= set(labels[path])
+
+
+def test_rows_are_named_only_where_the_paper_names_them() -> None:
+    assert TABLES["table4"].row_name(("ResidualReweight",)) == "Ours"
+    assert TABLES["table6"].row_name(("0.5", "0.01")) is None
+    assert TABLES["table4"].row_name(("Krum",)) is None

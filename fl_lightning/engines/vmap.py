@@ -205,26 +205,28 @@ class VmapEngine(Engine):
         """Train one group; clients are sorted by step count, so the active ones are always a prefix."""
         started = time.perf_counter()
         size = len(group)
-        inputs, targets = _stack_data([s.task.data for s in group])
+        datas = [s.task.data for s in group]
         steps = [len(s.batches) for s in group]
         specs = {spec.name: spec for spec in self.layout.params}
-        params = {name: global_params[specs[name].slice].view(specs[name].shape).expand(size, *specs[name].shape)
-                  .clone() for name in self._trainable}
-        frozen = {spec.name: global_params[spec.slice].view(spec.shape)
-                  for spec in self.layout.params if spec.name not in params}
+        live = dict(self.module.named_parameters())
+
+        def global_value(name: str) -> Tensor:
+            return global_params[specs[name].slice].view(specs[name].shape).to(live[name].dtype)
+
+        params = {name: global_value(name).expand(size, *specs[name].shape).clone() for name in self._trainable}
+        frozen = {spec.name: global_value(spec.name) for spec in self.layout.params if spec.name not in params}
         rules = {name: group_.rule for group_ in self._groups for name in group_.names}
         lrs = {name: self._client_lrs(group_, group) for group_ in self._groups for name in group_.names}
         states = {name: [torch.zeros_like(p) for _ in range(rules[name].num_states)] for name, p in params.items()}
         loss_sums = torch.zeros(size, dtype=torch.float64)
-        rows = torch.arange(size)
         dtype = next(iter(params.values())).dtype
         for t in range(steps[0]):
             active = sum(1 for s in steps if s > t)
             index = [group[k].batches[t] for k in range(active)]
             lengths = torch.tensor([len(i) for i in index])
             padded = torch.nn.utils.rnn.pad_sequence(index, batch_first=True)  # pads with sample 0
-            x = inputs[rows[:active, None], padded]
-            y = targets[rows[:active, None], padded]
+            x = _gather([d.inputs for d in datas[:active]], padded)
+            y = _gather([d.targets for d in datas[:active]], padded)
             views = {name: p[:active] for name, p in params.items()}
             if bool((lengths == lengths[0]).all()):
                 grads, losses = self._grad_fn(False)(views, frozen, x, y)
@@ -269,13 +271,12 @@ class VmapEngine(Engine):
         """How many clients fit the memory budget: parameters, optimizer state, data and activations per client."""
         data = schedules[0].task.data
         sample_bytes = data.inputs[:1].element_size() * data.inputs[:1].numel() + data.targets.element_size()
-        max_samples = max(len(s.task.data) for s in schedules)
         max_batch = max(len(b) for s in schedules for b in s.batches)
         state_count = max((g.rule.num_states for g in self._groups), default=1)
         param_bytes = 4 * sum(self.layout.param(n).numel for n in self._trainable) * (3 + state_count)
         base, per_sample = self._act_bytes
         # vmap(grad) keeps the forward's saved tensors plus gradients of similar size: about 3x
-        per_client = param_bytes + sample_bytes * (max_samples + max_batch) + 3 * (base + per_sample * max_batch)
+        per_client = param_bytes + sample_bytes * max_batch + 3 * (base + per_sample * max_batch)
         size = max(1, int(self.memory_budget_mb * 2**20 // max(per_client, 1)))
         # on CPU a group whose activations stay near the caches trains faster than one big group
         # (PaperCNN, 100 clients: groups of 10-34 beat 100 by ~1.4x); the memory budget still caps it
@@ -434,16 +435,13 @@ def _batches(task: ClientTask) -> list[Tensor]:
     return batches
 
 
-def _stack_data(datas: list) -> tuple[Tensor, Tensor]:
-    """Every client's samples in one ``[G, max_n, ...]`` tensor (rows padded with zeros past each client's end)."""
-    longest = max(len(d) for d in datas)
-    first = datas[0]
-    inputs = first.inputs.new_zeros((len(datas), longest, *first.inputs.shape[1:]))
-    targets = first.targets.new_zeros((len(datas), longest, *first.targets.shape[1:]))
-    for k, d in enumerate(datas):
-        inputs[k, :len(d)] = d.inputs
-        targets[k, :len(d)] = d.targets
-    return inputs, targets
+def _gather(sources: list[Tensor], index: Tensor) -> Tensor:
+    """``[m, width, ...]``: row ``k`` holds ``sources[k][index[k]]`` (one copy, no stacked copy of all data)."""
+    first = sources[0]
+    out = first.new_empty((len(sources), index.shape[1], *first.shape[1:]))
+    for k, source in enumerate(sources):
+        torch.index_select(source, 0, index[k], out=out[k])
+    return out
 
 
 def _lr(lrs: Tensor, like: Tensor) -> float | Tensor:

@@ -114,13 +114,20 @@ def run_hand(rounds: int, clients_per_round: int | None, threads: int | None) ->
                           nn.ReLU(), nn.Flatten(), nn.Linear(128, 16), nn.ReLU(), nn.Linear(16, 10))
     params = list(model.parameters())
     global_flat = torch.cat([p.detach().reshape(-1) for p in params])
+
+    def load(flat: torch.Tensor) -> None:  # copy, not vector_to_parameters: that would alias params to flat
+        with torch.no_grad():
+            offset = 0
+            for p in params:
+                p.copy_(flat[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
     selected = clients if clients_per_round is None else clients[:clients_per_round]
     samples: list[float] = []
     first_round_start = time.perf_counter()
     for rnd in range(rounds):
         total = torch.zeros_like(global_flat)
         for k, index in enumerate(selected):
-            torch.nn.utils.vector_to_parameters(global_flat, params)
+            load(global_flat)
             optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.5)
             g = torch.Generator().manual_seed(rnd * 1000 + k)
             perm = index[torch.randperm(len(index), generator=g)]
@@ -132,7 +139,7 @@ def run_hand(rounds: int, clients_per_round: int | None, threads: int | None) ->
                 optimizer.step()
             total += torch.nn.utils.parameters_to_vector(params).detach() * len(index)
         global_flat = total / sum(len(i) for i in selected)
-        torch.nn.utils.vector_to_parameters(global_flat, params)
+        load(global_flat)
         with torch.no_grad():
             acc = float((model(x[test]).argmax(1) == y[test]).float().mean())
         samples.append(vm_rss_mb())

@@ -5,7 +5,8 @@ What travels, and how often:
 * the module: pickled once at :meth:`RayEngine.setup` (``ray.put``), unpickled once per actor;
 * the global weights: one ``ray.put`` per round, shared by reference by every client of the round;
 * a client's data: one ``ray.put`` the first time the client is trained, the ``ObjectRef`` reused
-  in later rounds (as numpy arrays, so actors on the same node read it from shared memory);
+  in later rounds (as numpy arrays, so actors on the same node read it from shared memory); a free
+  actor takes first a client it trained before, whose data its node likely holds already;
 * a client's result: its flat parameters and buffers, fetched as soon as it finishes (``ray.wait``)
   and copied into its row of ``out_params`` / ``out_buffers``, after which the reference is dropped.
 
@@ -163,6 +164,7 @@ class RayEngine(Engine):
         self._data: dict[int, tuple[TensorData, Any]] = {}
         self._generation = 0  # bumped by every setup(): actors holding an older module get the new one
         self._loaded: dict[Any, int] = {}  # actor -> generation of the module it holds
+        self._affinity: dict[int, Any] = {}  # client id -> the actor that trained it last
         #: counters for tests and benchmarks: data puts, actors started / replaced
         self.stats = {"data_puts": 0, "actors_started": 0, "actors_replaced": 0}
 
@@ -177,14 +179,20 @@ class RayEngine(Engine):
         self._data = {}
         self._generation += 1
         if not ray.is_initialized():
-            self._workers, self._starting, self._loaded = [], {}, {}  # actors of a Ray that is gone
+            self._workers, self._starting, self._loaded, self._affinity = [], {}, {}, {}  # a Ray that is gone
             kwargs = dict(self.init_kwargs)
-            if self.address is None:
+            if self.address is None and "address" not in kwargs:  # a new local Ray: size it to this machine
                 kwargs.setdefault("num_cpus", os.cpu_count() or 1)
                 kwargs.setdefault("include_dashboard", False)
-            else:
+            elif self.address is not None:
                 kwargs["address"] = self.address
-            ray.init(**kwargs)
+            try:
+                ray.init(**kwargs)
+            except ConnectionError as exc:
+                raise ConnectionError(
+                    f"RayEngine(address={self.address!r}) could not reach a Ray cluster ({exc}); start one "
+                    "with `ray start --head` (and `ray start --address=HEAD:6379` on the other nodes), or "
+                    "use address=None for a Ray on this machine only") from exc
             self._started_ray = True
         named = dict(module.named_buffers())
         self._int_buffers = [named[name] for name in layout.int_buffers]
@@ -235,6 +243,7 @@ class RayEngine(Engine):
             except Exception:  # already dead
                 pass
         self._workers, self._starting, self._data, self._loaded, self._module_ref = [], {}, {}, {}, None
+        self._affinity = {}
 
     def __repr__(self) -> str:
         return (f"RayEngine(address={self.address!r}, num_cpus_per_client={self.num_cpus_per_client}, "
@@ -294,13 +303,15 @@ class RayEngine(Engine):
         try:
             while pending or running:
                 while pending and idle:
-                    row, actor = pending.popleft(), idle.pop()
+                    actor = idle.pop()
+                    row = self._next_row(pending, tasks, actor)
                     task = tasks[row]
                     if self._loaded.get(actor) != self._generation:  # calls to one actor run in order
                         actor.load_module.remote(self._module_ref, self.layout)
                         self._loaded[actor] = self._generation
                     worker_task = _WorkerTask(task.client_id, task.config, task.seed, task.batch_poisoner)
                     ref = actor.train.remote(global_ref, self._data_ref(task), worker_task)
+                    self._affinity[task.client_id] = actor
                     running[ref] = (row, actor, time.perf_counter())
                 waiting = list(running) + list(self._starting)
                 timeout = self._wait_timeout(running)
@@ -337,6 +348,14 @@ class RayEngine(Engine):
             ready.clear()
             ref = global_ref = None
         return outcomes
+
+    def _next_row(self, pending: deque[int], tasks: Sequence[ClientTask], actor: Any) -> int:
+        """The first pending client this actor trained before (its data is likely on its node), else the first."""
+        for i, row in enumerate(pending):
+            if self._affinity.get(tasks[row].client_id) is actor:
+                del pending[i]
+                return row
+        return pending.popleft()
 
     def _starvation_timeout(self, since: float) -> float:
         remaining = since + self.worker_start_timeout_s - time.perf_counter()
@@ -406,6 +425,7 @@ class RayEngine(Engine):
         if actor in self._workers:
             self._workers.remove(actor)
         self._loaded.pop(actor, None)
+        self._affinity = {cid: a for cid, a in self._affinity.items() if a is not actor}
         self.stats["actors_replaced"] += 1
         self._start_actor()
 

@@ -7,6 +7,7 @@ import importlib
 import os
 import sys
 import time
+from collections import deque
 from typing import Iterator
 
 import pytest
@@ -193,6 +194,17 @@ def test_trainer_with_ray_engine_matches_sequential(engine: RayEngine, tmp_path)
     assert want_metrics == have_metrics
     assert engine.stats["actors_started"] - started <= 1  # at most a replacement still owed by a test above
     assert ray.is_initialized()  # fit() tore the engine down, but Ray was not the engine's to stop
+
+
+def test_a_free_actor_takes_a_client_it_trained_before(clients: list[TensorData]) -> None:
+    engine, actor_a, actor_b = RayEngine(), object(), object()
+    tasks = _tasks(clients, 0)
+    engine._affinity = {3: actor_a, 1: actor_b}
+    pending = deque(range(len(tasks)))
+    assert engine._next_row(pending, tasks, actor_a) == 3
+    assert engine._next_row(pending, tasks, actor_a) == 0  # none left that it knows: the first waiting
+    assert engine._next_row(pending, tasks, actor_b) == 1
+    assert list(pending) == [2, 4]
 
 
 def test_engine_by_name_and_argument_checks() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import ray
 import torch
-from flwr.common import Code, FitRes, Parameters, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_proxy import ClientProxy
 
 from fl_lightning.aggregators import CoordinateMedian, FedAvg, FoolsGold, Krum, ResidualReweight

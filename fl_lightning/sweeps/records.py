@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 SWEEP_FILE = "sweep.json"
 SUMMARY_FILE = "summary.json"
 POINT_FILE = "point.json"
+FAILED_FILE = "failed.json"
 #: config keys that may change between runs of the same point without making it another point
 COSMETIC_KEYS = ("description",)
 
@@ -111,6 +112,6 @@ def _or(value: Any, default: float) -> float:
     return default if value is None else value
 
 
-def read_points(folder: str | Path) -> list[dict[str, Any]]:
-    """Every ``*/summary.json`` under a sweep folder, in point-name order."""
-    return [read_json(p) for p in sorted(Path(folder).glob(f"*/{SUMMARY_FILE}"))]
+def read_points(folder: str | Path, name: str = SUMMARY_FILE) -> list[dict[str, Any]]:
+    """Every ``*/summary.json`` (or ``*/<name>``) under a sweep folder, in point-name order."""
+    return [read_json(p) for p in sorted(Path(folder).glob(f"*/{name}"))]

@@ -31,18 +31,20 @@ def run_report(cfg: Namespace) -> Path:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; pass a sweep folder such as logs/mnist_label_flip")
     points = records.read_points(folder)
-    if not points:
+    finished = {p["point"] for p in points}
+    failed = [f for f in records.read_points(folder, records.FAILED_FILE) if f["point"] not in finished]
+    if not points and not failed:
         raise ValueError(f"{folder} holds no finished point (no */{records.SUMMARY_FILE}); "
                          f"run `fl-lightning sweep --config RECIPE` first")
     sweep_path = folder / records.SWEEP_FILE
     sweep = records.read_json(sweep_path) if sweep_path.is_file() else None
     paper = _paper(cfg.paper if cfg.paper is not None else (sweep or {}).get("paper"))
-    layout = Layout.build(sweep, points, paper)
+    layout = Layout.build(sweep, points + failed, paper)
     if layout.note:
         paper = None
-    metrics = [m for m in _metrics(points) if m.startswith(TABLE_PREFIXES)]
-    images = plots.write_all(folder, points, layout, metrics, paper)
-    text = _markdown(folder, sweep, points, layout, metrics, paper, images)
+    metrics = [m for m in _metrics(points) if m.startswith(TABLE_PREFIXES)] or ["test/acc"]
+    images = plots.write_all(folder, points, layout, metrics, paper) if points else []
+    text = _markdown(folder, sweep, points, failed, layout, metrics, paper, images)
     out = folder / "report.md"
     out.write_text(text)
     print(f"wrote {out} and {len(images)} plots")
@@ -70,17 +72,19 @@ def _pct(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{100 * value:.{digits}f}"
 
 
-def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], layout: Layout, metrics: list[str],
-              paper: PaperTable | None, images: list[Path]) -> str:
+def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], failed: list[dict[str, Any]],
+              layout: Layout, metrics: list[str], paper: PaperTable | None, images: list[Path]) -> str:
     late = int(LATE_FRACTION * 100)
     name = (sweep or {}).get("name", folder.name)
     lines = [f"# Report: {name}", ""]
     if sweep:
         lines += [f"Recipe `{sweep.get('recipe')}`" + (f", profile `{sweep['profile']}`" if sweep.get("profile") else "")
                   + f"; {len(points)} of {len(sweep.get('points', []))} points finished."]
-        missing = sorted(set(sweep.get("points", [])) - {p["point"] for p in points})
+        missing = sorted(set(sweep.get("points", [])) - {p["point"] for p in points + failed})
         if missing:
-            lines += ["", f"Not finished (left out below): {', '.join(missing)}."]
+            lines += ["", f"Not run yet (left out below): {', '.join(missing)}."]
+    if failed:
+        lines += ["", f"Failed (cells say so): {', '.join(f['point'] for f in failed)}; see Failed points below."]
     rounds = sorted({p.get("rounds", 0) for p in points})
     lines += ["", f"Rounds per point: {', '.join(map(str, rounds))}. Each cell: **final round** / mean over the "
               f"last {late}% of rounds" + (" (paper)" if paper else "") + ", in percent."]
@@ -93,13 +97,15 @@ def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], la
             lines += ["", f"> {paper.notes}"]
     if layout.note:
         lines += ["", layout.note]
-    grouped = cells(points, layout)
+    grouped = cells(points + failed, layout)
     row_keys = layout.sort({r for r, _ in grouped}, layout.rows)
     col_keys = layout.sort({c for _, c in grouped}, layout.columns)
     for metric in metrics:
         lines += ["", f"## {metric}", ""]
         lines += _table(metric, grouped, layout, row_keys, col_keys, paper)
     lines += ["", "## Points", ""] + _points_table(points)
+    if failed:
+        lines += ["", "## Failed points", ""] + [f"- {f['point']}: {f.get('error', '?')}" for f in failed]
     if images:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(folder).as_posix()})" for p in images]
     return "\n".join(lines) + "\n"
@@ -118,9 +124,12 @@ def _table(metric: str, grouped: dict, layout: Layout, row_keys: list[Labels], c
         texts = []
         for column in col_keys:
             group = grouped.get((row, column), [])
-            final = mean([p.get("final", {}).get(metric) for p in group])
-            late = mean([p.get("late_mean", {}).get(metric) for p in group])
-            text = "" if not group else f"**{_pct(final)}** / {_pct(late)}"
+            done = [p for p in group if "final" in p]
+            final = mean([p["final"].get(metric) for p in done])
+            late = mean([p.get("late_mean", {}).get(metric) for p in done])
+            text = f"**{_pct(final)}** / {_pct(late)}" if done else "failed" if group else ""
+            if done and len(done) < len(group):
+                text += f" ({len(group) - len(done)} failed)"
             reference = paper.value(metric, row, column) if paper else None
             if reference is not None:
                 text += f" ({_pct(reference, 2)})"

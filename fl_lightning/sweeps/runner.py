@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -63,12 +64,20 @@ def run_sweep(cfg: Namespace, console: Console | None = None) -> list[RunSummary
     if cfg.dry_run:
         return []
     records.write_json(root / records.SWEEP_FILE, records.sweep_record(recipe, points))
-    summaries = []
+    summaries, failed = [], []
     for number, (point, point_cfg) in enumerate(zip(selected, configs), start=1):
         console.rule(f"[bold]{recipe.name}[/] point {number}/{len(selected)}: [cyan]{point.name}")
-        summaries.append(run_point(point, point_cfg, parser, recipe, console))
-    print_summaries(summaries, title=recipe.name)
+        summary = run_point(point, point_cfg, parser, recipe, console)
+        if summary is None:
+            failed.append(point.name)
+        else:
+            summaries.append(summary)
+    if summaries:
+        print_summaries(summaries, title=recipe.name)
     console.print(f"Report: fl-lightning report {root}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(selected)} points failed: {', '.join(failed)}; each folder's "
+                           f"{records.FAILED_FILE} says why (the report lists them as failed)")
     return summaries
 
 
@@ -93,8 +102,11 @@ def parse_point(parser: ArgumentParser, point: Point) -> Namespace:
 
 
 def run_point(point: Point, cfg: Namespace, parser: ArgumentParser, recipe: Recipe,
-              console: Console) -> RunSummary:
-    """Run one point (or skip it when its ``summary.json`` exists); resume it from its own checkpoint."""
+              console: Console) -> RunSummary | None:
+    """Run one point (or skip it when its ``summary.json`` exists); resume it from its own checkpoint.
+
+    A point whose training raises (e.g. every client diverged) gets a ``failed.json`` and returns ``None``.
+    """
     from fl_lightning.cli import fit_one
 
     folder = Path(recipe.save_dir) / recipe.name / point.name
@@ -114,7 +126,17 @@ def run_point(point: Point, cfg: Namespace, parser: ArgumentParser, recipe: Reci
     if cfg.ckpt_path:
         console.print(f"resuming from {checkpoint}")
     started = time.perf_counter()
-    trainer = fit_one(cfg, parser, run_name=point.name)
+    failed_path = folder / records.FAILED_FILE
+    try:
+        trainer = fit_one(cfg, parser, run_name=point.name)
+    except Exception as exc:  # a diverged or broken point must not stop the others (Ctrl-C still does)
+        records.write_json(failed_path, {"point": point.name, "params": point.params, "labels": point.labels,
+                                         "error": f"{type(exc).__name__}: {exc}",
+                                         "traceback": traceback.format_exc()})
+        console.print(f"[red]failed[/]: {type(exc).__name__}: {exc}", soft_wrap=True)
+        console.print(f"details: {failed_path} (the next sweep run tries this point again)", soft_wrap=True)
+        return None
+    failed_path.unlink(missing_ok=True)
     summary = RunSummary.from_trainer(point.name, trainer)
     records.write_json(summary_path, records.point_record(point, trainer, summary, time.perf_counter() - started))
     shown = "  ".join(f"{k} {v:.3f}" for k, v in summary.final.items()

@@ -5,10 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
+from jsonargparse import Namespace
 from tiny_sweep import TINY, quiet, sweep_args, write_recipe
 
 from fl_lightning.cli import main
-from fl_lightning.sweeps import run_sweep
+from fl_lightning.sweeps import run_report, run_sweep
 from fl_lightning.trainer import FederatedTrainer
 
 POINTS = ["FedAvg-clients=0", "FedAvg-clients=1", "ResidualReweight-clients=0", "ResidualReweight-clients=1"]
@@ -49,12 +50,12 @@ def test_an_interrupted_point_resumes_from_its_own_checkpoint(tmp_path: Path, fi
     def crash_in_round_2(self, round_idx, reporter):
         if round_idx == 2 and not rounds_run.count(-1):
             rounds_run.append(-1)
-            raise RuntimeError("simulated crash")
+            raise KeyboardInterrupt  # Ctrl-C
         rounds_run.append(round_idx)
         return original(self, round_idx, reporter)
 
     monkeypatch.setattr(FederatedTrainer, "_run_round", crash_in_round_2)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with pytest.raises(KeyboardInterrupt):
         run_sweep(sweep_args(recipe, only=only), console=quiet())
     folder = tmp_path / "logs" / "tiny" / only
     assert (folder / "checkpoints" / "last.ckpt").is_file() and not (folder / "summary.json").exists()
@@ -67,6 +68,31 @@ def test_an_interrupted_point_resumes_from_its_own_checkpoint(tmp_path: Path, fi
     assert [r["round"] for r in resumed["history"]] == [0, 1, 2]
     assert resumed["final"]["test/acc"] == pytest.approx(uninterrupted["final"]["test/acc"])
     assert resumed["history"][2]["client_weights"] == pytest.approx(uninterrupted["history"][2]["client_weights"])
+
+
+def test_a_failing_point_is_recorded_and_the_others_still_run(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = write_recipe(tmp_path)
+    original = FederatedTrainer.fit
+
+    def diverge_with_fedavg(self, *args, **kwargs):
+        if type(self.aggregator).__name__ == "FedAvg":
+            raise RuntimeError("3 consecutive rounds had too few usable clients")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FederatedTrainer, "fit", diverge_with_fedavg)
+    with pytest.raises(RuntimeError, match="1 of 2 points failed: FedAvg-clients=1"):
+        run_sweep(sweep_args(recipe, only="*-clients=1"), console=quiet())
+    folder = tmp_path / "logs" / "tiny"
+    failure = json.loads((folder / "FedAvg-clients=1" / "failed.json").read_text())
+    assert "too few usable clients" in failure["error"] and failure["labels"]["aggregator"] == "FedAvg"
+    assert (folder / "ResidualReweight-clients=1" / "summary.json").is_file()
+    report = run_report(Namespace(path=str(folder), paper=None)).read_text()
+    assert "| FedAvg | failed |" in report and "## Failed points" in report
+    monkeypatch.setattr(FederatedTrainer, "fit", original)
+    run_sweep(sweep_args(recipe, only="*-clients=1"), console=quiet())  # tried again, now it works
+    assert not (folder / "FedAvg-clients=1" / "failed.json").exists()
+    assert (folder / "FedAvg-clients=1" / "summary.json").is_file()
 
 
 def test_a_finished_point_with_another_config_is_refused(tmp_path: Path) -> None:

@@ -6,11 +6,14 @@ anything else. Work is done in chunks of columns so the extra memory stays a sma
 input; ``chunk_size`` overrides the number of columns per chunk where a function accepts it.
 
 Medians follow the statistics convention (the mean of the two middle values for an even count), as
-the reference implementation of residual reweighting does.
+the reference implementation of residual reweighting does. The column-wise rules run many small ops
+per chunk: they use one intra-op thread each and spread whole chunks over threads instead, which
+keeps them fast on a machine whose cores are shared.
 """
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
@@ -20,11 +23,12 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "ESTIMATORS", "VARIANTS", "WEIGHTINGS", "LineFit", "ResidualReweightDetails", "ResidualReweightResult",
-    "bulyan", "centered_clipping", "check_residual_reweight_options", "coordinate_median", "fedavg", "finite_rows", "foolsgold_weights",
-    "geometric_median", "KrumRanking", "krum", "krum_ranking", "krum_scores", "krum_select", "median_rows", "norm_clipping", "repeated_median",
-    "residual_reweight", "residual_reweight_details", "robust_line", "row_distances", "trimmed_mean",
-    "WeiszfeldResult", "weiszfeld", "bulyan_selection",
+    "ESTIMATORS", "VARIANTS", "WEIGHTINGS",
+    "KrumRanking", "LineFit", "ResidualReweightDetails", "ResidualReweightResult", "WeiszfeldResult",
+    "bulyan", "bulyan_selection", "centered_clipping", "check_residual_reweight_options", "coordinate_median",
+    "fedavg", "finite_rows", "foolsgold_weights", "geometric_median", "krum", "krum_ranking", "krum_scores",
+    "krum_select", "norm_clipping", "repeated_median", "residual_reweight", "residual_reweight_details",
+    "robust_line", "row_distances", "trimmed_mean", "weiszfeld",
 ]
 
 #: line estimators of residual reweighting (ALGORITHM.md section 2, Table 7 of the paper)
@@ -63,13 +67,12 @@ def _check_chunk_size(chunk_size: int | None, name: str) -> None:
         raise ValueError(f"{name}: chunk_size must be a positive int or None, got {chunk_size!r}")
 
 
-def _require_finite(updates: Tensor, needed: int, name: str, rule: str = "") -> tuple[Tensor, Tensor]:
+def _require_finite(updates: Tensor, needed: int, name: str) -> tuple[Tensor, Tensor]:
     """The finite rows of ``updates`` and their mask; ``ValueError`` if fewer than ``needed``."""
     mask = finite_rows(updates)
     count = int(mask.sum())
     if count < needed:
-        rule = rule or f"K >= {needed}"
-        raise ValueError(f"{name} needs {rule} finite clients, got {count}"
+        raise ValueError(f"{name} needs K >= {needed} finite clients, got {count}"
                          + (f" ({updates.shape[0] - count} of {updates.shape[0]} rows hold NaN/Inf)"
                             if count < updates.shape[0] else ""))
     return (updates if count == updates.shape[0] else updates[mask]), mask
@@ -88,12 +91,12 @@ def finite_rows(updates: Tensor) -> Tensor:
 
 def _chunk_columns(k: int, n: int, bytes_per_column: int, chunk_size: int | None) -> int:
     """Columns per chunk: ``chunk_size`` if given, else ``[K, chunk]`` ops of about
-    ``_TARGET_ROW_ELEMENTS`` values, capped so a chunk's scratch stays near the input's size
-    (at least 4 MiB, at most 128 MiB).
+    ``_TARGET_ROW_ELEMENTS`` values, capped so one chunk's scratch stays within half the input's
+    size (at least 4 MiB, at most 64 MiB): two workers' chunks then fit in one more input's worth.
     """
     if chunk_size is not None:
         return max(1, min(chunk_size, n))
-    budget = min(max(4 * k * n, 4 * _MIB), 128 * _MIB)
+    budget = min(max(2 * k * n, 4 * _MIB), 64 * _MIB)
     by_budget = max(1, budget // max(1, bytes_per_column))
     by_cache = max(64, _TARGET_ROW_ELEMENTS // max(1, k))
     return max(1, min(n, by_budget, by_cache))
@@ -121,9 +124,14 @@ def _single_threaded_ops() -> Iterator[int]:
         torch.set_num_threads(previous)
 
 
-def _map_chunks(work: Callable[[list[int]], _T], starts: list[int], workers: int) -> list[_T]:
+#: inputs smaller than this run on one worker: thread start-up and per-thread allocator arenas
+#: would cost more time and memory than they save
+_PARALLEL_MIN_BYTES = 16 * _MIB
+
+
+def _map_chunks(work: Callable[[list[int]], _T], starts: list[int], workers: int, input_bytes: int) -> list[_T]:
     """``work`` over contiguous runs of chunk ``starts``, on up to ``workers`` threads (ops release the GIL)."""
-    workers = max(1, min(workers, len(starts)))
+    workers = max(1, min(workers, len(starts) // 4)) if input_bytes >= _PARALLEL_MIN_BYTES else 1
     if workers == 1:
         return [work(starts)]
     size = -(-len(starts) // workers)
@@ -209,12 +217,13 @@ def _order_statistics(values: Tensor, ranks: tuple[int, ...], scratch: bool = Fa
     return [rows[r] for r in ranks]
 
 
-def _median0(values: Tensor, scratch: bool = False, skip_smallest: int = 0) -> Tensor:
+def _median0(values: Tensor, scratch: bool = False, skip_smallest: int = 0, skip_largest: int = 0) -> Tensor:
     """Median along dim 0 (mean of the two middle values for an even count).
 
-    ``skip_smallest`` leaves out that many smallest values first (the reference's scale skips one).
+    ``skip_smallest`` / ``skip_largest`` leave out that many smallest / largest values first (the
+    reference's scale skips the smallest residual).
     """
-    m = values.shape[0] - skip_smallest
+    m = values.shape[0] - skip_smallest - skip_largest
     lo_rank, hi_rank = skip_smallest + (m - 1) // 2, skip_smallest + m // 2
     if lo_rank == hi_rank:
         return _order_statistics(values, (lo_rank,), scratch)[0]
@@ -292,16 +301,9 @@ def _line_of_sorted(ys: Tensor, estimator: str, variant: str) -> tuple[Tensor, T
     if estimator == "median":
         return center, torch.zeros_like(center)
     if estimator == "repeated_median":
-        slopes = _pairwise_slopes_by_row(ys)
-        # the diagonal's +inf is the largest value of each row, so the inner median of the K-1 real
-        # slopes sits at the same ranks among all K entries
-        inner_lo, inner_hi = (k - 2) // 2, (k - 1) // 2
-        if inner_lo == inner_hi:
-            inner = _order_statistics(slopes, (inner_lo,), scratch=True)[0]
-        else:
-            lo, hi = _order_statistics(slopes, (inner_lo, inner_hi), scratch=True)
-            inner = (lo + hi) / 2
-        del slopes
+        # the diagonal's +inf is the largest entry of each row: the inner median over j != i is the
+        # median of the K values without their largest
+        inner = _median0(_pairwise_slopes_by_row(ys), scratch=True, skip_largest=1)
         slope = _median0(inner, scratch=True)
     else:  # theil_sen
         first, second = torch.triu_indices(k, k, offset=1, device=ys.device)
@@ -390,44 +392,37 @@ def check_residual_reweight_options(lambda_: float, thresh: float, estimator: st
 
 
 class _Corrections:
-    """The values replaced by the line, kept as ``(client, column, value - original)``.
+    """``value - original`` of the values replaced by the line (eq. 9), per client and column.
 
-    Few values are replaced in a typical round, so they are stored sparsely; a chunk where many are
-    replaced is stored densely instead, so memory never exceeds about one copy of the input.
+    One ``[K, N]`` buffer, created at the first replaced value and filled only where values are
+    replaced: per-chunk pieces kept alive between the chunks' large temporaries fragment the heap
+    and cost many times their size.
     """
 
-    def __init__(self, n: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.n, self.dtype, self.device = n, dtype, device
-        self.sparse: list[tuple[Tensor, Tensor, Tensor]] = []
-        self.dense: list[tuple[int, Tensor]] = []
+    def __init__(self, k: int, n: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.shape, self.dtype, self.device = (k, n), dtype, device
+        self.delta: Tensor | None = None
+        self._lock = threading.Lock()
 
-    def add(self, start: int, replaced: Tensor, order: Tensor, delta_sorted: Tensor, count: int) -> None:
+    def add(self, start: int, replaced: Tensor, order: Tensor, delta_sorted: Tensor) -> None:
         """Record the replaced entries of the sorted chunk starting at column ``start``."""
-        k, c = replaced.shape
-        if 5 * count > k * c:
-            dense = torch.zeros_like(delta_sorted).scatter_(0, order, delta_sorted.masked_fill(~replaced, 0.0))
-            self.dense.append((start, dense))
-            return
+        with self._lock:
+            if self.delta is None:
+                self.delta = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
         position, column = replaced.nonzero(as_tuple=True)
-        self.sparse.append((order[position, column], column + start, delta_sorted[position, column]))
+        self.delta[order[position, column], column + start] = delta_sorted[position, column]
 
-    def weighted(self, weights: Tensor) -> Tensor:
-        """``sum_k weights[k] * delta[k, n]`` for every column ``n``."""
-        out = torch.zeros(self.n, dtype=self.dtype, device=self.device)
-        for start, dense in self.dense:
-            out[start:start + dense.shape[1]] += weights @ dense
-        for clients, columns, delta in self.sparse:
-            out.index_add_(0, columns, weights[clients] * delta)
-        return out
+    def weighted(self, weights: Tensor) -> Tensor | None:
+        """``sum_k weights[k] * delta[k, n]`` for every column ``n`` (None when nothing was replaced)."""
+        return None if self.delta is None else weights @ self.delta
 
 
 class _ChunkTotals:
     """What one worker accumulates over its chunks of columns."""
 
-    def __init__(self, k: int, n: int, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, k: int, device: torch.device) -> None:
         self.scores = torch.zeros(k, dtype=torch.float64, device=device)
         self.confidence = torch.zeros(k, dtype=torch.float64, device=device)
-        self.corrections = _Corrections(n, dtype, device)
         self.replaced = 0
 
 
@@ -456,8 +451,10 @@ def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: 
     ranks = torch.arange(k, dtype=dtype, device=device).unsqueeze(-1)
     step = _chunk_columns(k, n, _rr_bytes_per_column(k, estimator), chunk_size)
 
+    corrections = _Corrections(k, n, dtype, device)
+
     def work(starts: list[int]) -> _ChunkTotals:
-        totals = _ChunkTotals(k, n, dtype, device)
+        totals = _ChunkTotals(k, device)
         for start in starts:
             stop = min(n, start + step)
             ys, order = _stable_sort0(values[:, start:stop])
@@ -485,7 +482,7 @@ def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: 
             count = int(replaced.sum())
             if count:
                 totals.replaced += count
-                totals.corrections.add(start, replaced, order, fit - ys, count)   # eq. 9
+                corrections.add(start, replaced, order, fit - ys)              # eq. 9
             # eq. 10: each confidence counts with the spread (unbiased std) of its column's confidences
             centred = conf - conf.mean(dim=0)
             spread = centred.square_().sum(dim=0).div_(k - 1).sqrt_()
@@ -495,12 +492,13 @@ def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: 
         return totals
 
     with _single_threaded_ops() as threads:
-        parts = _map_chunks(work, list(range(0, n, step)), threads)
+        parts = _map_chunks(work, list(range(0, n, step)), threads, values.numel() * values.element_size())
     scores = sum(part.scores for part in parts)
     weights = _normalise_scores(scores, paper).to(dtype)
     aggregate = weights @ values                                                  # eq. 11
-    for part in parts:
-        aggregate += part.corrections.weighted(weights)
+    correction = corrections.weighted(weights)
+    if correction is not None:
+        aggregate += correction
     full_weights = torch.zeros(k_all, dtype=dtype, device=device)
     full_weights[finite] = weights
     full_scores = torch.zeros(k_all, dtype=dtype, device=device)
@@ -548,10 +546,12 @@ def residual_reweight(updates: Tensor, *, lambda_: float = 2.0, thresh: float = 
 
 def _column_chunks(values: Tensor, mask: Tensor | None,
                    bytes_per_column: int) -> Iterator[tuple[int, int, Tensor]]:
-    """Yield ``(start, stop, chunk)``: the rows ``mask`` selects (all if None) of a block of columns."""
-    k, n = values.shape
-    rows = k if mask is None else int(mask.sum())
-    step = _chunk_columns(rows, n, bytes_per_column, None)
+    """Yield ``(start, stop, chunk)``: the rows ``mask`` selects (all if None) of a block of columns.
+
+    For a few large ops (matrix products, reductions): chunks of at most 32 MiB of scratch.
+    """
+    n = values.shape[1]
+    step = max(1, min(n, (32 * _MIB) // max(1, bytes_per_column)))
     for start in range(0, n, step):
         block = values[:, start:start + step]
         yield start, min(n, start + step), (block if mask is None else block[mask])
@@ -575,7 +575,7 @@ def _map_columns(updates: Tensor, mask: Tensor | None, bytes_per_column: int, ch
             out[..., start:start + step] = fn(block)
 
     with _single_threaded_ops() as threads:
-        _map_chunks(work, list(range(0, n, step)), threads)
+        _map_chunks(work, list(range(0, n, step)), threads, rows * n * updates.element_size())
     return out
 
 
@@ -598,7 +598,7 @@ def _row_sq_distances(updates: Tensor, mask: Tensor | None, center: Tensor | Non
     total = None
     for start, stop, chunk in _column_chunks(updates, mask, 8 * updates.shape[0]):
         diff = chunk if center is None else chunk - center[start:stop]
-        part = diff.double().pow(2).sum(dim=1)
+        part = diff.square().sum(dim=1, dtype=torch.float64)
         total = part if total is None else total + part
     return total
 
@@ -668,11 +668,6 @@ def fedavg(updates: Tensor, weights: Tensor | None = None) -> Tensor:
     if not w.sum() > 0:
         raise ValueError(f"{name}: the finite clients' weights sum to 0; give at least one a positive weight")
     return _weighted_rows(w / w.sum(), updates, _all_or_mask(mask))
-
-
-def median_rows(values: Tensor) -> Tensor:
-    """Median along dim 0 of an all-finite ``[K, c]`` block (mean of the two middle values for even K)."""
-    return _median0(values)
 
 
 def coordinate_median(updates: Tensor, *, chunk_size: int | None = None) -> Tensor:

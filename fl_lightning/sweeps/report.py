@@ -87,7 +87,7 @@ def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], fa
         lines += ["", f"Failed (cells say so): {', '.join(f['point'] for f in failed)}; see Failed points below."]
     rounds = sorted({p.get("rounds", 0) for p in points})
     lines += ["", f"Rounds per point: {', '.join(map(str, rounds))}. Each cell: **final round** / mean over the "
-              f"last {late}% of rounds" + (" (paper)" if paper else "") + ", in percent."]
+              f"last {late}% of rounds" + (" (paper)" if paper and paper.metrics else "") + ", in percent."]
     if layout.averaged:
         lines += [f"Cells average the runs over {', '.join(layout.averaged)}."]
     if paper:

@@ -10,12 +10,11 @@ from typing import Iterator
 import pytest
 import torch
 import yaml
-from jsonargparse import Namespace
 from rich.console import Console
 
 from fl_lightning.cli import fit_parser
 from fl_lightning.data import MNIST5k
-from fl_lightning.sweeps import Recipe, load_recipe, run_sweep
+from fl_lightning.sweeps import Recipe, load_recipe, run_sweep, sweep_parser
 from fl_lightning.sweeps.runner import parse_point
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
@@ -74,8 +73,8 @@ def fast() -> Iterator[None]:
 @pytest.mark.parametrize("path", SWEEPABLE, ids=lambda p: p.stem)
 def test_the_small_profile_runs_a_round(path: Path, tmp_path: Path, fast: None) -> None:
     first = load_recipe(path, "small").points()[0]
-    args = Namespace(config=str(path), profile="small", only=first.name, dry_run=False, name=None,
-                     save_dir=str(tmp_path))
+    args = sweep_parser().parse_args(["--config", str(path), "--profile", "small", "--only", first.name,
+                                      "--save_dir", str(tmp_path)])
     [summary] = run_sweep(args, console=Console(file=io.StringIO()))
     record = json.loads(next(tmp_path.glob(f"*/{first.name}/summary.json")).read_text())
     assert summary.rounds == record["rounds"] == 1 and 0.0 <= record["final"]["test/acc"] <= 1.0

@@ -37,9 +37,12 @@ def write_recipe(folder: Path, **changes: Any) -> Path:
 
 def sweep_args(config: Path, **overrides: Any) -> Namespace:
     """The namespace ``fl-lightning sweep`` would build."""
-    values = dict(config=str(config), profile=None, set=[], only=None, dry_run=False, name=None, save_dir=None)
-    values.update(overrides)
-    return Namespace(**values)
+    from fl_lightning.sweeps import sweep_parser
+
+    args = sweep_parser().parse_args(["--config", str(config)])
+    for key, value in overrides.items():
+        args[key] = value
+    return args
 
 
 def quiet() -> Console:

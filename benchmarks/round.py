@@ -5,7 +5,7 @@ machine may be shared, so every ratio compares rounds measured side by side); pe
 start-up are measured in a fresh child process per method, since max RSS only ever grows.
 
     python benchmarks/round.py                 # all workloads
-    python benchmarks/round.py --workloads paper_cnn --rounds 9 --threads 1
+    python benchmarks/round.py --workloads paper_cnn --rounds 9 --threads 1 --epochs 5
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 METHODS = ("hand", "sequential", "vmap")
-WORKLOADS = ("paper_cnn", "fasttext", "loan_mlp")
+WORKLOADS = ("paper_cnn", "paper_cnn_10x600", "fasttext", "loan_mlp")
 
 
 @dataclass
@@ -50,6 +50,13 @@ def build(name: str) -> Workload:
         dm.setup()
         torch.manual_seed(0)
         return Workload(name, PaperCNN(lr=0.01, momentum=0.5), dm.clients, epochs=1, batch_size=128)
+    if name == "paper_cnn_10x600":  # fewer, bigger clients: MNIST-shaped synthetic images
+        from fl_lightning.models import PaperCNN
+
+        datas = [TensorData(torch.randn(600, 1, 28, 28, generator=g), torch.randint(0, 10, (600,), generator=g))
+                 for _ in range(10)]
+        torch.manual_seed(0)
+        return Workload(name, PaperCNN(lr=0.01, momentum=0.5), datas, epochs=1, batch_size=128)
     if name == "fasttext":
         module = _model("FastText", lambda: _LocalFastText())
         datas = []
@@ -209,7 +216,8 @@ def rss_mb() -> tuple[float, float]:
     return values.get("VmRSS", float("nan")), values.get("VmHWM", float("nan"))
 
 
-def child(workload: str, method: str, rounds: int, threads: int | None, vmap_kwargs: dict) -> dict:
+def child(workload: str, method: str, rounds: int, threads: int | None, vmap_kwargs: dict,
+          epochs: int | None = None) -> dict:
     """In a fresh process: import time, setup time, first-round time and peak RSS of one method."""
     started = time.perf_counter()
     import torch
@@ -221,6 +229,7 @@ def child(workload: str, method: str, rounds: int, threads: int | None, vmap_kwa
         torch.set_num_threads(threads)
     import_s = time.perf_counter() - started
     work = build(workload)
+    work.epochs = epochs or work.epochs
     after_data_mb, load_peak_mb = rss_mb()
     peak_reset = reset_peak_rss()  # MNIST5k's CSV parsing peaks above training: measure training alone
     runner = Round(method, work, vmap_kwargs)
@@ -244,11 +253,12 @@ def child(workload: str, method: str, rounds: int, threads: int | None, vmap_kwa
             "warnings": sorted({str(w.message)[:160] for w in caught})}
 
 
-def timed(workload: str, rounds: int, vmap_kwargs: dict) -> dict:
+def timed(workload: str, rounds: int, vmap_kwargs: dict, epochs: int | None = None) -> dict:
     """Interleaved round timings of the three methods in this process, plus the equality of their results."""
     import torch
 
     work = build(workload)
+    work.epochs = epochs or work.epochs
     runners = {m: Round(m, work, vmap_kwargs) for m in METHODS}
     for runner in runners.values():  # warm-up (vmap's probe, allocator, lazy imports)
         with warnings.catch_warnings():
@@ -288,6 +298,7 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=WORKLOADS)
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds per method (median reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--epochs", type=int, default=None, help="local epochs (default: 1)")
     parser.add_argument("--max-group-size", type=int, default=None)
     parser.add_argument("--memory-budget-mb", type=float, default=512)
     parser.add_argument("--no-memory", action="store_true", help="skip the child processes (memory, start-up)")
@@ -295,7 +306,8 @@ def main() -> None:
     args = parser.parse_args()
     vmap_kwargs = {"max_group_size": args.max_group_size, "memory_budget_mb": args.memory_budget_mb}
     if args.child:
-        print(json.dumps(child(*args.child, rounds=2, threads=args.threads, vmap_kwargs=vmap_kwargs)))
+        print(json.dumps(child(*args.child, rounds=2, threads=args.threads, vmap_kwargs=vmap_kwargs,
+                               epochs=args.epochs)))
         return
     import torch
 
@@ -304,7 +316,7 @@ def main() -> None:
     report: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg(),
                                 "torch": torch.__version__}, "workloads": {}}
     for name in args.workloads:
-        entry = timed(name, args.rounds, vmap_kwargs)
+        entry = timed(name, args.rounds, vmap_kwargs, args.epochs)
         if not args.no_memory:
             entry["process"] = {}
             for method in METHODS:
@@ -314,6 +326,8 @@ def main() -> None:
                     command += ["--threads", str(args.threads)]
                 if args.max_group_size:
                     command += ["--max-group-size", str(args.max_group_size)]
+                if args.epochs:
+                    command += ["--epochs", str(args.epochs)]
                 out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
                 entry["process"][method] = json.loads(out.strip().splitlines()[-1])
             hand_mb = entry["process"]["hand"]["max_rss_mb"]

@@ -7,7 +7,10 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.base import AggregationResult, flag_by_weight
-from fl_lightning.aggregators.functional import finite_rows
+from fl_lightning.aggregators.functional import _check_choice, finite_rows
+
+#: ``ValueError`` naming ``what`` and the valid choices (shared with the functional API's checks)
+check_choice = _check_choice
 
 
 def check_updates(updates: Tensor, name: str) -> Tensor:
@@ -47,12 +50,6 @@ def weighted_result(update: Tensor, weights: Tensor, fraction: float, **diagnost
 def unweighted_result(update: Tensor, finite: Tensor, **diagnostics: Any) -> AggregationResult:
     """An :class:`AggregationResult` without client weights; only non-finite rows are flagged."""
     return AggregationResult(update, None, {"flagged": ~finite, **diagnostics})
-
-
-def check_choice(value: str, valid: tuple[str, ...], what: str, name: str) -> None:
-    """``ValueError`` naming ``what`` and the valid choices when ``value`` is not one of them."""
-    if value not in valid:
-        raise ValueError(f"{name}: unknown {what} {value!r}; valid: {', '.join(valid)}")
 
 
 def check_number(value: Any, what: str, name: str, low: float, high: float | None = None,

@@ -731,8 +731,8 @@ def foolsgold_weights(features: Tensor, *, confidence: float = 1.0) -> Tensor:
     mask = finite_rows(features)
     if not bool(mask.any()):
         raise ValueError(f"{name} needs at least 1 finite client, got 0 of {k}")
-    x = features[mask].double()
-    unit = x / x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    unit = (features if bool(mask.all()) else features[mask]).to(torch.float64, copy=True)
+    unit /= unit.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     sim = (unit @ unit.T).fill_diagonal_(0.0)
     top = sim.max(dim=1).values
     pardon = top.unsqueeze(1) < top.unsqueeze(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators._common import check_updates, weighted_result
+from fl_lightning.aggregators._common import weighted_result
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import check_residual_reweight_options, residual_reweight_details
 from fl_lightning.context import RoundContext
@@ -34,7 +34,6 @@ class ResidualReweight(Aggregator):
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """Reweight the clients by their residuals to the robust line of every parameter."""
-        check_updates(updates, "ResidualReweight")
         details = residual_reweight_details(
             updates, lambda_=self.lambda_, thresh=self.thresh, estimator=self.estimator,
             weighting=self.weighting, variant=self.variant, chunk_size=self.chunk_size,

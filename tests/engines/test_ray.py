@@ -1,7 +1,6 @@
 """RayEngine on a local 2-CPU Ray: same models as the sequential engine, failures survived, data sent once."""
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib
 import os
@@ -18,6 +17,7 @@ from torch import Tensor
 from fl_lightning.context import LocalConfig
 from fl_lightning.data.base import TensorData
 from fl_lightning.engines import ClientTask, Engine, SequentialEngine, get_engine
+from fl_lightning.engines.base import torch_threads
 from fl_lightning.engines.ray import RayEngine
 from fl_lightning.layout import ParamLayout, flatten, module_tensors
 import helpers
@@ -60,17 +60,6 @@ def _module() -> TinyNet:
     return TinyNet(hidden=8, batchnorm=True, dropout=0.2)  # float and int buffers, global-RNG dropout
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run the driver with the workers' thread count, so that float rounding is the same too."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _tasks(clients: list[TensorData], round_idx: int, poisoners: dict | None = None) -> list[ClientTask]:
     poisoners = poisoners or {}
     return [ClientTask(cid, data, LocalConfig(epochs=2, batch_size=16), seed=1000 * round_idx + cid,
@@ -107,7 +96,7 @@ def test_clear_error_without_ray(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_same_models_as_sequential_engine(engine: RayEngine, clients: list[TensorData]) -> None:
-    with _threads(1):
+    with torch_threads(1):
         expected, _ = _run(SequentialEngine(), _module(), clients)
     got, outcomes = _run(engine, _module(), clients, setup=False)
     for want, have in zip(expected, got):
@@ -186,7 +175,7 @@ def test_trainer_with_ray_engine_matches_sequential(engine: RayEngine, tmp_path)
         trainer.fit(module, datamodule=make_dm(num_clients=4))
         return flat_params(module), metrics_without_time(trainer.history)
 
-    with _threads(1):
+    with torch_threads(1):
         want_params, want_metrics = fit("sequential")
         started = engine.stats["actors_started"]
         have_params, have_metrics = fit(engine)  # set up again: its warm actors get the trainer's module

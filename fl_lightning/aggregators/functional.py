@@ -634,6 +634,32 @@ def row_distances(updates: Tensor, center: Tensor | None = None) -> Tensor:
     return out
 
 
+def _finite_mask(updates: Tensor, name: str) -> Tensor:
+    """:func:`finite_rows` of ``updates``; ``ValueError`` when no row is finite."""
+    _check_updates(updates, name)
+    mask = finite_rows(updates)
+    if not bool(mask.any()):
+        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {updates.shape[0]}")
+    return mask
+
+
+def _finite_weights(weights: Tensor | None, mask: Tensor, name: str) -> Tensor:
+    """Per-client ``weights`` (uniform if None) of the finite rows, float64, scaled to sum 1."""
+    k = mask.numel()
+    if weights is None:
+        w = torch.ones(k, dtype=torch.float64)
+    else:
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        if tuple(w.shape) != (k,):
+            raise ValueError(f"{name}: weights must have shape ({k},) (one per client), got {tuple(w.shape)}")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError(f"{name}: weights must be finite and >= 0, got {w.tolist()}")
+    w = w[mask]
+    if not w.sum() > 0:
+        raise ValueError(f"{name}: the finite clients' weights sum to 0; give at least one a positive weight")
+    return w / w.sum()
+
+
 def _check_int(value: int, name: str, what: str, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name}: {what} must be an int >= {minimum}, got {value!r}")
@@ -650,34 +676,14 @@ def _check_positive(value: float, name: str, what: str) -> None:
 
 def fedavg(updates: Tensor, weights: Tensor | None = None) -> Tensor:
     """Weighted mean of the finite rows (McMahan et al. 2017); ``weights`` e.g. sample counts."""
-    name = "fedavg"
-    _check_updates(updates, name)
-    k = updates.shape[0]
-    mask = finite_rows(updates)
-    if not bool(mask.any()):
-        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {k}")
-    if weights is None:
-        w = torch.ones(k, dtype=torch.float64)
-    else:
-        w = torch.as_tensor(weights, dtype=torch.float64)
-        if tuple(w.shape) != (k,):
-            raise ValueError(f"{name}: weights must have shape ({k},) (one per client), got {tuple(w.shape)}")
-        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-            raise ValueError(f"{name}: weights must be finite and >= 0, got {w.tolist()}")
-    w = w[mask]
-    if not w.sum() > 0:
-        raise ValueError(f"{name}: the finite clients' weights sum to 0; give at least one a positive weight")
-    return _weighted_rows(w / w.sum(), updates, _all_or_mask(mask))
+    mask = _finite_mask(updates, "fedavg")
+    return _weighted_rows(_finite_weights(weights, mask, "fedavg"), updates, _all_or_mask(mask))
 
 
 def coordinate_median(updates: Tensor, *, chunk_size: int | None = None) -> Tensor:
     """Coordinate-wise median of the finite rows (Yin et al. 2018); even K: mean of the two middle values."""
-    name = "coordinate_median"
-    _check_updates(updates, name)
-    _check_chunk_size(chunk_size, name)
-    mask = finite_rows(updates)
-    if not bool(mask.any()):
-        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {updates.shape[0]}")
+    _check_chunk_size(chunk_size, "coordinate_median")
+    mask = _finite_mask(updates, "coordinate_median")
     out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
     return _map_columns(updates, _all_or_mask(mask), 8 * updates.shape[0], chunk_size, out,
                         lambda chunk: _median0(chunk, scratch=True))
@@ -693,10 +699,8 @@ def trimmed_mean(updates: Tensor, beta: float = 0.2, *, chunk_size: int | None =
     _check_chunk_size(chunk_size, name)
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 0.5:
         raise ValueError(f"{name}: beta must be in [0, 0.5) (the share trimmed at each end), got {beta!r}")
-    mask = finite_rows(updates)
+    mask = _finite_mask(updates, name)
     k = int(mask.sum())
-    if k == 0:
-        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {updates.shape[0]}")
     drop = int(beta * k)
     if drop == 0:
         return fedavg(updates)
@@ -725,12 +729,9 @@ def foolsgold_weights(features: Tensor, *, confidence: float = 1.0) -> Tensor:
     of exactly 1 becomes 0.99 first). Non-finite rows get 0 and take no part.
     """
     name = "foolsgold_weights"
-    _check_updates(features, name)
     _check_positive(confidence, name, "confidence")
+    mask = _finite_mask(features, name)
     k = features.shape[0]
-    mask = finite_rows(features)
-    if not bool(mask.any()):
-        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {k}")
     unit = (features if bool(mask.all()) else features[mask]).to(torch.float64, copy=True)
     unit /= unit.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
     sim = (unit @ unit.T).fill_diagonal_(0.0)
@@ -879,24 +880,11 @@ def weiszfeld(updates: Tensor, weights: Tensor | None = None, *, tol: float = 1e
               max_iter: int = 100, eps: float = 1e-6) -> WeiszfeldResult:
     """:func:`geometric_median` with the client weights of its last step and the number of steps."""
     name = "geometric_median"
-    _check_updates(updates, name)
     _check_positive(tol, name, "tol")
     _check_positive(eps, name, "eps")
     _check_int(max_iter, name, "max_iter", 1)
-    k_all = updates.shape[0]
-    mask = finite_rows(updates)
-    if not bool(mask.any()):
-        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {k_all}")
-    if weights is None:
-        alpha = torch.ones(int(mask.sum()), dtype=torch.float64)
-    else:
-        alpha = torch.as_tensor(weights, dtype=torch.float64)
-        if tuple(alpha.shape) != (k_all,) or not bool(torch.isfinite(alpha).all()) or bool((alpha < 0).any()):
-            raise ValueError(f"{name}: weights must be {k_all} finite values >= 0, got {alpha.tolist()}")
-        alpha = alpha[mask]
-        if not alpha.sum() > 0:
-            raise ValueError(f"{name}: the finite clients' weights sum to 0")
-    alpha = alpha / alpha.sum()
+    mask = _finite_mask(updates, name)
+    alpha = _finite_weights(weights, mask, name)
     rows = _all_or_mask(mask)
     z = coordinate_median(updates)
     beta, steps = alpha, 0
@@ -910,7 +898,7 @@ def weiszfeld(updates: Tensor, weights: Tensor | None = None, *, tol: float = 1e
         z = new
         if moved <= tol * max(float(dist.median()), eps):
             break
-    full = torch.zeros(k_all, dtype=updates.dtype)
+    full = torch.zeros(updates.shape[0], dtype=updates.dtype)
     full[mask] = beta.to(updates.dtype)
     return WeiszfeldResult(z, full, steps)
 
@@ -922,13 +910,10 @@ def centered_clipping(updates: Tensor, *, tau: float = 1.0, iters: int = 3,
     Repeated ``iters`` times from ``center`` (default: the coordinate median).
     """
     name = "centered_clipping"
-    _check_updates(updates, name)
     _check_positive(tau, name, "tau")
     _check_int(iters, name, "iters", 1)
-    mask = finite_rows(updates)
+    mask = _finite_mask(updates, name)
     k = int(mask.sum())
-    if k == 0:
-        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {updates.shape[0]}")
     n = updates.shape[1]
     if center is None:
         v = coordinate_median(updates)
@@ -948,22 +933,10 @@ def centered_clipping(updates: Tensor, *, tau: float = 1.0, iters: int = 3,
 def norm_clipping(updates: Tensor, max_norm: float, weights: Tensor | None = None) -> Tensor:
     """Mean of the updates after scaling each to L2 norm at most ``max_norm`` (Sun et al. 2019)."""
     name = "norm_clipping"
-    _check_updates(updates, name)
     _check_positive(max_norm, name, "max_norm")
-    k = updates.shape[0]
-    mask = finite_rows(updates)
-    if not bool(mask.any()):
-        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {k}")
-    if weights is None:
-        w = torch.ones(int(mask.sum()), dtype=torch.float64)
-    else:
-        w = torch.as_tensor(weights, dtype=torch.float64)
-        if tuple(w.shape) != (k,) or not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
-            raise ValueError(f"{name}: weights must be {k} finite values >= 0, got {w.tolist()}")
-        w = w[mask]
-        if not w.sum() > 0:
-            raise ValueError(f"{name}: the finite clients' weights sum to 0")
+    mask = _finite_mask(updates, name)
+    weights = _finite_weights(weights, mask, name)
     rows = _all_or_mask(mask)
     norms = _row_sq_distances(updates, rows).sqrt()
     scale = torch.clamp(max_norm / norms.clamp_min(1e-300), max=1.0)
-    return _weighted_rows(w / w.sum() * scale, updates, rows)
+    return _weighted_rows(weights * scale, updates, rows)

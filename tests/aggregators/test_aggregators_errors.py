@@ -110,7 +110,9 @@ def test_bulyan_states_its_rule_and_numbers():
     ({"tol": 0.0}, "tol must be a finite number > 0"),
     ({"eps": -1.0}, "eps must be a finite number > 0"),
     ({"max_iter": 0}, "max_iter must be an int >= 1"),
-    ({"weights": torch.ones(3)}, "weights must be 6 finite values >= 0"),
+    ({"weights": torch.ones(3)}, "weights must have shape (6,) (one per client)"),
+    ({"weights": -torch.ones(6)}, "weights must be finite and >= 0"),
+    ({"weights": torch.zeros(6)}, "the finite clients' weights sum to 0"),
 ])
 def test_geometric_median_checks_its_options(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -126,6 +128,8 @@ def test_clipping_rules_check_their_options():
         F.centered_clipping(_u(), center=torch.zeros(3))
     with pytest.raises(ValueError, match="max_norm must be a finite number > 0"):
         F.norm_clipping(_u(), 0.0)
+    with pytest.raises(ValueError, match=re.escape("norm_clipping: weights must have shape (6,)")):
+        F.norm_clipping(_u(), 1.0, torch.ones(2))
     with pytest.raises(ValueError, match="confidence must be a finite number > 0"):
         F.foolsgold_weights(_u(), confidence=0.0)
 

@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from lightning.pytorch.loggers import TensorBoardLogger
 
+# imported so that configs may name any shipped class by its short name (``Krum``, ``LabelFlip``)
+import fl_lightning.aggregators  # noqa: F401
+import fl_lightning.attacks  # noqa: F401
+import fl_lightning.data  # noqa: F401
+import fl_lightning.models  # noqa: F401
 from fl_lightning.aggregators.base import Aggregator
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.seeding import seed_everything
+from fl_lightning.sweeps import report_parser, run_report, run_sweep, sweep_parser
 from fl_lightning.trainer import FederatedTrainer
 
 
@@ -85,24 +90,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = ArgumentParser(prog="fl-lightning", description="Attack-resistant federated learning on Lightning.")
     subcommands = parser.add_subcommands(dest="subcommand")
     subcommands.add_subcommand("fit", fit_parser(), help="train with one or several aggregators")
-    try:
-        from fl_lightning.sweeps import report_parser, sweep_parser
-    except ImportError:  # pragma: no cover - sweeps land separately
-        pass
-    else:
-        subcommands.add_subcommand("sweep", sweep_parser(), help="run every point of a recipe's grid")
-        subcommands.add_subcommand("report", report_parser(), help="tables and plots of a finished sweep")
+    subcommands.add_subcommand("sweep", sweep_parser(), help="run every point of a recipe's grid")
+    subcommands.add_subcommand("report", report_parser(), help="tables and plots of a finished sweep")
     cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     command = cfg.subcommand
     sub_cfg = cfg[command]
     if command == "fit":
         run_fit(sub_cfg, fit_parser())
     elif command == "sweep":
-        from fl_lightning.sweeps import run_sweep
-
         run_sweep(sub_cfg)
     else:
-        from fl_lightning.sweeps import run_report
-
         run_report(sub_cfg)
 

@@ -1,6 +1,7 @@
 """What the round loop tells aggregators and attacks about the round in progress."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,12 @@ class RoundContext:
     seed: int = 0
     num_clients: int = 0
     extras: dict = field(default_factory=dict)
+
+    def select(self, rows: list[int]) -> "RoundContext":
+        """The same round restricted to the clients of ``rows`` (e.g. those whose update is usable)."""
+        index = torch.tensor(rows, dtype=torch.long)
+        return dataclasses.replace(self, client_ids=[self.client_ids[r] for r in rows],
+                                   num_samples=self.num_samples.index_select(0, index))
 
     def generator(self, salt: int = 0) -> torch.Generator:
         """A generator seeded from (seed, round, salt): randomness that survives resume exactly."""

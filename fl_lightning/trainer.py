@@ -1,7 +1,6 @@
 """``FederatedTrainer``: the round loop and nothing else (training, aggregation, attacks are delegated)."""
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -273,9 +272,7 @@ class FederatedTrainer:
         if len(trained) == len(outcomes):
             return self.plan.poison_updates(updates, ctx)
         rows = torch.tensor(trained, dtype=torch.long)
-        trained_ctx = dataclasses.replace(ctx, client_ids=[ctx.client_ids[r] for r in trained],
-                                          num_samples=ctx.num_samples[rows])
-        updates[rows] = self.plan.poison_updates(updates.index_select(0, rows), trained_ctx)
+        updates[rows] = self.plan.poison_updates(updates.index_select(0, rows), ctx.select(trained))
         return updates
 
     def _dropped_clients(self, outcomes: list[ClientOutcome], updates: Tensor) -> dict[int, str]:
@@ -293,9 +290,7 @@ class FederatedTrainer:
         name = type(self.aggregator).__name__
         rows = torch.tensor(keep, dtype=torch.long)
         kept = updates if len(keep) == len(updates) else updates.index_select(0, rows)
-        kept_ctx = RoundContext(round=ctx.round, client_ids=[ctx.client_ids[r] for r in keep],
-                                num_samples=ctx.num_samples[rows], layout=ctx.layout,
-                                global_params=ctx.global_params, seed=ctx.seed, num_clients=ctx.num_clients)
+        kept_ctx = ctx.select(keep)
         result = self.aggregator.aggregate(kept, kept_ctx)
         self._check_result(result, name, len(keep), self.layout.num_params)
         if not torch.isfinite(result.update).all():

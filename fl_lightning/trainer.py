@@ -205,6 +205,10 @@ class FederatedTrainer:
                                  num_classes=datamodule.num_classes,
                                  input_shape=tuple(datamodule.clients[0].inputs.shape[1:]), layout=self.layout)
         setup_attacks(self.attacks, setup_ctx)
+        joining = max((len(self._joining_clients(r)) for r in range(self.rounds)), default=0)
+        if joining > per_round:
+            raise ValueError(f"{joining} attacking clients must join some round, more than clients_per_round="
+                             f"{per_round}; raise clients_per_round or use fewer attackers")
         self.plan = AttackPlan(self.attacks, datamodule.clients)
         self._params = module_tensors(module, self.layout.params, "params")
         self._buffers = module_tensors(module, self.layout.buffers, "buffers")
@@ -218,12 +222,25 @@ class FederatedTrainer:
 
     # -- one round -----------------------------------------------------------------------------------------
     def select_clients(self, round_idx: int) -> list[int]:
-        """The clients of ``round_idx``: all, or ``clients_per_round`` drawn with the seed."""
+        """The clients of ``round_idx``: all, or ``clients_per_round`` drawn with the seed.
+
+        Clients of attacks that join their active rounds (model replacement) always take part;
+        the draw fills the remaining places.
+        """
         num_clients = len(self.datamodule.clients)
         if self.clients_per_round is None or self.clients_per_round >= num_clients:
             return list(range(num_clients))
         rng = numpy_rng(self.seed, "sample", round_idx)
-        return sorted(int(i) for i in rng.choice(num_clients, self.clients_per_round, replace=False))
+        forced = self._joining_clients(round_idx)
+        if not forced:
+            return sorted(int(i) for i in rng.choice(num_clients, self.clients_per_round, replace=False))
+        others = [cid for cid in range(num_clients) if cid not in forced]
+        drawn = rng.choice(others, self.clients_per_round - len(forced), replace=False)
+        return sorted(forced | {int(i) for i in drawn})
+
+    def _joining_clients(self, round_idx: int) -> set[int]:
+        return {cid for attack in self.attacks if attack.joins_active_rounds and attack.is_active(round_idx)
+                for cid in attack.attacker_ids}
 
     def _run_round(self, round_idx: int, reporter: RunReporter) -> RoundRecord:
         started = time.perf_counter()

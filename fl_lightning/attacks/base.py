@@ -27,6 +27,10 @@ class Attack:
     :meth:`poison_updates`, which may read every row but writes only its own attackers' rows.
     """
 
+    #: whether the attack's clients take part in every round where it is active, whatever the
+    #: client sampling draws (the sampled honest clients make room); e.g. model replacement
+    joins_active_rounds: bool = False
+
     def __init__(
         self,
         clients: ClientSpec | None = None,

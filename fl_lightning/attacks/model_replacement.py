@@ -22,7 +22,11 @@ class ModelReplacement(Attack):
     when the trainer sets the attacks up with :func:`~fl_lightning.attacks.compose.setup_attacks`.
     Without ``of`` it acts on its own ``clients`` (explicit ids such as ``[3]`` in both attacks
     work too). Bagdasaryan et al. choose ``scale = n / eta`` (clients per round over server lr).
+    Its clients join every round where it is active even when clients are sampled: the attack is
+    defined as a replacement in that round.
     """
+
+    joins_active_rounds = True
 
     def __init__(self, scale: float = 100.0, rounds: Sequence[int] | range | None = (6,),
                  clients: ClientSpec | None = None, of: Attack | str | None = None,

@@ -38,7 +38,7 @@ class Attack:
         extra_epochs: int = 0,
         lr: float | None = None,
         batch_size: int | None = None,
-        of: Attack | str | None = None,
+        of: str | Attack | None = None,
     ) -> None:
         self.clients = clients
         self.of = of

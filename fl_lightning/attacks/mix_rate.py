@@ -29,7 +29,7 @@ class MixRate(Attack):
     """
 
     def __init__(self, rate: float = 0.1, clients: ClientSpec | None = None,
-                 rounds: Sequence[int] | range | None = None, of: Attack | str | None = None,
+                 rounds: Sequence[int] | range | None = None, of: str | Attack | None = None,
                  blend_with: str = "residual_reweight", extra_epochs: int = 0, lr: float | None = None,
                  batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,

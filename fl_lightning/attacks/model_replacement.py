@@ -29,7 +29,7 @@ class ModelReplacement(Attack):
     joins_active_rounds = True
 
     def __init__(self, scale: float = 100.0, rounds: Sequence[int] | range | None = (6,),
-                 clients: ClientSpec | None = None, of: Attack | str | None = None,
+                 clients: ClientSpec | None = None, of: str | Attack | None = None,
                  extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)

@@ -20,7 +20,7 @@ class GaussianNoise(Attack):
     """
 
     def __init__(self, sigma: float = 1.0, clients: ClientSpec | None = None,
-                 rounds: Sequence[int] | range | None = None, of: Attack | str | None = None,
+                 rounds: Sequence[int] | range | None = None, of: str | Attack | None = None,
                  extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)

@@ -25,7 +25,7 @@ class SignFlip(Attack):
     """Each attacker sends its own update reversed and scaled: ``-scale * U[k]`` (not omniscient)."""
 
     def __init__(self, scale: float = 1.0, clients: ClientSpec | None = None,
-                 rounds: Sequence[int] | range | None = None, of: Attack | str | None = None,
+                 rounds: Sequence[int] | range | None = None, of: str | Attack | None = None,
                  extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)
@@ -55,7 +55,7 @@ class ALIE(Attack):
     """
 
     def __init__(self, z: float | None = None, clients: ClientSpec | None = None,
-                 rounds: Sequence[int] | range | None = None, of: Attack | str | None = None,
+                 rounds: Sequence[int] | range | None = None, of: str | Attack | None = None,
                  extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)
@@ -90,7 +90,7 @@ class IPM(Attack):
     """Inner-product manipulation (Xie et al. 2020): every attacker sends ``-epsilon`` times the honest mean."""
 
     def __init__(self, epsilon: float = 0.5, clients: ClientSpec | None = None,
-                 rounds: Sequence[int] | range | None = None, of: Attack | str | None = None,
+                 rounds: Sequence[int] | range | None = None, of: str | Attack | None = None,
                  extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)

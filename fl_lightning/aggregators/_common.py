@@ -32,6 +32,19 @@ def sample_weights(ctx: Any, k: int, name: str) -> Tensor:
     return counts
 
 
+def check_flag(value: Any, what: str, name: str) -> None:
+    """``ValueError`` naming the option unless ``value`` is ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: {what} must be True or False, got {value!r}")
+
+
+def client_weights(ctx: Any, finite: Tensor, weighted: bool, name: str) -> Tensor:
+    """Sum-1 weights over the finite rows: by sample count when ``weighted``, else uniform."""
+    k = finite.numel()
+    raw = sample_weights(ctx, k, name) if weighted else torch.ones(k, dtype=torch.float64)
+    return normalised(raw, finite)
+
+
 def normalised(raw: Tensor, finite: Tensor) -> Tensor:
     """``raw`` restricted to the finite rows and scaled to sum 1 (zeros elsewhere), float32."""
     weights = torch.where(finite, raw.to(torch.float64), torch.zeros((), dtype=torch.float64))

@@ -1,10 +1,9 @@
 """FedAvg: the sample-count weighted mean, the undefended baseline."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from fl_lightning.aggregators._common import check_updates, normalised, sample_weights
+from fl_lightning.aggregators._common import check_flag, check_updates, client_weights
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import fedavg
 from fl_lightning.context import RoundContext
@@ -17,14 +16,11 @@ class FedAvg(Aggregator):
     """
 
     def __init__(self, weighted: bool = True) -> None:
-        if not isinstance(weighted, bool):
-            raise ValueError(f"FedAvg: weighted must be True or False, got {weighted!r}")
+        check_flag(weighted, "weighted", "FedAvg")
         self.weighted = weighted
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The weighted mean of the finite rows."""
         finite = check_updates(updates, "FedAvg")
-        k = updates.shape[0]
-        raw = sample_weights(ctx, k, "FedAvg") if self.weighted else torch.ones(k, dtype=torch.float64)
-        weights = normalised(raw, finite)
+        weights = client_weights(ctx, finite, self.weighted, "FedAvg")
         return AggregationResult(fedavg(updates, weights), weights, {"flagged": ~finite})

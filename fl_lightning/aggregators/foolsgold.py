@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators._common import check_number, check_updates
+from fl_lightning.aggregators._common import check_flag, check_number, check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator, flag_by_weight
 from fl_lightning.aggregators.functional import fedavg, foolsgold_weights
 from fl_lightning.context import RoundContext
@@ -27,8 +27,7 @@ class FoolsGold(Aggregator):
         if param is not None and not isinstance(param, str):
             raise ValueError(f"FoolsGold: param must be a parameter name or None, got {param!r}")
         for flag, value in (("use_memory", use_memory), ("normalize", normalize)):
-            if not isinstance(value, bool):
-                raise ValueError(f"FoolsGold: {flag} must be True or False, got {value!r}")
+            check_flag(value, flag, "FoolsGold")
         check_number(confidence, "confidence (the logit's scale)", "FoolsGold", 0.0)
         self.param = param
         self.use_memory = use_memory

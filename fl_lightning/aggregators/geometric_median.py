@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators._common import check_number, check_updates, sample_weights, weighted_result
+from fl_lightning.aggregators._common import check_flag, check_number, check_updates, sample_weights, weighted_result
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import weiszfeld
 from fl_lightning.context import RoundContext
@@ -20,8 +20,7 @@ class GeometricMedian(Aggregator):
         check_number(tol, "tol", "GeometricMedian", 0.0)
         check_number(eps, "eps (the smoothing distance)", "GeometricMedian", 0.0)
         check_number(max_iter, "max_iter", "GeometricMedian", 1, low_inclusive=True, integer=True)
-        if not isinstance(weighted, bool):
-            raise ValueError(f"GeometricMedian: weighted must be True or False, got {weighted!r}")
+        check_flag(weighted, "weighted", "GeometricMedian")
         self.tol = tol
         self.max_iter = max_iter
         self.eps = eps

@@ -1,10 +1,9 @@
 """Norm clipping: bound every update's L2 norm, then average."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from fl_lightning.aggregators._common import check_number, check_updates, normalised, sample_weights
+from fl_lightning.aggregators._common import check_flag, check_number, check_updates, client_weights
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import norm_clipping, row_distances
 from fl_lightning.context import RoundContext
@@ -18,17 +17,14 @@ class NormClipping(Aggregator):
 
     def __init__(self, max_norm: float = 1.0, weighted: bool = False) -> None:
         check_number(max_norm, "max_norm", "NormClipping", 0.0)
-        if not isinstance(weighted, bool):
-            raise ValueError(f"NormClipping: weighted must be True or False, got {weighted!r}")
+        check_flag(weighted, "weighted", "NormClipping")
         self.max_norm = max_norm
         self.weighted = weighted
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The (weighted) mean of the clipped updates."""
         finite = check_updates(updates, "NormClipping")
-        k = updates.shape[0]
-        raw = sample_weights(ctx, k, "NormClipping") if self.weighted else torch.ones(k, dtype=torch.float64)
-        weights = normalised(raw, finite)
+        weights = client_weights(ctx, finite, self.weighted, "NormClipping")
         update = norm_clipping(updates, self.max_norm, weights)
         flagged = row_distances(updates) > self.max_norm
         return AggregationResult(update, weights, {"flagged": flagged,

@@ -25,13 +25,20 @@ class RoundContext:
     global_params: Tensor
     seed: int = 0
     num_clients: int = 0
+    #: ``[K]`` bool: which rows the round loop found finite in its one scan of the round (``None``:
+    #: not scanned yet, so an aggregator must check itself)
+    finite: Tensor | None = None
+    #: ``[N]`` update the server trained on its own root data this round, for rules that ask for one
+    #: through ``Aggregator.root_samples`` (FLTrust); ``None`` otherwise
+    reference_update: Tensor | None = None
     extras: dict = field(default_factory=dict)
 
     def select(self, rows: list[int]) -> "RoundContext":
         """The same round restricted to the clients of ``rows`` (e.g. those whose update is usable)."""
         index = torch.tensor(rows, dtype=torch.long)
+        finite = None if self.finite is None else self.finite.index_select(0, index.to(self.finite.device))
         return dataclasses.replace(self, client_ids=[self.client_ids[r] for r in rows],
-                                   num_samples=self.num_samples.index_select(0, index))
+                                   num_samples=self.num_samples.index_select(0, index), finite=finite)
 
     def generator(self, salt: int = 0) -> torch.Generator:
         """A generator seeded from (seed, round, salt): randomness that survives resume exactly."""
@@ -61,3 +68,5 @@ class SetupContext:
     num_classes: int
     input_shape: tuple[int, ...]
     layout: ParamLayout | None = None
+    #: clients trained per round (``clients_per_round``, or every client)
+    clients_per_round: int = 0

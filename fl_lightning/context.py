@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from fl_lightning.layout import ParamLayout
+
+
+#: ``(inputs, targets, generator) -> (inputs, targets)``: an attack's per-batch data poisoning
+BatchPoisoner = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
 
 @dataclass

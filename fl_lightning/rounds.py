@@ -7,9 +7,8 @@ from torch import Tensor
 
 from fl_lightning.attacks import compose
 from fl_lightning.attacks.base import Attack
-from fl_lightning.context import LocalConfig, RoundContext
+from fl_lightning.context import BatchPoisoner, LocalConfig, RoundContext
 from fl_lightning.data.base import TensorData
-from fl_lightning.engines.base import BatchPoisoner
 
 
 class AttackPlan:

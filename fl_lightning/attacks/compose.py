@@ -16,11 +16,10 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from fl_lightning.attacks.base import Attack
-from fl_lightning.context import LocalConfig, RoundContext, SetupContext
+from fl_lightning.context import BatchPoisoner, LocalConfig, RoundContext, SetupContext
 from fl_lightning.data.base import TensorData
 
 #: ``(inputs, targets, generator) -> (inputs, targets)``, what :func:`batch_poisoner` returns
-BatchPoisoner = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
 
 def setup_attacks(attacks: Sequence[Attack], ctx: SetupContext) -> None:

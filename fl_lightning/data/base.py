@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -29,6 +30,15 @@ class TensorData:
         """The samples at ``indices`` (a copy)."""
         idx = torch.as_tensor(indices, dtype=torch.long)
         return TensorData(self.inputs[idx], self.targets[idx])
+
+    def batches(self, order: Sequence[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(inputs, targets)`` for each index tensor of ``order``, in that order."""
+        for index in order:
+            yield self.inputs[index], self.targets[index]
+
+    def with_targets(self, targets: Tensor) -> "TensorData":
+        """The same inputs under other labels (label-flipping attacks)."""
+        return TensorData(self.inputs, targets)
 
 
 class FederatedDataset:

@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from fl_lightning.context import LocalConfig
+from fl_lightning.context import BatchPoisoner, LocalConfig
 from fl_lightning.data.base import TensorData
 from fl_lightning.layout import ParamLayout
-
-#: ``(inputs, targets, generator) -> (inputs, targets)``: an attack's per-batch poisoning
-BatchPoisoner = Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
 
 @dataclass

@@ -38,7 +38,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from fl_lightning.context import LocalConfig
 from fl_lightning.data.base import TensorData
-from fl_lightning.engines.base import BatchPoisoner, ClientOutcome, ClientTask, Engine
+from fl_lightning.context import BatchPoisoner
+from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import LocalTrainingError, train_client
 from fl_lightning.layout import ParamLayout, flatten, load_flat_, module_tensors
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -40,6 +40,39 @@ class TensorData:
         """The same inputs under other labels (label-flipping attacks)."""
         return TensorData(self.inputs, targets)
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input (``inputs.shape[1:]``)."""
+        return tuple(self.inputs.shape[1:])
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(inputs, targets)`` in dataset order, ``batch_size`` at a time (evaluation)."""
+        return self.batches(torch.arange(len(self)).split(batch_size))
+
+
+@runtime_checkable
+class ClientData(Protocol):
+    """What every engine, attack and evaluator may ask of a client's (or the test set's) data.
+
+    :class:`TensorData` holds tensors; :class:`fl_lightning.data.lazy.LazyData` reads samples
+    through a ``DataLoader`` and has no ``inputs``.
+    """
+
+    targets: Tensor
+
+    def __len__(self) -> int: ...
+
+    def batches(self, order: Sequence[Tensor]) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    def with_targets(self, targets: Tensor) -> "ClientData": ...
+
+    def subset(self, indices: Tensor | list[int]) -> "ClientData": ...
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
 
 class FederatedDataset:
     """A dataset split into a training and a test part, loaded from local files or shipped data.
@@ -52,8 +85,8 @@ class FederatedDataset:
     #: class names, index = label; used by recipes to name a target ("bird", "2")
     class_names: tuple[str, ...] = ()
 
-    def load(self) -> tuple[TensorData, TensorData]:
-        """Return ``(train, test)``."""
+    def load(self) -> tuple[ClientData, ClientData | None]:
+        """Return ``(train, test)``: :class:`TensorData`, or lazy data for per-sample transforms."""
         raise NotImplementedError
 
     def partition_keys(self) -> list | None:

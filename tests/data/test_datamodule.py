@@ -70,9 +70,9 @@ def test_by_key_errors() -> None:
 def test_unknown_partition_lists_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown partition 'shards'.*'iid', 'classes', 'dirichlet', 'by_key'"):
         FederatedDataModule(Toy(), partition="shards")
-    with pytest.raises(ValueError, match="alpha must be > 0"):
+    with pytest.raises(ValueError, match="FederatedDataModule: alpha must be a finite number > 0, got 0"):
         FederatedDataModule(Toy(), partition="dirichlet", alpha=0)
-    with pytest.raises(ValueError, match="samples_per_class must be >= 1"):
+    with pytest.raises(ValueError, match="FederatedDataModule: samples_per_class must be an int >= 1, got 0"):
         FederatedDataModule(Toy(), partition="classes", samples_per_class=0)
 
 

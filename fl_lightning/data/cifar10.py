@@ -1,4 +1,4 @@
-"""CIFAR-10 from the "python version" batch files in a local folder, read without executing pickles."""
+"""CIFAR-10 from the "python version" batch files in a local folder (downloaded on request), read without executing pickles."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from fl_lightning.checks import check_bool, check_instance
 from fl_lightning.data.base import FederatedDataset, TensorData
+from fl_lightning.data.download import download_cifar10
 from fl_lightning.data.files import DataFileError, DataFileNotFoundError
 from fl_lightning.data.safe_pickle import load_numpy_pickle
 
@@ -24,14 +26,18 @@ class CIFAR10(FederatedDataset):
 
     Reads ``data_batch_1..5`` and ``test_batch`` with a restricted unpickler (numpy arrays only,
     see :mod:`fl_lightning.data.safe_pickle`); ``batches.meta`` is checked when present. Images
-    become ``3x32x32`` floats normalised per channel. Nothing is downloaded.
+    become ``3x32x32`` floats normalised per channel. ``download=True``: when a batch file is
+    missing, torchvision's downloader fetches and extracts ``cifar-10-python.tar.gz`` (md5-checked)
+    into ``root`` at :meth:`load`; otherwise nothing is downloaded.
     """
 
     num_classes = 10
     class_names = CIFAR10_CLASSES
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, download: bool = False) -> None:
+        check_instance(root, (str, Path), "root", "CIFAR10")
         self.root = Path(root)
+        self.download = check_bool(download, "download", "CIFAR10")
 
     @property
     def folder(self) -> Path:
@@ -70,8 +76,24 @@ class CIFAR10(FederatedDataset):
             raise DataFileError(f"{path}: label_names {decoded} differ from CIFAR-10's {CIFAR10_CLASSES}; "
                                 "is this CIFAR-100 or another dataset?")
 
+    def _missing(self) -> bool:
+        try:
+            return not all((self.folder / name).is_file() for name in (*TRAIN_BATCHES, "test_batch"))
+        except DataFileNotFoundError:
+            return True
+
     def load(self) -> tuple[TensorData, TensorData]:
         """Normalised ``3x32x32`` float tensors and int64 labels: the official train and test sets."""
+        if self.download and self._missing():
+            download_cifar10(self.root)
+        try:
+            return self._load()
+        except DataFileNotFoundError as err:
+            if self.download:
+                raise
+            raise DataFileNotFoundError(f"{err}; pass download=True to fetch CIFAR-10 with torchvision") from None
+
+    def _load(self) -> tuple[TensorData, TensorData]:
         self._check_meta()
         parts = [self._batch(name) for name in TRAIN_BATCHES]
         train = _to_tensors(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))

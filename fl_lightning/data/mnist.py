@@ -1,4 +1,4 @@
-"""Full MNIST (60,000 train / 10,000 test) read from the four IDX files in a local folder."""
+"""Full MNIST (60,000 train / 10,000 test) read from the four IDX files in a local folder (downloaded on request)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,12 +6,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fl_lightning.checks import check_bool, check_instance
 from fl_lightning.data.base import FederatedDataset, TensorData
-from fl_lightning.data.files import DataFileError, find_file, open_maybe_gzip
+from fl_lightning.data.download import download_mnist
+from fl_lightning.data.files import DataFileError, DataFileNotFoundError, find_file, open_maybe_gzip
 from fl_lightning.data.mnist5k import MNIST_MEAN, MNIST_STD
 
 #: IDX magic numbers: 0x00000803 (unsigned bytes, 3 dims) for images, 0x00000801 for labels
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
@@ -38,14 +41,17 @@ class MNIST(FederatedDataset):
 
     The files may lie in ``root``, ``root/raw`` or ``root/MNIST/raw`` (torchvision's layout).
     Images are normalised like :class:`MNIST5k` (mean 0.1307, std 0.3081) to ``1x28x28`` floats.
-    Nothing is downloaded.
+    ``download=True``: when a file is missing, torchvision's downloader fetches all four into
+    ``root/MNIST/raw`` (its mirrors, md5-checked) at :meth:`load`; otherwise nothing is downloaded.
     """
 
     num_classes = 10
     class_names = tuple(str(d) for d in range(10))
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, download: bool = False) -> None:
+        check_instance(root, (str, Path), "root", "MNIST")
         self.root = Path(root)
+        self.download = check_bool(download, "download", "MNIST")
 
     def _path(self, stem: str) -> Path:
         # the original files are "train-images-idx3-ubyte"; some unpackers write "train-images.idx3-ubyte"
@@ -70,9 +76,24 @@ class MNIST(FederatedDataset):
         x.sub_(MNIST_MEAN).div_(MNIST_STD)
         return TensorData(x, torch.from_numpy(labels.astype(np.int64)))
 
+    def _missing(self) -> bool:
+        try:
+            for stem in FILES:
+                self._path(stem)
+        except DataFileNotFoundError:
+            return True
+        return False
+
     def load(self) -> tuple[TensorData, TensorData]:
         """Normalised ``1x28x28`` float tensors and int64 labels: the official train and test sets."""
-        return self._split("train"), self._split("t10k")
+        if self.download and self._missing():
+            download_mnist(self.root)
+        try:
+            return self._split("train"), self._split("t10k")
+        except DataFileNotFoundError as err:
+            if self.download:
+                raise
+            raise DataFileNotFoundError(f"{err}; pass download=True to fetch MNIST with torchvision") from None
 
     def __repr__(self) -> str:
         return f"MNIST(root={str(self.root)!r})"

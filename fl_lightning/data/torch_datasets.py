@@ -1,8 +1,9 @@
 """``TorchDatasets``: any map-style dataset as a :class:`FederatedDataset`, as tensors when it can be, lazy otherwise."""
 from __future__ import annotations
 
+import contextlib
 import random
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -80,9 +81,14 @@ class TorchDatasets(FederatedDataset):
         self.lazy: dict[str, bool] = {}
 
     def load(self) -> tuple[ClientData, ClientData | None]:
-        """The training and test data: :class:`TensorData` or :class:`LazyData` each."""
-        train = self._prepare(self.train, "train")
-        test = None if self.test is None else self._prepare(self.test, "test")
+        """The training and test data: :class:`TensorData` or :class:`LazyData` each.
+
+        Reading samples may run random transforms; the global generators are restored afterwards,
+        so building the data does not shift the run's random stream.
+        """
+        with _global_rng_kept():
+            train = self._prepare(self.train, "train")
+            test = None if self.test is None else self._prepare(self.test, "test")
         if test is not None and test.input_shape != train.input_shape:
             raise SampleFormatError(f"{OWNER}: test inputs have shape {test.input_shape} but training inputs "
                                     f"{train.input_shape}; give both splits the same transform to tensors")
@@ -113,18 +119,12 @@ class TorchDatasets(FederatedDataset):
 
     def _reads_differ(self, dataset: Dataset) -> bool:
         """Whether sample 0 reads differently under other seeds (randomness no attribute declares)."""
-        py_state, np_state = random.getstate(), np.random.get_state()
         reads = []
-        with torch.random.fork_rng(devices=[]):
-            try:
-                for seed in range(PROBE_READS):
-                    torch.default_generator.manual_seed(seed)
-                    random.seed(seed)
-                    np.random.seed(seed)
-                    reads.append(as_input_tensor(pick(dataset[0], "input", self.input_key, OWNER), OWNER))
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
+        for seed in range(PROBE_READS):
+            torch.default_generator.manual_seed(seed)
+            random.seed(seed)
+            np.random.seed(seed)
+            reads.append(as_input_tensor(pick(dataset[0], "input", self.input_key, OWNER), OWNER))
         return any(r.shape != reads[0].shape or not torch.equal(r, reads[0]) for r in reads[1:])
 
     def _loader(self, dataset: Dataset, inputs: bool) -> DataLoader:
@@ -167,6 +167,18 @@ class TorchDatasets(FederatedDataset):
     def __repr__(self) -> str:
         test = "None" if self.test is None else f"{type(self.test).__name__}[{len(self.test)}]"
         return f"TorchDatasets(train={type(self.train).__name__}[{len(self.train)}], test={test})"
+
+
+@contextlib.contextmanager
+def _global_rng_kept() -> Iterator[None]:
+    """Restore torch's (CPU), Python's and NumPy's global generators on exit."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
 
 
 def _stack_labels(labels: list[Any]) -> Any:

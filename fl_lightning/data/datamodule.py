@@ -163,6 +163,11 @@ class FederatedDataModule:
         self.root_samples = root_samples
         self._prepared = True
 
+    def _ensure_setup(self) -> None:
+        """Set up with the default when nothing has been set up yet (keeps a root set already held out)."""
+        if not self._prepared:
+            self.setup()
+
     def _split(self, targets: Tensor, pool: Tensor | None) -> list[Tensor]:
         """Client index lists into ``targets`` (the training set, or its part ``pool`` left after the root set)."""
         split: dict[str, Callable[[], list[Tensor]]] = {
@@ -194,7 +199,7 @@ class FederatedDataModule:
 
     def client_class_histogram(self) -> Tensor:
         """``[num_clients, num_classes]`` int64 counts of each class in each client's training data."""
-        self.setup()
+        self._ensure_setup()
         num_classes = self.num_classes
         rows = []
         for client_id, client in enumerate(self.clients):
@@ -208,7 +213,7 @@ class FederatedDataModule:
     @property
     def fingerprint(self) -> str:
         """Hash of the partition's index lists (saved in checkpoints, logged with the run)."""
-        self.setup()
+        self._ensure_setup()
         return partitions.fingerprint(self.client_indices)
 
     def hparams(self) -> dict:

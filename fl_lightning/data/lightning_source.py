@@ -10,12 +10,9 @@ TEST_ATTRIBUTES = ("test_dataset", "dataset_test", "test_set", "testset", "test_
 
 
 def _overrides(datamodule: Any, hook: str) -> bool:
-    """Whether the data module's class defines ``hook`` itself (not Lightning's default that raises)."""
-    own = getattr(type(datamodule), hook, None)
-    if own is None:
-        return False
-    bases = [c for c in type(datamodule).__mro__ if c.__name__ == "LightningDataModule"]
-    return not any(own is vars(base).get(hook) for base in bases)
+    """Whether the user's class defines ``hook`` (not Lightning's default, which raises)."""
+    owner = next((c for c in type(datamodule).__mro__ if hook in vars(c)), None)
+    return owner is not None and not owner.__module__.startswith(("lightning.", "pytorch_lightning."))
 
 
 def _dataset_of(datamodule: Any, hook: str, attributes: tuple[str, ...]) -> Any | None:

@@ -3,25 +3,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from data_samples import Toy
 
-from fl_lightning.data import FederatedDataModule, FederatedDataset, TensorData, class_histogram_figure
-
-
-class Toy(FederatedDataset):
-    """120 samples of 4 classes; keys are 3 states when ``keyed``."""
-
-    num_classes = 4
-
-    def __init__(self, keyed: bool = False) -> None:
-        self.keyed = keyed
-
-    def load(self) -> tuple[TensorData, TensorData]:
-        y = torch.arange(120) % 4
-        x = torch.arange(120, dtype=torch.float32).unsqueeze(1)
-        return TensorData(x, y), TensorData(x[:8], y[:8])
-
-    def partition_keys(self) -> list | None:
-        return [("WA", "CA", "NY")[i % 3] for i in range(120)] if self.keyed else None
+from fl_lightning.data import FederatedDataModule, class_histogram_figure
 
 
 @pytest.mark.parametrize("partition,kwargs", [

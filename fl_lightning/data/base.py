@@ -31,8 +31,11 @@ class TensorData:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return TensorData(self.inputs[idx], self.targets[idx])
 
-    def batches(self, order: Sequence[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(inputs, targets)`` for each index tensor of ``order``, in that order."""
+    def batches(self, order: Sequence[Tensor], seed: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(inputs, targets)`` for each index tensor of ``order``, in that order.
+
+        ``seed`` is accepted for the signature lazy data shares; tensors involve no randomness.
+        """
         for index in order:
             yield self.inputs[index], self.targets[index]
 
@@ -62,7 +65,7 @@ class ClientData(Protocol):
 
     def __len__(self) -> int: ...
 
-    def batches(self, order: Sequence[Tensor]) -> Iterator[tuple[Tensor, Tensor]]: ...
+    def batches(self, order: Sequence[Tensor], seed: int | None = None) -> Iterator[tuple[Tensor, Tensor]]: ...
 
     def with_targets(self, targets: Tensor) -> "ClientData": ...
 

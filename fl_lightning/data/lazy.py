@@ -5,6 +5,7 @@ and flips): each read of a sample may differ, so nothing is cached.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 from typing import Iterator, Sequence
 
@@ -14,6 +15,29 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from fl_lightning.data.samples import as_input_tensor, pick
+from fl_lightning.seeding import derive_seed
+
+
+@contextlib.contextmanager
+def kept_global_generators() -> Iterator[None]:
+    """Restore torch's (CPU), Python's and NumPy's global generators on exit."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def seeded_global_generators(seed: int) -> Iterator[None]:
+    """Seed torch's CPU, Python's and NumPy's global generators with ``seed``; restore them on exit."""
+    with kept_global_generators():
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        yield
 
 
 class SampleInputs(Subset):
@@ -38,11 +62,16 @@ class LazyData:
     """``dataset[indices[i]]`` with label ``targets[i]``: batches are read on demand, never cached.
 
     ``targets`` is this object's own tensor (read once when the data was built), so a label-flip
-    attack replaces it with :meth:`with_targets` without touching the dataset. Random transforms
-    draw from torch's global generator (and, in-process, Python's and NumPy's, seeded from it),
-    which the engine seeds per ``(seed, round, client)``: every epoch sees new augmentations and
-    a rerun or a resumed run sees the same ones. With ``num_workers > 0`` each worker is seeded
-    from that same generator by the ``DataLoader``.
+    attack replaces it with :meth:`with_targets` without touching the dataset.
+
+    Random transforms (torchvision's draw from torch's global generator; a user's may use
+    Python's or NumPy's) are made reproducible per call of :meth:`batches`: one base seed, drawn
+    from torch's global generator (which the engine seeds per ``(seed, round, client)``) or
+    given, seeds all three generators afresh for every batch, and the generators are restored
+    after each batch, so augmentations neither depend on nor disturb what else uses them
+    (dropout, other clients read in between). Every epoch (a new call) sees new augmentations; a
+    rerun or a resumed run sees the same ones. With ``num_workers > 0`` the ``DataLoader`` seeds
+    its workers from the base seed instead, so results then depend on ``num_workers``.
     """
 
     def __init__(self, dataset: Dataset, indices: Tensor | Sequence[int], targets: Tensor,
@@ -80,19 +109,28 @@ class LazyData:
             raise ValueError(f"LazyData.with_targets: {len(targets)} targets for {len(self)} samples")
         return self._copy(self.indices, targets)
 
-    def batches(self, order: Sequence[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(inputs, targets)`` for each index tensor of ``order`` (positions in this data), in order."""
+    def batches(self, order: Sequence[Tensor], seed: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(inputs, targets)`` for each index tensor of ``order`` (positions in this data), in order.
+
+        The random transforms of the call follow ``seed``, or when it is ``None`` one number drawn
+        now (at the call, not at the first batch) from torch's global generator.
+        """
         batches = [index.tolist() for index in order if len(index)]
+        base = int(torch.empty((), dtype=torch.int64).random_()) if seed is None else int(seed)
+        return self._read(batches, base)
+
+    def _read(self, batches: list[list[int]], base: int) -> Iterator[tuple[Tensor, Tensor]]:
         if not batches:
             return
-        if self.num_workers == 0:
-            # in-process transforms may use Python's or NumPy's generator: derive them from torch's
-            seed = int(torch.empty((), dtype=torch.int64).random_())
-            random.seed(seed)
-            np.random.seed(seed % 2**32)
-        loader = DataLoader(SampleInputs(self.dataset, self.indices.tolist(), self.input_key),
-                            batch_sampler=batches, num_workers=self.num_workers)
-        for index, inputs in zip(batches, loader):
+        loader = DataLoader(SampleInputs(self.dataset, self.indices.tolist(), self.input_key), batch_sampler=batches,
+                            num_workers=self.num_workers, generator=torch.Generator().manual_seed(base))
+        samples = iter(loader)
+        for number, index in enumerate(batches):
+            if self.num_workers:  # each worker was seeded from ``base`` by the DataLoader
+                inputs = next(samples)
+            else:
+                with seeded_global_generators(derive_seed(base, "batch", number)):
+                    inputs = next(samples)
             yield inputs, self.targets[torch.as_tensor(index, dtype=torch.long)]
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:

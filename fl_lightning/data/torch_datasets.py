@@ -1,9 +1,8 @@
 """``TorchDatasets``: any map-style dataset as a :class:`FederatedDataset`, as tensors when it can be, lazy otherwise."""
 from __future__ import annotations
 
-import contextlib
 import random
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -12,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from fl_lightning.checks import check_bool, check_int, check_number, check_optional_int
 from fl_lightning.data.base import ClientData, FederatedDataset, TensorData
-from fl_lightning.data.lazy import LazyData
+from fl_lightning.data.lazy import LazyData, kept_global_generators
 from fl_lightning.data.samples import (SampleFormatError, as_input_tensor, as_target_tensor, declared_labels,
                                        declares_random_transform, pick, unwrap_subsets)
 
@@ -86,7 +85,7 @@ class TorchDatasets(FederatedDataset):
         Reading samples may run random transforms; the global generators are restored afterwards,
         so building the data does not shift the run's random stream.
         """
-        with _global_rng_kept():
+        with kept_global_generators():
             train = self._prepare(self.train, "train")
             test = None if self.test is None else self._prepare(self.test, "test")
         if test is not None and test.input_shape != train.input_shape:
@@ -167,18 +166,6 @@ class TorchDatasets(FederatedDataset):
     def __repr__(self) -> str:
         test = "None" if self.test is None else f"{type(self.test).__name__}[{len(self.test)}]"
         return f"TorchDatasets(train={type(self.train).__name__}[{len(self.train)}], test={test})"
-
-
-@contextlib.contextmanager
-def _global_rng_kept() -> Iterator[None]:
-    """Restore torch's (CPU), Python's and NumPy's global generators on exit."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
 
 
 def _stack_labels(labels: list[Any]) -> Any:

@@ -82,6 +82,40 @@ def test_lazy_round_after_resume_equals_the_round_in_a_full_run() -> None:
         assert all(torch.equal(x[0], y[0]) for ea, eb in zip(a, b) for x, y in zip(ea, eb))
 
 
+def test_lazy_batches_ignore_what_else_uses_the_generators() -> None:
+    """Clients read in between (vmap) and dropout draws do not change a call's augmentations."""
+    dm = FederatedDataModule.from_datasets(FlipImages(24, transform=random_flip), num_clients=2, seed=3)
+    dm.setup()
+    a, b = dm.clients
+    order = [torch.arange(6), torch.arange(6, 12)]
+    alone_a, alone_b = list(a.batches(order, seed=11)), list(b.batches(order, seed=12))
+    reads_a, reads_b = a.batches(order, seed=11), b.batches(order, seed=12)
+    mixed_a, mixed_b = [], []
+    for _ in order:
+        torch.rand(100)  # a dropout mask drawn between batches
+        mixed_a.append(next(reads_a))
+        mixed_b.append(next(reads_b))
+    for alone, mixed in ((alone_a, mixed_a), (alone_b, mixed_b)):
+        assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(alone, mixed, strict=True))
+    assert not all(torch.equal(x[0], y[0]) for x, y in zip(a.batches(order, seed=11), a.batches(order, seed=13)))
+
+
+def test_reading_with_a_seed_leaves_the_global_generator_alone() -> None:
+    dm = FederatedDataModule.from_datasets(FlipImages(12, transform=random_flip), num_clients=1)
+    dm.setup()
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    list(dm.clients[0].batches([torch.arange(12)], seed=1))
+    assert torch.equal(torch.rand(4), expected)
+    torch.manual_seed(0)
+    torch.empty((), dtype=torch.int64).random_()
+    after_one_draw = torch.rand(4)
+    torch.manual_seed(0)
+    list(dm.clients[0].batches([torch.arange(12)]))  # without a seed: exactly one draw, made at the call
+    assert torch.equal(torch.rand(4), after_one_draw)
+
+
 def test_python_random_in_transform_is_reproducible_in_process() -> None:
     def python_flip(image: torch.Tensor) -> torch.Tensor:
         return image.flip(-1) if random.random() < 0.5 else image
@@ -270,3 +304,18 @@ def test_float_labels_need_num_classes() -> None:
         dm = FederatedDataModule.from_datasets(data, num_clients=2, num_classes=1)
         dm.setup()
     assert dm.clients[0].targets.dtype == torch.float32
+
+
+def test_a_user_dataset_trains_through_the_trainer(tmp_path) -> None:
+    """From the user's side: a TensorDataset of 8x8 images goes from from_datasets to trainer.test()."""
+    from helpers import TinyNet, make_trainer
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(160) % 4
+    x = torch.randn(4, 1, 8, 8, generator=g)[y] + 0.3 * torch.randn(160, 1, 8, 8, generator=g)
+    dm = FederatedDataModule.from_datasets(TensorDataset(x[:120], y[:120]), TensorDataset(x[120:], y[120:]),
+                                           num_clients=4, seed=0)
+    trainer = make_trainer(tmp_path, rounds=3)
+    trainer.fit(TinyNet(), datamodule=dm)
+    results = trainer.test()
+    assert 0.0 <= results["test/acc"] <= 1.0 and results["test/acc"] > 0.6  # chance is 0.25 on 4 classes

@@ -118,7 +118,9 @@ class FederatedDataModule:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes of the dataset."""
+        """Number of classes of the dataset (for :meth:`from_datasets`, known once the data is loaded)."""
+        if not self.dataset.num_classes:
+            self._load()
         return self.dataset.num_classes
 
     @property

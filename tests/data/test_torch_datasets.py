@@ -15,6 +15,7 @@ from fl_lightning.data import FederatedDataModule, LazyData, TensorData
 def test_dataset_without_targets_is_materialised_with_labels_from_one_pass() -> None:
     train, test = Squares(30), Squares(9)
     dm = FederatedDataModule.from_datasets(train, test, num_clients=3, partition="classes", classes_per_client=1)
+    assert dm.num_classes == 3  # from the labels, read on demand
     dm.setup()
     assert train.reads <= 30 + 1 + 4  # one pass, plus the first sample and the randomness probe
     assert all(isinstance(c, TensorData) for c in dm.clients) and isinstance(dm.test, TensorData)

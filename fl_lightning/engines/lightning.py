@@ -193,7 +193,7 @@ def _checked_trainer_kwargs(trainer_kwargs: dict[str, Any] | None) -> dict[str, 
             raise ValueError(f"{_OWNER}: trainer_kwargs must not set {key!r}; it comes from {_ENGINE_SET[key]}")
         if key not in accepted:
             raise ValueError(f"{_OWNER}: trainer_kwargs has {key!r}, which lightning.Trainer does not take"
-                             f"{did_you_mean(key, accepted)}")
+                             f"{did_you_mean(key, accepted - set(_ENGINE_SET))}")
     return dict(trainer_kwargs)
 
 

@@ -273,3 +273,28 @@ def test_clipping_with_manual_optimisation_is_refused_at_setup() -> None:
     module = ManualMLP()
     with pytest.raises(ValueError, match="self.clip_gradients"):
         LightningEngine(gradient_clip_val=1.0).setup(module, ParamLayout.from_module(module))
+
+
+def test_installed_callback_factories_run_for_every_client_with_one_scan_per_round(monkeypatch) -> None:
+    from lightning.fabric.utilities import registry
+
+    made: list[L.Callback] = []
+    scans: list[dict] = []
+
+    class Factory:
+        """Stands for a package's registered ``lightning.pytorch.callbacks_factory`` entry point."""
+
+        name = "stand_in"
+
+        def load(self):
+            return lambda: made.append(L.Callback()) or [made[-1]]
+
+    def entry_points(**selection):
+        scans.append(selection)
+        return [Factory()] if selection.get("group") == "lightning.pytorch.callbacks_factory" else []
+
+    monkeypatch.setattr(registry, "entry_points", entry_points)
+    run_round(LightningEngine(), TinyMLP(), make_tasks(client_data([30, 40, 20])))
+    assert registry.entry_points is entry_points  # the engine put the lookup back
+    assert len(made) == 1 + 3 and len(set(map(id, made))) == 4  # setup's probe, then a fresh one per client
+    assert len(scans) == 1 + 1  # setup's probe, then one scan for the whole round

@@ -103,8 +103,11 @@ class LightningEngine(Engine):
                 raise ValueError(f"{_OWNER}: accumulate_grad_batches needs automatic optimization, but "
                                  f"{type(module).__name__} sets automatic_optimization = False; accumulate "
                                  "in training_step and leave accumulate_grad_batches=1")
-        with _quiet_lightning():
-            self._trainer(epochs=1, max_batches=None, callback=_ClientCallback(None, 1))  # raises on a bad accelerator
+        try:
+            with _quiet_lightning(), _entry_points_read_once():
+                self._trainer(epochs=1, max_batches=None, callback=_ClientCallback(None, 1))
+        except MisconfigurationException as exc:  # e.g. accelerator="cuda" on a machine without one
+            raise ValueError(f"{_OWNER}: lightning.Trainer refuses these settings: {exc}") from exc
 
     def train_round(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],
                     out_params: Tensor, out_buffers: Tensor) -> list[ClientOutcome]:
@@ -336,7 +339,7 @@ def _quiet_lightning() -> Iterator[None]:
     loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
-        lg.setLevel(logging.WARNING)
+        lg.setLevel(max(lg.level, logging.WARNING))  # quieter, never louder than the user set it
     try:
         with warnings.catch_warnings():
             for pattern in _QUIET_WARNINGS:

@@ -269,6 +269,22 @@ def test_wrong_settings_are_refused_at_construction(kwargs: dict, error: type, m
         LightningEngine(**kwargs)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA to refuse accelerator='cuda'")
+def test_an_accelerator_the_machine_lacks_is_refused_at_setup() -> None:
+    module = TinyMLP()
+    with pytest.raises(ValueError, match="LightningEngine: lightning.Trainer refuses.*not available"):
+        LightningEngine(accelerator="cuda").setup(module, ParamLayout.from_module(module))
+
+
+def test_bf16_mixed_precision_trains_and_keeps_float32_weights() -> None:
+    module = TinyMLP()
+    task = ClientTask(0, client_data([30])[0], LocalConfig(epochs=1, batch_size=8), seed=3)
+    outcomes, trained, _, global_params = run_round(LightningEngine(precision="bf16-mixed"), module, [task])
+    assert outcomes[0].ok and torch.isfinite(trained).all()
+    assert (trained[0] - global_params).abs().max() > 1e-3
+    assert all(p.dtype == torch.float32 for p in module.parameters())
+
+
 def test_clipping_with_manual_optimisation_is_refused_at_setup() -> None:
     module = ManualMLP()
     with pytest.raises(ValueError, match="self.clip_gradients"):

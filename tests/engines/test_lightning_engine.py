@@ -314,3 +314,20 @@ def test_installed_callback_factories_run_for_every_client_with_one_scan_per_rou
     assert registry.entry_points is entry_points  # the engine put the lookup back
     assert len(made) == 1 + 3 and len(set(map(id, made))) == 4  # setup's probe, then a fresh one per client
     assert len(scans) == 1 + 1  # setup's probe, then one scan for the whole round
+
+
+def test_no_client_trainer_outlives_the_round() -> None:
+    import gc
+    import weakref
+
+    class RememberTrainer(L.Callback):
+        def __init__(self) -> None:
+            self.refs: list[weakref.ref] = []
+
+        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            self.refs.append(weakref.ref(trainer))
+
+    remember = RememberTrainer()
+    run_round(LightningEngine(trainer_kwargs={"callbacks": [remember]}), TinyMLP(), make_tasks(client_data([30, 40, 20])))
+    gc.collect()
+    assert len(remember.refs) == 3 and all(ref() is None for ref in remember.refs)

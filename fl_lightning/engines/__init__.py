@@ -1,4 +1,5 @@
-"""How the clients of a round are trained: in-process one by one, many at once with torch.func, or on Ray."""
+"""How the clients of a round are trained: in-process one by one, many at once with torch.func, on Ray, or
+with a real ``lightning.Trainer`` per client."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,7 +7,7 @@ from typing import Any
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.sequential import SequentialEngine
 
-ENGINE_NAMES = ("sequential", "vmap", "ray")
+ENGINE_NAMES = ("sequential", "vmap", "ray", "lightning")
 
 
 def get_engine(engine: str | Engine) -> Engine:
@@ -23,11 +24,16 @@ def get_engine(engine: str | Engine) -> Engine:
         from fl_lightning.engines.ray import RayEngine
 
         return RayEngine()
+    if engine == "lightning":
+        from fl_lightning.engines.lightning import LightningEngine
+
+        return LightningEngine()
     raise ValueError(f"unknown engine {engine!r}; choose one of {list(ENGINE_NAMES)} or pass an Engine")
 
 
 def __getattr__(name: str) -> Any:
-    # VmapEngine and RayEngine import lazily: Ray is an optional extra
+    # VmapEngine, RayEngine and LightningEngine import lazily: Ray is an optional extra, and a Trainer per
+    # client is only for modules that need it
     if name == "VmapEngine":
         from fl_lightning.engines.vmap import VmapEngine
 
@@ -36,8 +42,12 @@ def __getattr__(name: str) -> Any:
         from fl_lightning.engines.ray import RayEngine
 
         return RayEngine
+    if name == "LightningEngine":
+        from fl_lightning.engines.lightning import LightningEngine
+
+        return LightningEngine
     raise AttributeError(f"module 'fl_lightning.engines' has no attribute {name!r}")
 
 
-__all__ = ["ClientOutcome", "ClientTask", "Engine", "ENGINE_NAMES", "RayEngine", "SequentialEngine",
+__all__ = ["ClientOutcome", "ClientTask", "Engine", "ENGINE_NAMES", "LightningEngine", "RayEngine", "SequentialEngine",
            "VmapEngine", "get_engine"]

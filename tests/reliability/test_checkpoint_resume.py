@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TinyNet, fedavg, make_dm, make_trainer, metrics_without_time, resume_scenario
+from tests.helpers import TinyNet, fedavg, make_dm, make_trainer, metrics_without_time, resume_scenario
 
 from fl_lightning.aggregators import ResidualReweight
 
@@ -27,7 +27,7 @@ KILL_ROUND = 2
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
     sys.path.insert(0, sys.argv[3])
-    from helpers import resume_scenario
+    from tests.helpers import resume_scenario
     from fl_lightning import FederatedCallback
 
     root, mode, kill_round = sys.argv[1], sys.argv[2], int(sys.argv[4])

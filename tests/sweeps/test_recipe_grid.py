@@ -12,7 +12,7 @@ FEDAVG = {"class_path": "fl_lightning.aggregators.FedAvg"}
 def _recipe(**extra) -> dict:
     base = {"name": "demo", "trainer": {"rounds": 5, "attacks": [
         {"class_path": "fl_lightning.attacks.LabelFlip", "init_args": {"source": 1, "target": 7, "clients": 2}}]},
-        "model": {"class_path": "helpers.TinyNet"}, "data": {"num_clients": 10}}
+        "model": {"class_path": "tests.helpers.TinyNet"}, "data": {"num_clients": 10}}
     base.update(extra)
     return base
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from jsonargparse import Namespace
-from tiny_sweep import TINY, quiet, sweep_args, write_recipe
+from tests.sweeps.tiny_sweep import TINY, quiet, sweep_args, write_recipe
 
 from fl_lightning.cli import main
 from fl_lightning.sweeps import run_report, run_sweep

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from helpers import fedavg
+from tests.helpers import fedavg
 
 from fl_lightning.cli import main
 
@@ -18,8 +18,8 @@ def _recipe(tmp_path):
                     "aggregator": {"class_path": f"{aggregator.__module__}.{aggregator.__qualname__}"},
                     "attacks": [{"class_path": "fl_lightning.attacks.LabelFlip",
                                  "init_args": {"source": 1, "target": 2, "clients": 1, "extra_epochs": 1}}]},
-        "model": {"class_path": "helpers.TinyNet", "init_args": {"hidden": 8}},
-        "data": {"dataset": {"class_path": "helpers.Blobs"}, "num_clients": 3},
+        "model": {"class_path": "tests.helpers.TinyNet", "init_args": {"hidden": 8}},
+        "data": {"dataset": {"class_path": "tests.helpers.Blobs"}, "num_clients": 3},
     }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -62,6 +62,6 @@ def test_print_config_prints_the_resolved_yaml(tmp_path, capsys):
     assert info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"]["rounds"] == 1
-    assert printed["model"]["class_path"] == "helpers.TinyNet"
+    assert printed["model"]["class_path"] == "tests.helpers.TinyNet"
     assert printed["trainer"]["seed"] == 0 and printed["data"]["num_clients"] == 3
     assert not (tmp_path / "logs").exists(), "--print_config must not train"

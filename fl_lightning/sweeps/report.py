@@ -8,7 +8,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 from fl_lightning.run_summary import LATE_FRACTION
 from fl_lightning.sweeps import plots, records
-from fl_lightning.sweeps.layout import Labels, Layout, cells, mean
+from fl_lightning.sweeps.report_table import Labels, TableAxes, cells, mean
 from fl_lightning.sweeps.paper import PaperTable, load_paper_results
 
 #: metric keys that get a table: accuracy, per-class accuracy and every attack rate
@@ -39,7 +39,7 @@ def run_report(cfg: Namespace) -> Path:
     sweep_path = folder / records.SWEEP_FILE
     sweep = records.read_json(sweep_path) if sweep_path.is_file() else None
     paper = _paper(cfg.paper if cfg.paper is not None else (sweep or {}).get("paper"))
-    layout = Layout.build(sweep, points + failed, paper)
+    layout = TableAxes.build(sweep, points + failed, paper)
     if layout.note:
         paper = None
     metrics = [m for m in _metrics(points) if m.startswith(TABLE_PREFIXES)] or ["test/acc"]
@@ -73,7 +73,7 @@ def _pct(value: float | None, digits: int = 1) -> str:
 
 
 def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], failed: list[dict[str, Any]],
-              layout: Layout, metrics: list[str], paper: PaperTable | None, images: list[Path]) -> str:
+              layout: TableAxes, metrics: list[str], paper: PaperTable | None, images: list[Path]) -> str:
     late = int(LATE_FRACTION * 100)
     name = (sweep or {}).get("name", folder.name)
     lines = [f"# Report: {name}", ""]
@@ -111,7 +111,7 @@ def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], fa
     return "\n".join(lines) + "\n"
 
 
-def _table(metric: str, grouped: dict, layout: Layout, row_keys: list[Labels], col_keys: list[Labels],
+def _table(metric: str, grouped: dict, layout: TableAxes, row_keys: list[Labels], col_keys: list[Labels],
            paper: PaperTable | None) -> list[str]:
     head = " / ".join(p.split(".")[-1] for p in layout.rows) or "run"
     out = [f"| {head} | " + " | ".join(layout.header(layout.columns, c) for c in col_keys) + " |",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fl_lightning.attacks import ModelReplacement, PixelBackdoor
-from fl_lightning.cli import fit_one, fit_parser
+from fl_lightning.fit_config import fit_one, fit_parser
 
 RECIPE = """
 name: linked

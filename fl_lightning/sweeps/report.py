@@ -51,6 +51,16 @@ def run_report(cfg: Namespace) -> Path:
     return out
 
 
+#: profiles whose numbers are only a check that the recipe runs
+SMOKE_TEST_PROFILES = ("small",)
+
+
+def _smoke_test_profile(sweep: dict | None) -> str | None:
+    """The profile's name when the sweep ran a smoke-test profile (``small``), else ``None``."""
+    profile = (sweep or {}).get("profile")
+    return profile if profile in SMOKE_TEST_PROFILES else None
+
+
 def _paper(table_id: str | None) -> PaperTable | None:
     if not table_id or table_id == "none":
         return None
@@ -76,7 +86,11 @@ def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], fa
               layout: TableAxes, metrics: list[str], paper: PaperTable | None, images: list[Path]) -> str:
     late = int(LATE_FRACTION * 100)
     name = (sweep or {}).get("name", folder.name)
-    lines = [f"# Report: {name}", ""]
+    smoke = _smoke_test_profile(sweep)
+    lines = [f"# Report: {name}" + (" (smoke-test scale)" if smoke else ""), ""]
+    if smoke:
+        lines += [f"**Smoke-test scale**: built from the `{smoke}` profile (a few rounds on small data), so these "
+                  "numbers only show that every point runs; they are not comparable with the paper's.", ""]
     if sweep:
         lines += [f"Recipe `{sweep.get('recipe')}`" + (f", profile `{sweep['profile']}`" if sweep.get("profile") else "")
                   + f"; {len(points)} of {len(sweep.get('points', []))} points finished."]
@@ -101,7 +115,7 @@ def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], fa
     row_keys = layout.sort({r for r, _ in grouped}, layout.rows)
     col_keys = layout.sort({c for _, c in grouped}, layout.columns)
     for metric in metrics:
-        lines += ["", f"## {metric}", ""]
+        lines += ["", f"## {metric}" + (" (smoke-test scale)" if smoke else ""), ""]
         lines += _table(metric, grouped, layout, row_keys, col_keys, paper)
     lines += ["", "## Points", ""] + _points_table(points)
     if failed:

@@ -104,7 +104,8 @@ def run_point(point: Point, cfg: Namespace, parser: ArgumentParser, recipe: Reci
               console: Console) -> RunSummary | None:
     """Run one point (or skip it when its ``summary.json`` exists); resume it from its own checkpoint.
 
-    A point whose training raises (e.g. every client diverged) gets a ``failed.json`` and returns ``None``.
+    A point whose training raises (e.g. every client diverged) gets a ``failed.json`` and returns ``None``; a
+    missing file (the dataset) raises ``FileNotFoundError`` at once, since every other point would fail alike.
     """
     folder = Path(recipe.save_dir) / recipe.name / point.name
     summary_path = folder / records.SUMMARY_FILE
@@ -126,6 +127,8 @@ def run_point(point: Point, cfg: Namespace, parser: ArgumentParser, recipe: Reci
     failed_path = folder / records.FAILED_FILE
     try:
         trainer = fit_one(cfg, parser, run_name=point.name)
+    except FileNotFoundError:  # a missing dataset fails every point alike: stop at the first with its message
+        raise
     except Exception as exc:  # a diverged or broken point must not stop the others (Ctrl-C still does)
         records.write_json(failed_path, {"point": point.name, "params": point.params, "labels": point.labels,
                                          "error": f"{type(exc).__name__}: {exc}",

@@ -146,19 +146,22 @@ def explain(message: str, parser: "ArgumentParser") -> str:
         key, value = union.groups()
         return (f"{key}: {value!r} is not a class it accepts{did_you_mean(value, _shipped_classes())}; "
                 f"write a shipped class name (e.g. Krum) or a full import path in class_path")
+    group = re.search(r"Group '([A-Za-z0-9_.]+)' does not accept option '([A-Za-z0-9_.]+)'", text)
+    if group:
+        key = ".".join(group.groups())
+        return (f"unknown key {key!r}{did_you_mean(key, _valid_keys(parser))}; `{parser.prog} --help` lists "
+                "the valid keys")
     hint = "".join(did_you_mean(key, _valid_keys(parser)) for key in _unknown_keys(text))
     return f"{text}{hint}; `{parser.prog} --help` lists the valid keys"
 
 
 def _unknown_keys(text: str) -> list[str]:
-    """The dotted keys an 'unrecognized arguments' / 'does not accept option' message complains about."""
+    """The dotted keys an 'unrecognized arguments' message complains about."""
     import re
 
     keys = []
     if "unrecognized arguments:" in text:
         keys += re.findall(r"--([A-Za-z0-9_.]+)", text.split("unrecognized arguments:", 1)[1])
-    keys += [f"{group}.{option}" for group, option in
-             re.findall(r"Group '([A-Za-z0-9_.]+)' does not accept option '([A-Za-z0-9_.]+)'", text)]
     return keys
 
 

@@ -63,7 +63,7 @@ def test_an_unknown_yaml_key_suggests_the_closest(tmp_path, capsys):
         main(["fit", "--config", str(path)])
     assert info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "'rouns'" in err[0] and "(did you mean 'trainer.rounds'?)" in err[0]
+    assert len(err) == 1 and "unknown key 'trainer.rouns'" in err[0] and "(did you mean 'trainer.rounds'?)" in err[0]
 
 
 def test_an_unknown_command_suggests_the_closest(capsys):

@@ -192,7 +192,12 @@ def warn_replaced_attacks(parser: "ArgumentParser", args: list[str], cfg: "Names
     overrides = [i for i, a in enumerate(args) if a.startswith("--trainer.attacks")]
     if not overrides or not cfg.trainer.attacks:
         return
-    before = parser.parse_args(_without(args, overrides))
+    from jsonargparse import ArgumentError
+
+    try:
+        before = parser.parse_args(_without(args, overrides))
+    except ArgumentError:  # the rest does not parse alone (e.g. the attacks exist only on the command line)
+        return
     old_attacks = before.trainer.attacks or []
     for index, (old, new) in enumerate(zip(old_attacks, cfg.trainer.attacks)):
         if old.class_path == new.class_path:
@@ -247,7 +252,10 @@ def _defaults(class_path: str) -> dict[str, Any]:
     import inspect
 
     module, _, name = class_path.rpartition(".")
-    signature = inspect.signature(getattr(importlib.import_module(module), name))
+    try:
+        signature = inspect.signature(getattr(importlib.import_module(module), name))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return {}
     return {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
 
 

@@ -1,104 +1,263 @@
-"""``fl-lightning fit | sweep | report``: LightningCLI-style configs (``class_path`` / ``init_args``, dotted overrides)."""
+"""``fl-lightning fit | sweep | report``: LightningCLI-style configs (``class_path`` / ``init_args``, dotted overrides).
+
+The command line checks what it can before the heavy imports (torch, Lightning): the subcommand, that
+every ``--config`` file exists and is a YAML mapping. A mistake in a config prints one line naming the
+key and the fix, and exits with status 2.
+"""
 from __future__ import annotations
 
 import sys
-from typing import Optional, Sequence
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
-import lightning as L
-from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-from lightning.pytorch.loggers import TensorBoardLogger
+import yaml
 
-# imported so that configs may name any shipped class by its short name (``Krum``, ``LabelFlip``)
-import fl_lightning.aggregators  # noqa: F401
-import fl_lightning.attacks  # noqa: F401
-import fl_lightning.data  # noqa: F401
-import fl_lightning.models  # noqa: F401
-from fl_lightning.aggregators.base import Aggregator
-from fl_lightning.data.datamodule import FederatedDataModule
-from fl_lightning.run_summary import RunSummary, print_summaries
-from fl_lightning.seeding import seed_everything
-from fl_lightning.sweeps import report_parser, run_report, run_sweep, sweep_parser
-from fl_lightning.trainer import FederatedTrainer
+from fl_lightning.checks import did_you_mean
 
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser, Namespace
 
-def fit_parser() -> ArgumentParser:
-    """The parser of ``fl-lightning fit`` (also the basis of ``sweep``)."""
-    parser = ArgumentParser(description="Run a federated training under attack.", env_prefix="FL_LIGHTNING",
-                            default_env=False)
-    parser.add_argument("--config", action=ActionConfigFile, help="a recipe YAML")
-    parser.add_class_arguments(FederatedTrainer, "trainer", skip={"logger"}, instantiate=False)
-    parser.add_subclass_arguments(L.LightningModule, "model", required=True,
-                                  help="the LightningModule (class_path + init_args)")
-    parser.add_class_arguments(FederatedDataModule, "data")
-    parser.link_arguments("trainer.seed", "data.seed")  # one seed: the partition follows the run's seed
-    parser.add_argument("--aggregators", type=Optional[list[Aggregator]], default=None,
-                        help="several aggregators run one after another on the same seed (overrides "
-                             "trainer.aggregator); each becomes its own TensorBoard run")
-    parser.add_argument("--name", type=str, default="default", help="run name: logs go to SAVE_DIR/NAME/AGGREGATOR")
-    parser.add_argument("--save_dir", type=str, default="logs", help="TensorBoard root folder")
-    parser.add_argument("--ckpt_path", type=Optional[str], default=None,
-                        help='"last" resumes the latest checkpoint of each run')
-    parser.add_argument("--description", type=str, default="", help="what the recipe reproduces")
-    parser.add_argument("--sweep", type=Optional[dict], default=None,
-                        help="the recipe's grid, run by `fl-lightning sweep` (fit ignores it)")
-    parser.add_argument("--profiles", type=Optional[dict], default=None,
-                        help="the recipe's named overrides, e.g. small, used by `fl-lightning sweep --profile` "
-                             "(fit ignores them)")
-    return parser
+#: the subcommands and their one-line help
+COMMANDS = {"fit": "train with one or several aggregators",
+            "sweep": "run every point of a recipe's grid",
+            "report": "tables and plots of a finished sweep"}
+#: exit status of a usage or config mistake (argparse's)
+USAGE_ERROR = 2
 
 
-def run_fit(cfg: Namespace, parser: ArgumentParser, *, quiet: bool = False) -> list[RunSummary]:
-    """Run every aggregator of ``cfg`` with the same seed, partition, sampling and attackers."""
-    aggregator_cfgs = cfg.aggregators or [cfg.trainer.aggregator]
-    summaries = []
-    for index, aggregator_cfg in enumerate(aggregator_cfgs):
-        run_cfg = cfg.clone()
-        run_cfg.trainer.aggregator = aggregator_cfg
-        run_cfg.aggregators = None
-        summaries.append(_run_one(run_cfg, parser, index, quiet))
-    if not quiet:
-        print_summaries(summaries, title=cfg.name)
-    return summaries
-
-
-def _run_one(cfg: Namespace, parser: ArgumentParser, index: int, quiet: bool) -> RunSummary:
-    trainer = fit_one(cfg, parser, index=index, quiet=quiet)
-    return RunSummary.from_trainer(str(trainer.logger.version), trainer)
-
-
-def fit_one(cfg: Namespace, parser: ArgumentParser, run_name: str | None = None, *, index: int = 0,
-            quiet: bool = False) -> FederatedTrainer:
-    """Fit ``cfg`` with its ``trainer.aggregator``, logging to SAVE_DIR/NAME/RUN_NAME (default: the aggregator's class)."""
-    seed_everything(cfg.trainer.seed)  # the initial weights depend on the seed alone: same for every aggregator
-    objects = parser.instantiate(cfg)
-    trainer_kwargs = objects.trainer.as_dict() if isinstance(objects.trainer, Namespace) else dict(objects.trainer)
-    run_name = run_name or _run_name(trainer_kwargs.get("aggregator"), index)
-    logger = TensorBoardLogger(cfg.save_dir, name=cfg.name, version=run_name, default_hp_metric=False)
-    trainer = FederatedTrainer(logger=logger, **trainer_kwargs)
-    if quiet:
-        trainer.enable_progress_bar = False
-    trainer.fit(objects.model, objects.data, ckpt_path=cfg.ckpt_path)
-    return trainer
-
-
-def _run_name(aggregator: Aggregator | None, index: int) -> str:
-    return type(aggregator).__name__ if aggregator is not None else f"run{index}"
+class ConfigError(Exception):
+    """A mistake on the command line or in a recipe, reported as one line."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``fl-lightning`` console script."""
-    parser = ArgumentParser(prog="fl-lightning", description="Attack-resistant federated learning on Lightning.")
-    subcommands = parser.add_subcommands(dest="subcommand")
-    subcommands.add_subcommand("fit", fit_parser(), help="train with one or several aggregators")
-    subcommands.add_subcommand("sweep", sweep_parser(), help="run every point of a recipe's grid")
-    subcommands.add_subcommand("report", report_parser(), help="tables and plots of a finished sweep")
-    cfg = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    command = cfg.subcommand
-    sub_cfg = cfg[command]
-    if command == "fit":
-        run_fit(sub_cfg, fit_parser())
-    elif command == "sweep":
-        run_sweep(sub_cfg)
-    else:
-        run_report(sub_cfg)
+    """Entry point of the ``fl-lightning`` console script.
 
+    A command-line or config mistake prints one line and exits with status 2. With ``argv=None`` (the console
+    script) an invalid setting found while building the run (a ``ValueError``/``TypeError`` from the library's
+    checks, a missing data file) is printed the same way; a caller passing ``argv`` gets the exception.
+    """
+    console = argv is None
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args else None
+    try:
+        if command in (None, "-h", "--help"):
+            _print_help()
+            return
+        if command not in COMMANDS:
+            raise ConfigError(f"unknown command {command!r}{did_you_mean(str(command), COMMANDS)}; "
+                              f"choose one of {', '.join(COMMANDS)}")
+        check_config_files(args[1:])  # before torch and Lightning are imported
+        _run(command, args[1:])
+    except ConfigError as exc:
+        _fail(command, str(exc))
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        if not console:
+            raise
+        _fail(command, str(exc))
+
+
+def _fail(command: str | None, message: str) -> NoReturn:
+    prefix = f"fl-lightning {command}" if command in COMMANDS else "fl-lightning"
+    print(f"{prefix}: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(USAGE_ERROR)
+
+
+def _print_help() -> None:
+    lines = ["usage: fl-lightning {fit,sweep,report} [--help] ...", "",
+             "Attack-resistant federated learning on Lightning.", "", "commands:"]
+    lines += [f"  {name:<8}{text}" for name, text in COMMANDS.items()]
+    lines += ["", "`fl-lightning COMMAND --help` lists a command's options."]
+    print("\n".join(lines))
+
+
+def config_paths(args: Sequence[str]) -> list[str]:
+    """The values of every ``--config PATH`` / ``--config=PATH`` in ``args``."""
+    paths = []
+    for i, arg in enumerate(args):
+        if arg == "--config" and i + 1 < len(args):
+            paths.append(args[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.partition("=")[2])
+    return paths
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Every ``--config`` names a readable file holding a YAML mapping; else :class:`ConfigError`."""
+    for path in map(Path, config_paths(args)):
+        if not path.is_file():
+            raise ConfigError(f"--config {path}: no such file; pass a recipe such as "
+                              "--config recipes/quickstart.yaml")
+        try:
+            content = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"--config {path}: not valid YAML{where}: {problem}; fix the file's "
+                              "indentation or quoting there") from None
+        if not isinstance(content, dict):
+            raise ConfigError(f"--config {path}: a recipe is a YAML mapping (trainer:, model:, data:, ...), "
+                              f"got {type(content).__name__}")
+
+
+def _run(command: str, args: list[str]) -> None:
+    if command == "fit":
+        from fl_lightning.fit_config import fit_parser, run_fit
+
+        parser = _quiet_parser(fit_parser(), command)
+        cfg = parse(parser, args)
+        warn_replaced_attacks(parser, args, cfg)
+        run_fit(cfg, parser)
+    elif command == "sweep":
+        from fl_lightning.sweeps import run_sweep, sweep_parser
+
+        run_sweep(parse(_quiet_parser(sweep_parser(), command), args))
+    else:
+        from fl_lightning.sweeps import report_parser, run_report
+
+        run_report(parse(_quiet_parser(report_parser(), command), args))
+
+
+def _quiet_parser(parser: "ArgumentParser", command: str) -> "ArgumentParser":
+    parser.prog = f"fl-lightning {command}"
+    parser.exit_on_error = False  # parse() turns the error into one line
+    return parser
+
+
+def parse(parser: "ArgumentParser", args: list[str]) -> "Namespace":
+    """``parser.parse_args(args)``, with a parse error turned into a one-line :class:`ConfigError`."""
+    from jsonargparse import ArgumentError
+
+    try:
+        return parser.parse_args(args)
+    except ArgumentError as exc:
+        raise ConfigError(explain(str(exc), parser)) from None
+
+
+def explain(message: str, parser: "ArgumentParser") -> str:
+    """One line from a jsonargparse error: the key, what is wrong, the closest valid key or class, and the help."""
+    import re
+
+    text = " ".join(line.strip() for line in message.splitlines() if line.strip())
+    union = re.match(r'Parser key "([^"]+)": Does not validate against any of the Union subtypes.*'
+                     r'Given value: (.*)$', text)
+    if union:
+        key, value = union.groups()
+        return (f"{key}: {value!r} is not a class it accepts{did_you_mean(value, _shipped_classes())}; "
+                f"write a shipped class name (e.g. Krum) or a full import path in class_path")
+    group = re.search(r"Group '([A-Za-z0-9_.]+)' does not accept option '([A-Za-z0-9_.]+)'", text)
+    if group:
+        key = ".".join(group.groups())
+        return (f"unknown key {key!r}{did_you_mean(key, _valid_keys(parser))}; `{parser.prog} --help` lists "
+                "the valid keys")
+    hint = "".join(did_you_mean(key, _valid_keys(parser)) for key in _unknown_keys(text))
+    return f"{text}{hint}; `{parser.prog} --help` lists the valid keys"
+
+
+def _unknown_keys(text: str) -> list[str]:
+    """The dotted keys an 'unrecognized arguments' message complains about."""
+    import re
+
+    keys = []
+    if "unrecognized arguments:" in text:
+        keys += re.findall(r"--([A-Za-z0-9_.]+)", text.split("unrecognized arguments:", 1)[1])
+    return keys
+
+
+def _shipped_classes() -> list[str]:
+    """The short class names a config may use (what the plug-in packages export)."""
+    import importlib
+
+    names: list[str] = []
+    for package in ("aggregators", "attacks", "models", "data"):
+        names += getattr(importlib.import_module(f"fl_lightning.{package}"), "__all__", [])
+    return names
+
+
+def _valid_keys(parser: "ArgumentParser") -> list[str]:
+    keys = []
+    for action in parser._actions:  # jsonargparse exposes no public list of the dotted keys
+        keys += [s.lstrip("-") for s in action.option_strings if s.startswith("--")]
+    return keys
+
+
+def warn_replaced_attacks(parser: "ArgumentParser", args: list[str], cfg: "Namespace") -> None:
+    """Warn when a command-line ``--trainer.attacks`` replaced an attack's class but kept its old ``init_args``.
+
+    jsonargparse merges a new list item into the old one by position, so ``PixelBackdoor`` in place of a
+    ``LabelFlip`` silently keeps LabelFlip's ``lr: 0.25``; every kept value that differs from the new class's
+    default is named.
+    """
+    overrides = [i for i, a in enumerate(args) if a.startswith("--trainer.attacks")]
+    if not overrides or not cfg.trainer.attacks:
+        return
+    from jsonargparse import ArgumentError
+
+    try:
+        before = parser.parse_args(_without(args, overrides))
+    except ArgumentError:  # the rest does not parse alone (e.g. the attacks exist only on the command line)
+        return
+    old_attacks = before.trainer.attacks or []
+    for index, (old, new) in enumerate(zip(old_attacks, cfg.trainer.attacks)):
+        if old.class_path == new.class_path:
+            continue
+        given = _given_init_args(args, overrides, index)
+        defaults = _defaults(new.class_path)
+        old_args, new_args = dict(old.init_args or {}), dict(new.init_args or {})
+        kept = {k: v for k, v in new_args.items()
+                if k in old_args and old_args[k] == v and k not in given and defaults.get(k, _NONE) != v}
+        if kept:
+            old_name, new_name = old.class_path.rsplit(".", 1)[-1], new.class_path.rsplit(".", 1)[-1]
+            shown = ", ".join(f"{k}: {v!r}" for k, v in kept.items())
+            warnings.warn(f"trainer.attacks.{index}: {new_name} replaced {old_name} and kept its init_args "
+                          f"{shown} (not {new_name}'s defaults); give them in the override's init_args if that "
+                          "is not what you meant", UserWarning, stacklevel=2)
+
+
+_NONE = object()
+
+
+def _without(args: list[str], indices: list[int]) -> list[str]:
+    """``args`` minus the options at ``indices`` and their values."""
+    drop = set()
+    for i in indices:
+        drop.add(i)
+        if "=" not in args[i] and i + 1 < len(args):
+            drop.add(i + 1)
+    return [a for i, a in enumerate(args) if i not in drop]
+
+
+def _given_init_args(args: list[str], indices: list[int], position: int) -> set[str]:
+    """The init_args keys the command line wrote for the attack at ``position``."""
+    given: set[str] = set()
+    for i in indices:
+        option, sep, value = args[i].partition("=")
+        if not sep:
+            value = args[i + 1] if i + 1 < len(args) else ""
+        try:
+            parsed: Any = yaml.safe_load(value)
+        except yaml.YAMLError:
+            continue
+        items = parsed if isinstance(parsed, list) else [parsed]
+        if option.endswith("+"):
+            continue  # an appended attack replaces nothing
+        if position < len(items) and isinstance(items[position], dict):
+            given |= set(items[position].get("init_args") or {})
+    return given
+
+
+def _defaults(class_path: str) -> dict[str, Any]:
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        signature = inspect.signature(getattr(importlib.import_module(module), name))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return {}
+    return {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,4 @@
-"""Tiny data, models and aggregators for fast round-loop tests (imported as ``helpers`` by tests)."""
+"""Tiny data, models and aggregators for fast round-loop tests (imported as ``tests.helpers``)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TinyNet, make_dm, make_trainer
+from tests.helpers import TinyNet, make_dm, make_trainer
 
 from fl_lightning.class_accuracy import ClassAccuracy
 

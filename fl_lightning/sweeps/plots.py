@@ -8,7 +8,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from fl_lightning.sweeps.layout import Layout, cells, mean
+from fl_lightning.sweeps.report_table import TableAxes, cells, mean
 from fl_lightning.sweeps.paper import PaperTable
 
 MAX_PANELS = 24
@@ -16,7 +16,7 @@ MAX_PANELS = 24
 PLOT_FOLDER = "plots"
 
 
-def write_all(folder: Path, points: list[dict[str, Any]], layout: Layout, metrics: list[str],
+def write_all(folder: Path, points: list[dict[str, Any]], layout: TableAxes, metrics: list[str],
               paper: PaperTable | None) -> list[Path]:
     """Every plot of the report, written into ``folder/plots``; returns their paths."""
     folder = folder / PLOT_FOLDER
@@ -46,7 +46,7 @@ def _mean_curve(group: list[dict[str, Any]], metric: str) -> tuple[list[int], li
     return [r + 1 for r in rounds], [sum(by_round[r]) / len(by_round[r]) for r in rounds]
 
 
-def _curves(path: Path, metric: str, grouped: dict, layout: Layout, rows: list, columns: list) -> Path:
+def _curves(path: Path, metric: str, grouped: dict, layout: TableAxes, rows: list, columns: list) -> Path:
     shown = columns[:MAX_PANELS]
     across = min(4, len(shown))
     down = math.ceil(len(shown) / across)
@@ -71,7 +71,7 @@ def _curves(path: Path, metric: str, grouped: dict, layout: Layout, rows: list, 
     return _save(figure, path)
 
 
-def _finals(path: Path, metric: str, grouped: dict, layout: Layout, rows: list, columns: list,
+def _finals(path: Path, metric: str, grouped: dict, layout: TableAxes, rows: list, columns: list,
             paper: PaperTable | None) -> Path:
     figure = Figure(figsize=(max(5, 0.6 * len(columns) + 3), 3.5), layout="constrained")
     panel = figure.subplots()

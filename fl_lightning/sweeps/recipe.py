@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import itertools
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,7 @@ def recipe_from_dict(raw: dict, profile: str | None = None, path: str | None = N
         if "name" not in layer:
             base["name"] = f"{base.get('name', 'default')}-{profile}"
     for key, value in (overrides or {}).items():
+        _warn_class_swap(base, key, value)
         set_path(base, key, copy.deepcopy(value))
     axes = [_axis(key, values, where) for key, values in grid.items()]
     if not any(axis.path == AGGREGATOR for axis in axes) and base.get("aggregators"):
@@ -249,6 +251,28 @@ def recipe_from_dict(raw: dict, profile: str | None = None, path: str | None = N
     rows = sweep.get("rows")
     return Recipe(base=base, axes=axes, paper=sweep.get("paper"), rows=list(rows) if rows else None,
                   profile=profile, path=path, profiles=sorted(profiles))
+
+
+def _warn_class_swap(base: dict, key: str, value: Any) -> None:
+    """Warn when ``--set X.class_path=New`` keeps the ``init_args`` written for the class it replaces."""
+    path = normalize_key(key)
+    if not path.endswith(".class_path"):
+        return
+    node: Any = base
+    for part in path.split(".")[:-1]:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return
+    if not isinstance(node, dict):
+        return
+    old, kept = node.get("class_path"), node.get("init_args") or {}
+    if old and old != value and kept:
+        shown = ", ".join(f"{k}: {v!r}" for k, v in kept.items())
+        warnings.warn(f"--set {key}={value}: the init_args written for {old} carry over to {value} ({shown}); "
+                      f"set {path[:-len('class_path')]}init_args to replace them", UserWarning, stacklevel=3)
 
 
 def _axis(key: str, values: Any, where: str) -> Axis:

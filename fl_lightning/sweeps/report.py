@@ -8,7 +8,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 from fl_lightning.run_summary import LATE_FRACTION
 from fl_lightning.sweeps import plots, records
-from fl_lightning.sweeps.layout import Labels, Layout, cells, mean
+from fl_lightning.sweeps.report_table import Labels, TableAxes, cells, mean
 from fl_lightning.sweeps.paper import PaperTable, load_paper_results
 
 #: metric keys that get a table: accuracy, per-class accuracy and every attack rate
@@ -39,7 +39,7 @@ def run_report(cfg: Namespace) -> Path:
     sweep_path = folder / records.SWEEP_FILE
     sweep = records.read_json(sweep_path) if sweep_path.is_file() else None
     paper = _paper(cfg.paper if cfg.paper is not None else (sweep or {}).get("paper"))
-    layout = Layout.build(sweep, points + failed, paper)
+    layout = TableAxes.build(sweep, points + failed, paper)
     if layout.note:
         paper = None
     metrics = [m for m in _metrics(points) if m.startswith(TABLE_PREFIXES)] or ["test/acc"]
@@ -49,6 +49,16 @@ def run_report(cfg: Namespace) -> Path:
     out.write_text(text)
     print(f"wrote {out} and {len(images)} plots")
     return out
+
+
+#: profiles whose numbers are only a check that the recipe runs
+SMOKE_TEST_PROFILES = ("small",)
+
+
+def _smoke_test_profile(sweep: dict | None) -> str | None:
+    """The profile's name when the sweep ran a smoke-test profile (``small``), else ``None``."""
+    profile = (sweep or {}).get("profile")
+    return profile if profile in SMOKE_TEST_PROFILES else None
 
 
 def _paper(table_id: str | None) -> PaperTable | None:
@@ -73,10 +83,14 @@ def _pct(value: float | None, digits: int = 1) -> str:
 
 
 def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], failed: list[dict[str, Any]],
-              layout: Layout, metrics: list[str], paper: PaperTable | None, images: list[Path]) -> str:
+              layout: TableAxes, metrics: list[str], paper: PaperTable | None, images: list[Path]) -> str:
     late = int(LATE_FRACTION * 100)
     name = (sweep or {}).get("name", folder.name)
-    lines = [f"# Report: {name}", ""]
+    smoke = _smoke_test_profile(sweep)
+    lines = [f"# Report: {name}" + (" (smoke-test scale)" if smoke else ""), ""]
+    if smoke:
+        lines += [f"**Smoke-test scale**: built from the `{smoke}` profile (a few rounds on small data), so these "
+                  "numbers only show that every point runs; they are not comparable with the paper's.", ""]
     if sweep:
         lines += [f"Recipe `{sweep.get('recipe')}`" + (f", profile `{sweep['profile']}`" if sweep.get("profile") else "")
                   + f"; {len(points)} of {len(sweep.get('points', []))} points finished."]
@@ -101,7 +115,7 @@ def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], fa
     row_keys = layout.sort({r for r, _ in grouped}, layout.rows)
     col_keys = layout.sort({c for _, c in grouped}, layout.columns)
     for metric in metrics:
-        lines += ["", f"## {metric}", ""]
+        lines += ["", f"## {metric}" + (" (smoke-test scale)" if smoke else ""), ""]
         lines += _table(metric, grouped, layout, row_keys, col_keys, paper)
     lines += ["", "## Points", ""] + _points_table(points)
     if failed:
@@ -111,7 +125,7 @@ def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], fa
     return "\n".join(lines) + "\n"
 
 
-def _table(metric: str, grouped: dict, layout: Layout, row_keys: list[Labels], col_keys: list[Labels],
+def _table(metric: str, grouped: dict, layout: TableAxes, row_keys: list[Labels], col_keys: list[Labels],
            paper: PaperTable | None) -> list[str]:
     head = " / ".join(p.split(".")[-1] for p in layout.rows) or "run"
     out = [f"| {head} | " + " | ".join(layout.header(layout.columns, c) for c in col_keys) + " |",

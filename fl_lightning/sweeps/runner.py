@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fl_lightning.checkpoint import CHECKPOINT_NAME
+from fl_lightning.fit_config import fit_one, fit_parser
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.sweeps import records
 from fl_lightning.sweeps.recipe import Point, Recipe, load_recipe
@@ -42,8 +43,6 @@ def sweep_parser() -> ArgumentParser:
 
 def run_sweep(cfg: Namespace, console: Console | None = None) -> list[RunSummary]:
     """Run (or with ``dry_run`` list) the points of ``cfg.config``; returns the summaries of the points run or found."""
-    from fl_lightning.cli import fit_parser
-
     console = console or Console()
     recipe = load_recipe(cfg.config, cfg.profile, parse_overrides(cfg.set))
     if cfg.name:
@@ -105,10 +104,9 @@ def run_point(point: Point, cfg: Namespace, parser: ArgumentParser, recipe: Reci
               console: Console) -> RunSummary | None:
     """Run one point (or skip it when its ``summary.json`` exists); resume it from its own checkpoint.
 
-    A point whose training raises (e.g. every client diverged) gets a ``failed.json`` and returns ``None``.
+    A point whose training raises (e.g. every client diverged) gets a ``failed.json`` and returns ``None``; a
+    missing file (the dataset) raises ``FileNotFoundError`` at once, since every other point would fail alike.
     """
-    from fl_lightning.cli import fit_one
-
     folder = Path(recipe.save_dir) / recipe.name / point.name
     summary_path = folder / records.SUMMARY_FILE
     if summary_path.is_file():
@@ -129,6 +127,8 @@ def run_point(point: Point, cfg: Namespace, parser: ArgumentParser, recipe: Reci
     failed_path = folder / records.FAILED_FILE
     try:
         trainer = fit_one(cfg, parser, run_name=point.name)
+    except FileNotFoundError:  # a missing dataset fails every point alike: stop at the first with its message
+        raise
     except Exception as exc:  # a diverged or broken point must not stop the others (Ctrl-C still does)
         records.write_json(failed_path, {"point": point.name, "params": point.params, "labels": point.labels,
                                          "error": f"{type(exc).__name__}: {exc}",

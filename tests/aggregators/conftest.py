@@ -1,12 +1,11 @@
 """Golden vectors of the published residual-reweighting implementation, for the aggregator tests.
 
-They live in ``shared/golden`` beside the repository root (``FL_LIGHTNING_GOLDEN`` overrides the
-folder). A missing folder fails the golden tests with a clear message instead of skipping them.
+They ship with the repository in ``tests/data/golden`` (see its README for where they come from). A
+missing file fails the golden tests with a clear message instead of skipping them.
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-GOLDEN_DIR = Path(os.environ.get("FL_LIGHTNING_GOLDEN",
-                                 Path(__file__).resolve().parents[2] / ".." / "shared" / "golden")).resolve()
+GOLDEN_DIR = Path(__file__).resolve().parents[1] / "data" / "golden"
 
 
 @dataclass
@@ -78,8 +76,8 @@ def _load():
 
 
 _CASES = _load()
-_MISSING = (f"golden vectors not found in {GOLDEN_DIR}: the aggregator tests need shared/golden "
-            f"(reference_cases.json + .npz) beside the repository root, or FL_LIGHTNING_GOLDEN pointing at it")
+_MISSING = (f"golden vectors not found in {GOLDEN_DIR}: the aggregator tests need reference_cases.json + .npz "
+            "there (they are part of the repository; restore them with git checkout tests/data/golden)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

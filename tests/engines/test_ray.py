@@ -20,8 +20,8 @@ from fl_lightning.engines import ClientTask, Engine, SequentialEngine, get_engin
 from fl_lightning.engines.base import torch_threads
 from fl_lightning.engines.ray import RayEngine
 from fl_lightning.layout import ParamLayout, flatten, module_tensors
-import helpers
-from helpers import Blobs, TinyNet, flat_params, make_dm, make_trainer, metrics_without_time
+from tests import helpers
+from tests.helpers import Blobs, TinyNet, flat_params, make_dm, make_trainer, metrics_without_time
 
 NUM_CLIENTS = 5
 

@@ -243,7 +243,7 @@ def test_get_engine_by_name() -> None:
 
 
 def test_trainer_with_vmap_engine_reaches_the_sequential_global_model(tmp_path) -> None:
-    from helpers import TinyNet, flat_params, make_dm, make_trainer
+    from tests.helpers import TinyNet, flat_params, make_dm, make_trainer
 
     finals = {}
     for engine in ("sequential", "vmap"):

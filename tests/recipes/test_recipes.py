@@ -11,7 +11,7 @@ import torch
 import yaml
 from rich.console import Console
 
-from fl_lightning.cli import fit_parser
+from fl_lightning.fit_config import fit_parser
 from fl_lightning.sweeps import Recipe, load_recipe, run_sweep, sweep_parser
 from fl_lightning.sweeps.runner import parse_point
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TinyNet, fedavg, make_dm, make_trainer, metrics_without_time, resume_scenario
+from tests.helpers import TinyNet, fedavg, make_dm, make_trainer, metrics_without_time, resume_scenario
 
 from fl_lightning.aggregators import ResidualReweight
 
@@ -26,8 +26,8 @@ KILL_ROUND = 2
 # checkpoint), or half-way through writing that round's checkpoint (temp file written, not renamed).
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
-    sys.path.insert(0, sys.argv[3])
-    from helpers import resume_scenario
+    sys.path.insert(0, sys.argv[3])  # the repository root: tests.helpers
+    from tests.helpers import resume_scenario
     from fl_lightning import FederatedCallback
 
     root, mode, kill_round = sys.argv[1], sys.argv[2], int(sys.argv[4])
@@ -76,7 +76,7 @@ def test_killed_run_resumes_bit_identical(tmp_path, mode, uninterrupted):
     script = tmp_path / "killed_run.py"
     script.write_text(KILLED_RUN)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_DIR), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), mode, str(TESTS_DIR),
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run"), mode, str(REPO_DIR),
                            str(KILL_ROUND)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == -signal.SIGKILL, f"rc={proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     (last,) = (tmp_path / "run").rglob("last.ckpt")

@@ -5,7 +5,7 @@ import lightning as L
 import numpy as np
 import torch
 import yaml
-from helpers import make_dm, metrics_without_time, resume_scenario
+from tests.helpers import make_dm, metrics_without_time, resume_scenario
 
 import fl_lightning
 

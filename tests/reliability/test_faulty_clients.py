@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import TinyNet, fedavg, flat_params, make_dm, make_trainer
+from tests.helpers import TinyNet, fedavg, flat_params, make_dm, make_trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import fl_lightning.engines.sequential as sequential

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from helpers import Blobs, TinyNet, make_dm, make_trainer
+from tests.helpers import Blobs, TinyNet, make_dm, make_trainer
 
 from fl_lightning.aggregators import ResidualReweight
 from fl_lightning.attacks import LabelFlip
@@ -81,8 +81,8 @@ def test_aggregator_needing_more_clients_than_a_round_has(tmp_path):
 def _write(tmp_path, trainer_extra=None):
     config = {"trainer": {"rounds": 1, "enable_progress_bar": False, "max_batches_per_epoch": 1,
                           "aggregator": {"class_path": "fl_lightning.aggregators.FedAvg"}, **(trainer_extra or {})},
-              "model": {"class_path": "helpers.TinyNet"}, "save_dir": str(tmp_path / "logs"),
-              "data": {"dataset": {"class_path": "helpers.Blobs"}, "num_clients": 3}}
+              "model": {"class_path": "tests.helpers.TinyNet"}, "save_dir": str(tmp_path / "logs"),
+              "data": {"dataset": {"class_path": "tests.helpers.Blobs"}, "num_clients": 3}}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

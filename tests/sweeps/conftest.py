@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 import torch
-from tiny_sweep import quiet, sweep_args, write_recipe
+from tests.sweeps.tiny_sweep import quiet, sweep_args, write_recipe
 
 
 @pytest.fixture(autouse=True)

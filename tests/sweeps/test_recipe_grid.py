@@ -12,7 +12,7 @@ FEDAVG = {"class_path": "fl_lightning.aggregators.FedAvg"}
 def _recipe(**extra) -> dict:
     base = {"name": "demo", "trainer": {"rounds": 5, "attacks": [
         {"class_path": "fl_lightning.attacks.LabelFlip", "init_args": {"source": 1, "target": 7, "clients": 2}}]},
-        "model": {"class_path": "helpers.TinyNet"}, "data": {"num_clients": 10}}
+        "model": {"class_path": "tests.helpers.TinyNet"}, "data": {"num_clients": 10}}
     base.update(extra)
     return base
 
@@ -101,3 +101,12 @@ def test_points_whose_names_collide_are_an_error() -> None:
     raw = _recipe(sweep={"grid": {"model.init_args.lr": [0.1000001, 0.1000002]}})
     with pytest.raises(ValueError, match="both get the name 'lr=0.1'"):
         recipe_from_dict(raw).points()
+
+
+def test_a_set_that_swaps_an_attack_class_warns_about_its_old_init_args() -> None:
+    raw = {"trainer": {"attacks": [{"class_path": "LabelFlip", "init_args": {"source": 1, "lr": 0.25}}]}}
+    with pytest.warns(UserWarning, match=r"init_args written for LabelFlip carry over to PixelBackdoor "
+                                         r"\(source: 1, lr: 0.25\)"):
+        recipe = recipe_from_dict(raw, overrides={"trainer.attacks.0.class_path": "PixelBackdoor"})
+    assert recipe.base["trainer"]["attacks"][0] == {"class_path": "PixelBackdoor",
+                                                    "init_args": {"source": 1, "lr": 0.25}}

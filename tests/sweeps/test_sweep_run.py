@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from jsonargparse import Namespace
-from tiny_sweep import TINY, quiet, sweep_args, write_recipe
+from tests.sweeps.tiny_sweep import TINY, quiet, sweep_args, write_recipe
 
 from fl_lightning.cli import main
 from fl_lightning.sweeps import run_report, run_sweep
@@ -117,3 +117,25 @@ def test_dry_run_and_bad_points_run_nothing(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is not KEY=VALUE"):
         run_sweep(sweep_args(recipe, set=["trainer.rounds"]), console=quiet())
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_missing_dataset_stops_the_sweep_at_the_first_point(tmp_path: Path) -> None:
+    missing = tmp_path / "no-mnist"
+    recipe = write_recipe(tmp_path, data={"dataset": {"class_path": "fl_lightning.data.MNIST",
+                                                      "init_args": {"root": str(missing)}}, "num_clients": 6})
+    with pytest.raises(FileNotFoundError, match=str(missing)):
+        run_sweep(sweep_args(recipe), console=quiet())
+    folders = [p for p in (tmp_path / "logs" / "tiny").iterdir() if p.is_dir()]
+    assert [p.name for p in folders] == ["FedAvg-clients=0"], "only the first point was tried"
+    assert not list((tmp_path / "logs" / "tiny").rglob("failed.json"))
+
+
+def test_a_small_profile_report_says_smoke_test_scale(tmp_path: Path, finished_sweep: Path) -> None:
+    from fl_lightning.sweeps import run_report
+
+    run_sweep(sweep_args(write_recipe(tmp_path), profile="small"), console=quiet())
+    report = run_report(Namespace(path=str(tmp_path / "logs" / "tiny-small"), paper=None)).read_text()
+    assert report.startswith("# Report: tiny-small (smoke-test scale)")
+    assert "## test/acc (smoke-test scale)" in report and "not comparable with the paper's" in report
+    full = run_report(Namespace(path=str(finished_sweep), paper=None)).read_text()
+    assert "smoke-test" not in full.lower()

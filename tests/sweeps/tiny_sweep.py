@@ -15,7 +15,7 @@ TINY = {
                 "enable_progress_bar": False,
                 "attacks": [{"class_path": "fl_lightning.attacks.LabelFlip",
                              "init_args": {"source": 1, "target": 2, "clients": 1, "extra_epochs": 1, "lr": 0.2}}]},
-    "model": {"class_path": "helpers.TinyNet", "init_args": {"num_classes": 4}},
+    "model": {"class_path": "tests.helpers.TinyNet", "init_args": {"num_classes": 4}},
     "data": {"dataset": {"class_path": "fl_lightning.data.synthetic.SyntheticDataset",
                          "init_args": {"shape": [1, 8, 8], "num_classes": 4, "n": 160}},
              "num_clients": 6, "partition": "classes", "classes_per_client": 2},

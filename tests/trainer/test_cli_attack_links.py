@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from fl_lightning.attacks import ModelReplacement, PixelBackdoor
-from fl_lightning.cli import fit_one, fit_parser
+from fl_lightning.fit_config import fit_one, fit_parser
 
 RECIPE = """
 name: linked
@@ -17,10 +17,10 @@ trainer:
     - class_path: ModelReplacement
       init_args: {scale: 10.0, rounds: [1], of: PixelBackdoor}
 model:
-  class_path: helpers.TinyNet
+  class_path: tests.helpers.TinyNet
 data:
   dataset:
-    class_path: helpers.Blobs
+    class_path: tests.helpers.Blobs
   num_clients: 4
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from fl_lightning.attacks import ModelReplacement
-from helpers import TinyNet, make_dm, make_trainer
+from tests.helpers import TinyNet, make_dm, make_trainer
 
 
 def _rounds_clients(tmp_path, attacks, clients_per_round=3, rounds=6):

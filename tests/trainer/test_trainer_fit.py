@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import TinyNet, fedavg, flat_params, make_dm, make_trainer, metrics_without_time
+from tests.helpers import TinyNet, fedavg, flat_params, make_dm, make_trainer, metrics_without_time
 
 import fl_lightning.engines.sequential as sequential
 from fl_lightning import AggregationResult, Aggregator, RoundContext

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import Blobs, TinyNet, fedavg, flat_params, make_dm, make_trainer
+from tests.helpers import Blobs, TinyNet, fedavg, flat_params, make_dm, make_trainer
 
 import fl_lightning.engines.sequential as sequential
 from fl_lightning import AggregationResult, Aggregator, FederatedDataModule

@@ -1,4 +1,4 @@
-"""How a sweep's points fall into a report table: which axes are rows, columns, or averaged over."""
+"""The axes of a sweep report's tables: which grid axes are rows, columns, or averaged over, and the cells they make."""
 from __future__ import annotations
 
 import math
@@ -16,7 +16,7 @@ Labels = tuple[str, ...]
 
 
 @dataclass
-class Layout:
+class TableAxes:
     """Row axes, column axes and averaged axes (dotted paths), with each axis's labels in grid order."""
 
     rows: list[str]
@@ -47,7 +47,7 @@ class Layout:
         return ", ".join(v if p == AGGREGATOR else f"{p.split('.')[-1]}={v}" for p, v in zip(paths, key))
 
     @staticmethod
-    def build(sweep: dict[str, Any] | None, records: list[dict[str, Any]], paper: PaperTable | None) -> "Layout":
+    def build(sweep: dict[str, Any] | None, records: list[dict[str, Any]], paper: PaperTable | None) -> "TableAxes":
         """Rows and columns from the paper's table when its axes are in the sweep, else from the sweep."""
         order = _axis_order(sweep, records)
         axes = list(order)
@@ -58,14 +58,14 @@ class Layout:
             missing = [p for p in wanted if p not in order]
             if not missing:
                 rest = [p for p in shown if p not in wanted]
-                return Layout(paper.rows.paths, paper.columns.paths + rest,
+                return TableAxes(paper.rows.paths, paper.columns.paths + rest,
                               [p for p in axes if p not in wanted + rest], order)
             note = (f"The paper's {paper.id} is laid out on the axes {missing}, which this sweep does not "
                     "vary; its numbers are left out.")
         requested = [normalize_key(k) for k in (sweep or {}).get("rows") or []]
         rows = ([p for p in requested if p in order] or [p for p in shown if p == AGGREGATOR] or shown[:1])
         columns = [p for p in shown if p not in rows]
-        return Layout(rows, columns, [p for p in axes if p not in rows + columns], order, note)
+        return TableAxes(rows, columns, [p for p in axes if p not in rows + columns], order, note)
 
 
 def _labels(record: dict[str, Any]) -> dict[str, str]:
@@ -85,7 +85,7 @@ def _axis_order(sweep: dict[str, Any] | None, records: list[dict[str, Any]]) -> 
     return order
 
 
-def cells(points: list[dict[str, Any]], layout: Layout) -> dict[tuple[Labels, Labels], list[dict[str, Any]]]:
+def cells(points: list[dict[str, Any]], layout: TableAxes) -> dict[tuple[Labels, Labels], list[dict[str, Any]]]:
     """The points of every (row, column) cell (several when an averaged axis such as the seed varies)."""
     grouped: dict[tuple[Labels, Labels], list[dict[str, Any]]] = defaultdict(list)
     for point in points:

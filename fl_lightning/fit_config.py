@@ -1,0 +1,135 @@
+"""Build and run one fit from a config: the parser of ``fl-lightning fit`` and the code that runs what it parsed.
+
+Both the command line (``cli.py``) and the sweep runner (``sweeps/runner.py``) import this module; it
+imports neither of them.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import lightning as L
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from lightning.pytorch.loggers import TensorBoardLogger
+
+# imported so that configs may name any shipped class by its short name (``Krum``, ``LabelFlip``)
+import fl_lightning.aggregators  # noqa: F401
+import fl_lightning.attacks  # noqa: F401
+import fl_lightning.data  # noqa: F401
+import fl_lightning.models  # noqa: F401
+from fl_lightning.aggregators.base import Aggregator
+from fl_lightning.data.datamodule import FederatedDataModule
+from fl_lightning.run_summary import RunSummary, print_summaries
+from fl_lightning.seeding import seed_everything
+from fl_lightning.trainer import FederatedTrainer
+
+
+def fit_parser() -> ArgumentParser:
+    """The parser of ``fl-lightning fit`` (also the basis of ``sweep``)."""
+    parser = ArgumentParser(description="Run a federated training under attack.", env_prefix="FL_LIGHTNING",
+                            default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile, help="a recipe YAML")
+    parser.add_class_arguments(FederatedTrainer, "trainer", skip={"logger"}, instantiate=False)
+    parser.add_subclass_arguments(L.LightningModule, "model", required=True,
+                                  help="the LightningModule (class_path + init_args)")
+    parser.add_class_arguments(FederatedDataModule, "data")
+    parser.link_arguments("trainer.seed", "data.seed")  # one seed: the partition follows the run's seed
+    parser.add_argument("--aggregators", type=Optional[list[Aggregator]], default=None,
+                        help="several aggregators run one after another on the same seed (overrides "
+                             "trainer.aggregator); each becomes its own TensorBoard run, named by its class "
+                             "plus the arguments that tell two of the same class apart")
+    parser.add_argument("--name", type=str, default="default", help="run name: logs go to SAVE_DIR/NAME/AGGREGATOR")
+    parser.add_argument("--save_dir", type=str, default="logs", help="TensorBoard root folder")
+    parser.add_argument("--ckpt_path", type=Optional[str], default=None,
+                        help='"last" resumes the latest checkpoint of each run')
+    parser.add_argument("--description", type=str, default="", help="what the recipe reproduces")
+    parser.add_argument("--sweep", type=Optional[dict], default=None,
+                        help="the recipe's grid, run by `fl-lightning sweep` (fit ignores it)")
+    parser.add_argument("--profiles", type=Optional[dict], default=None,
+                        help="the recipe's named overrides, e.g. small, used by `fl-lightning sweep --profile` "
+                             "(fit ignores them)")
+    return parser
+
+
+def run_fit(cfg: Namespace, parser: ArgumentParser, *, quiet: bool = False) -> list[RunSummary]:
+    """Run every aggregator of ``cfg`` with the same seed, partition, sampling and attackers, each in its own folder."""
+    aggregator_cfgs = cfg.aggregators or [cfg.trainer.aggregator]
+    names = run_names(aggregator_cfgs)
+    summaries = []
+    for aggregator_cfg, name in zip(aggregator_cfgs, names):
+        run_cfg = cfg.clone()
+        run_cfg.trainer.aggregator = aggregator_cfg
+        run_cfg.aggregators = None
+        trainer = fit_one(run_cfg, parser, run_name=name, quiet=quiet)
+        summaries.append(RunSummary.from_trainer(name, trainer))
+    if not quiet:
+        print_summaries(summaries, title=cfg.name)
+    return summaries
+
+
+def fit_one(cfg: Namespace, parser: ArgumentParser, run_name: str | None = None, *, index: int = 0,
+            quiet: bool = False) -> FederatedTrainer:
+    """Fit ``cfg`` with its ``trainer.aggregator``, logging to SAVE_DIR/NAME/RUN_NAME (default: the aggregator's class)."""
+    seed_everything(cfg.trainer.seed)  # the initial weights depend on the seed alone: same for every aggregator
+    objects = parser.instantiate(cfg)
+    trainer_kwargs = objects.trainer.as_dict() if isinstance(objects.trainer, Namespace) else dict(objects.trainer)
+    if run_name is None:
+        run_name = run_names([cfg.trainer.aggregator])[0] if cfg.trainer.aggregator is not None else f"run{index}"
+    logger = TensorBoardLogger(cfg.save_dir, name=cfg.name, version=run_name, default_hp_metric=False)
+    trainer = FederatedTrainer(logger=logger, **trainer_kwargs)
+    if quiet:
+        trainer.enable_progress_bar = False
+    trainer.fit(objects.model, objects.data, ckpt_path=cfg.ckpt_path)
+    return trainer
+
+
+def run_names(aggregator_cfgs: list[Any]) -> list[str]:
+    """One distinct run (folder) name per aggregator config: its class, plus the arguments that differ from
+    another entry of the same class (``TrimmedMean-beta0.1``), plus ``-2``, ``-3`` for exact repeats."""
+    classes = [_class_name(c) for c in aggregator_cfgs]
+    args = [_init_args(c) for c in aggregator_cfgs]
+    names = []
+    for cls, own in zip(classes, args):
+        peers = [a for c, a in zip(classes, args) if c == cls]
+        differing = [(k, v) for k, v in own.items() if any(p.get(k, _MISSING) != v for p in peers)]
+        names.append("-".join([cls] + [f"{k}{_label(v)}" for k, v in differing]))
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return unique
+
+
+_MISSING = object()
+
+
+def _class_name(cfg: Any) -> str:
+    if cfg is None:
+        return "run"
+    if isinstance(cfg, Aggregator):
+        return type(cfg).__name__
+    class_path = cfg.get("class_path") if isinstance(cfg, (dict, Namespace)) else None
+    return str(class_path or type(cfg).__name__).rsplit(".", 1)[-1]
+
+
+def _init_args(cfg: Any) -> dict[str, Any]:
+    if isinstance(cfg, Aggregator):
+        return {k: v for k, v in vars(cfg).items() if not k.startswith("_")}
+    init_args = cfg.get("init_args") if isinstance(cfg, (dict, Namespace)) else None
+    if isinstance(init_args, Namespace):
+        init_args = init_args.as_dict()
+    return dict(init_args or {})
+
+
+def _label(value: Any) -> str:
+    """A value as it appears in a folder name: ``0.1``, ``true``, ``a+b``; path-unsafe characters become ``_``."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, (list, tuple)):
+        text = "+".join(_label(v) for v in value)
+    else:
+        text = str(value)
+    return "".join(ch if ch.isalnum() or ch in "._+=" else "_" for ch in text)
+

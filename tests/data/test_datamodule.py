@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from data_samples import Toy
+from tests.data.data_samples import Toy
 
 from fl_lightning.data import FederatedDataModule, class_histogram_figure
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from data_samples import FlipImages, Toy, random_flip
+from tests.data.data_samples import FlipImages, Toy, random_flip
 
 from fl_lightning.data import FederatedDataModule, LazyData, MNIST5k, TensorData
 

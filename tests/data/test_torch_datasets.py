@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 from torch.utils.data import Dataset, IterableDataset, Subset, TensorDataset
-from data_samples import FlipImages, Squares, client_epochs, flipped, random_flip
+from tests.data.data_samples import FlipImages, Squares, client_epochs, flipped, random_flip
 
 from fl_lightning.data import FederatedDataModule, LazyData, TensorData
 
@@ -309,7 +309,7 @@ def test_float_labels_need_num_classes() -> None:
 
 def test_a_user_dataset_trains_through_the_trainer(tmp_path) -> None:
     """From the user's side: a TensorDataset of 8x8 images goes from from_datasets to trainer.test()."""
-    from helpers import TinyNet, make_trainer
+    from tests.helpers import TinyNet, make_trainer
 
     g = torch.Generator().manual_seed(0)
     y = torch.arange(160) % 4

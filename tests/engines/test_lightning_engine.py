@@ -237,7 +237,7 @@ def test_lightning_output_is_silenced_and_logger_levels_restored(caplog) -> None
 
 
 def test_two_round_fit_with_engine_lightning_reaches_the_sequential_global_model(tmp_path) -> None:
-    from helpers import TinyNet, flat_params, make_dm, make_trainer
+    from tests.helpers import TinyNet, flat_params, make_dm, make_trainer
 
     finals = {}
     for engine in ("sequential", "lightning"):

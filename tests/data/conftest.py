@@ -1,7 +1,0 @@
-"""Make ``tests/data/data_samples.py`` importable as ``data_samples`` whatever the import mode."""
-import sys
-from pathlib import Path
-
-_HERE = str(Path(__file__).resolve().parent)
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)

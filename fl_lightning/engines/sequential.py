@@ -11,7 +11,7 @@ from torch import Tensor
 
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_threads
 from fl_lightning.engines.local_training import LocalTrainingError, train_client
-from fl_lightning.layout import ParamLayout, flatten_into, load_flat_, module_tensors
+from fl_lightning.param_layout import ParamLayout, flatten_into, load_flat_, module_tensors
 
 
 class SequentialEngine(Engine):

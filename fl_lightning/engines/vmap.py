@@ -35,7 +35,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import LocalTrainingError, build_optimizer
 from fl_lightning.engines.sequential import SequentialEngine
-from fl_lightning.layout import ParamLayout, load_flat_, module_tensors
+from fl_lightning.param_layout import ParamLayout, load_flat_, module_tensors
 from fl_lightning.models.base import ClassifierModule
 
 _RANDOM_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)

@@ -13,7 +13,7 @@ from fl_lightning.context import LocalConfig
 from fl_lightning.data.base import TensorData
 from fl_lightning.engines import ClientTask, SequentialEngine, get_engine
 from fl_lightning.engines.vmap import VmapEngine
-from fl_lightning.layout import ParamLayout, flatten, module_tensors
+from fl_lightning.param_layout import ParamLayout, flatten, module_tensors
 from fl_lightning.models.base import ClassifierModule
 
 TOL = 1e-5

@@ -9,7 +9,7 @@ import fl_lightning.engines.sequential as sequential
 from fl_lightning import AggregationResult, Aggregator, FederatedDataModule
 from fl_lightning.data import PARTITIONS
 from fl_lightning.engines import SequentialEngine
-from fl_lightning.layout import ParamLayout
+from fl_lightning.param_layout import ParamLayout
 
 
 def test_more_clients_per_round_than_clients(tmp_path):

@@ -221,7 +221,7 @@ class FederatedTrainer:
                                  client_targets=[c.targets for c in datamodule.clients],
                                  num_classes=datamodule.num_classes, input_shape=_input_shape(datamodule),
                                  layout=self.layout, clients_per_round=per_round)
-        _setup_aggregator(self.aggregator, setup_ctx)
+        self.aggregator.setup(setup_ctx)
         setup_attacks(self.attacks, setup_ctx)
         joining = max((len(self._joining_clients(r)) for r in range(self.rounds)), default=0)
         if joining > per_round:
@@ -436,14 +436,6 @@ def _setup_data(datamodule: FederatedDataModule, root_samples: int) -> None:
         raise TypeError(f"{type(datamodule).__name__}.setup() does not take root_samples, so it cannot hold out "
                         f"the server's root set that the aggregator asks for (root_samples={root_samples})")
     datamodule.setup(root_samples=root_samples)
-
-
-def _setup_aggregator(aggregator: Aggregator, ctx: SetupContext) -> None:
-    setup = getattr(aggregator, "setup", None)
-    if setup is not None:
-        setup(ctx)
-    else:
-        aggregator.validate(ctx.clients_per_round)
 
 
 def _input_shape(datamodule: FederatedDataModule) -> tuple[int, ...]:

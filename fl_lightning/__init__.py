@@ -4,9 +4,10 @@ from fl_lightning.attacks.base import Attack
 from fl_lightning.callbacks import FederatedCallback
 from fl_lightning.context import LocalConfig, RoundContext
 from fl_lightning.data.datamodule import FederatedDataModule
+from fl_lightning.seeding import seed_everything
 from fl_lightning.trainer import FederatedTrainer, RoundRecord
-
-__version__ = "0.1.0"
+from fl_lightning.version import __version__
 
 __all__ = ["AggregationResult", "Aggregator", "Attack", "FederatedCallback", "FederatedDataModule",
-           "FederatedTrainer", "LocalConfig", "RoundContext", "RoundRecord", "__version__"]
+           "FederatedTrainer", "LocalConfig", "RoundContext", "RoundRecord", "__version__",
+           "seed_everything"]

@@ -13,7 +13,6 @@ import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch import Tensor
 
-from fl_lightning import seeding
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.attacks.base import Attack
 from fl_lightning.attacks.compose import setup_attacks
@@ -26,12 +25,13 @@ from fl_lightning.engines.base import ClientOutcome, ClientTask
 from fl_lightning.evaluation import evaluate
 from fl_lightning.param_layout import ParamLayout
 from fl_lightning.rounds import AttackPlan
-from fl_lightning.seeding import derive_seed, numpy_rng
-from fl_lightning.trainer import round_metrics
+from fl_lightning.seeding import derive_seed, numpy_rng, seed_everything as seed_global_generators
+import fl_lightning.trainer.round_metrics as round_metrics
 from fl_lightning.trainer.connectors.checkpoint_connector import CheckpointConnector
 from fl_lightning.trainer.connectors.logger_connector import LoggerConnector
 from fl_lightning.trainer.global_model import GlobalModel
 from fl_lightning.trainer.records import RoundRecord, RunHistory
+from fl_lightning.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class FederatedTrainer:
         self.datamodule: FederatedDataModule | None = None
         self.current_round = 0
         if seed_everything:
-            seeding.seed_everything(self.seed)
+            seed_global_generators(self.seed)
             log.info("FederatedTrainer: global random generators seeded with %d", self.seed)
 
     def _default_logger(self) -> Logger:
@@ -393,15 +393,13 @@ class FederatedTrainer:
 
     def hparams(self) -> dict[str, Any]:
         """The run's configuration as recorded in TensorBoard and checkpoints."""
-        import fl_lightning
-
         params: dict[str, Any] = {
             "rounds": self.rounds, "local_epochs": self.local_epochs,
             "clients_per_round": self.clients_per_round or 0, "seed": self.seed,
             "batch_size": self.batch_size, "engine": type(self.engine).__name__,
             "aggregator": repr(self.aggregator), "model": type(self.module).__name__,
             "versions/torch": str(torch.__version__), "versions/lightning": str(L.__version__),
-            "versions/fl_lightning": fl_lightning.__version__,
+            "versions/fl_lightning": __version__,
         }
         if self.datamodule is not None:
             params.update({f"data/{k}": v for k, v in self.datamodule.hparams().items()})

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from fl_lightning import checkpoint as ckpt
+import fl_lightning.checkpoint as ckpt
 from fl_lightning.seeding import rng_states, set_rng_states
 
 if TYPE_CHECKING:

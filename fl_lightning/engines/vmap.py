@@ -254,7 +254,7 @@ class VmapEngine(Engine):
             out_params.index_copy_(0, torch.tensor([s.row for s in group]), result)
         seconds = (time.perf_counter() - started) / size
         return [ClientOutcome(s.task.client_id, len(s.task.data), train_loss=float(loss_sums[k]) / steps[k],
-                              seconds=seconds, extras={"vmap_group_size": size})
+                              seconds=seconds)
                 for k, s in enumerate(group)]
 
     def _client_lrs(self, group_: _Group, group: list[_Schedule]) -> Tensor:

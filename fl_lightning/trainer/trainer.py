@@ -1,7 +1,6 @@
 """``FederatedTrainer``: the round loop. Checkpoints, logging and metric scalars live beside it, in connectors."""
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 import warnings
@@ -13,7 +12,7 @@ import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from torch import Tensor
 
-from fl_lightning.aggregators.base import AggregationResult, Aggregator
+from fl_lightning.aggregators.base import Aggregator
 from fl_lightning.attacks.base import Attack
 from fl_lightning.attacks.compose import setup_attacks
 from fl_lightning.callbacks import FederatedCallback, RoundProgressBar
@@ -27,6 +26,7 @@ from fl_lightning.param_layout import ParamLayout
 from fl_lightning.rounds import AttackPlan
 from fl_lightning.seeding import derive_seed, numpy_rng, seed_everything as seed_global_generators
 import fl_lightning.trainer.round_metrics as round_metrics
+from fl_lightning.trainer.boundary import as_list, check_result, dropped_clients, input_shape, setup_data
 from fl_lightning.trainer.connectors.checkpoint_connector import CheckpointConnector
 from fl_lightning.trainer.connectors.logger_connector import LoggerConnector
 from fl_lightning.trainer.global_model import GlobalModel
@@ -106,10 +106,10 @@ class FederatedTrainer:
         self.aggregator = check_instance(aggregator if aggregator is not None else _default_aggregator(),
                                          Aggregator, "aggregator", owner, "pass an fl_lightning Aggregator")
         self.attacks = [check_instance(a, Attack, "attacks", owner, "pass fl_lightning Attacks")
-                        for a in _as_list(attacks, "attacks")]
+                        for a in as_list(attacks, "attacks")]
         self.callbacks = [check_instance(c, FederatedCallback, "callbacks", owner,
                                          "pass fl_lightning FederatedCallbacks")
-                          for c in _as_list(callbacks, "callbacks")]
+                          for c in as_list(callbacks, "callbacks")]
         if self.enable_progress_bar and not any(isinstance(c, RoundProgressBar) for c in self.callbacks):
             self.callbacks.append(RoundProgressBar())
         self.engine = get_engine(check_instance(engine, (str, Engine), "engine", owner))
@@ -206,7 +206,7 @@ class FederatedTrainer:
         check_instance(datamodule, FederatedDataModule, "datamodule", "FederatedTrainer.fit")
         root_samples = check_int(getattr(self.aggregator, "root_samples", 0), "root_samples",
                                  type(self.aggregator).__name__, minimum=0)
-        _setup_data(datamodule, root_samples)
+        setup_data(datamodule, root_samples)
         self.module, self.datamodule = module, datamodule
         self.layout = ParamLayout.from_module(module)
         if self.layout.num_params == 0:
@@ -219,7 +219,7 @@ class FederatedTrainer:
                              "clients of the data")
         setup_ctx = SetupContext(num_clients=num_clients, rounds=self.rounds, seed=self.seed,
                                  client_targets=[c.targets for c in datamodule.clients],
-                                 num_classes=datamodule.num_classes, input_shape=_input_shape(datamodule),
+                                 num_classes=datamodule.num_classes, input_shape=input_shape(datamodule),
                                  layout=self.layout, clients_per_round=per_round)
         self.aggregator.setup(setup_ctx)
         setup_attacks(self.attacks, setup_ctx)
@@ -279,7 +279,7 @@ class FederatedTrainer:
         # 2. attacks poison the updates; 3. unusable rows are dropped (one finite scan per round)
         updates = self._poison_trained(updates, ctx, outcomes)
         ctx.finite = torch.isfinite(updates).all(dim=1) & torch.tensor([o.ok for o in outcomes], dtype=torch.bool)
-        record = RoundRecord(round_idx, client_ids, {}, dropped=_dropped_clients(outcomes, ctx.finite))
+        record = RoundRecord(round_idx, client_ids, {}, dropped=dropped_clients(outcomes, ctx.finite))
         keep = [row for row, cid in enumerate(client_ids) if cid not in record.dropped]
         # 4. aggregate and step the global model
         if len(keep) < self.aggregator.min_clients:
@@ -345,7 +345,7 @@ class FederatedTrainer:
         kept = updates if len(keep) == len(updates) else updates.index_select(0, rows)
         kept_ctx = ctx.select(keep)  # its finite mask is all True: the aggregator need not scan again
         result = self.aggregator.aggregate(kept, kept_ctx)
-        _check_result(result, name, len(keep), self.layout.num_params)
+        check_result(result, name, len(keep), self.layout.num_params)
         if not torch.isfinite(result.update).all():
             record.kept_previous_model = True
             warnings.warn(f"round {ctx.round}: {name} returned a non-finite update; keeping the previous "
@@ -416,57 +416,3 @@ def _default_aggregator() -> Aggregator:
     from fl_lightning.aggregators import FedAvg
 
     return FedAvg()
-
-
-def _as_list(items: Any, name: str) -> list[Any]:
-    """``items`` as a list; a lone plug-in (not in a list) is a ``TypeError`` naming the setting."""
-    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-        raise TypeError(f"FederatedTrainer: {name} must be a list, got {type(items).__name__}")
-    return list(items)
-
-
-def _setup_data(datamodule: FederatedDataModule, root_samples: int) -> None:
-    """``datamodule.setup()``, holding out ``root_samples`` training samples as the server's root set if asked."""
-    if root_samples == 0:
-        datamodule.setup()
-        return
-    if "root_samples" not in inspect.signature(datamodule.setup).parameters:
-        raise TypeError(f"{type(datamodule).__name__}.setup() does not take root_samples, so it cannot hold out "
-                        f"the server's root set that the aggregator asks for (root_samples={root_samples})")
-    datamodule.setup(root_samples=root_samples)
-
-
-def _input_shape(datamodule: FederatedDataModule) -> tuple[int, ...]:
-    """The shape of one input sample: from the datamodule if it says, else from the first client's data."""
-    shape = getattr(datamodule, "input_shape", None)
-    if shape is not None:
-        return tuple(shape)
-    first = datamodule.clients[0]
-    inputs = getattr(first, "inputs", None)
-    if inputs is None:
-        inputs, _ = next(iter(first.batches([torch.tensor([0])])))
-    return tuple(inputs.shape[1:])
-
-
-def _dropped_clients(outcomes: list[ClientOutcome], finite: Tensor) -> dict[int, str]:
-    """Clients whose training failed or whose update holds NaN or Inf (``finite``: the round's one scan)."""
-    dropped = {o.client_id: o.error for o in outcomes if not o.ok}
-    for row, outcome in enumerate(outcomes):
-        if outcome.ok and not bool(finite[row]):
-            dropped[outcome.client_id] = "non-finite update (NaN or Inf)"
-            warnings.warn(f"client {outcome.client_id} sent a non-finite update and is dropped this round",
-                          RuntimeWarning, stacklevel=3)
-    return dropped
-
-
-def _check_result(result: Any, name: str, k: int, n: int) -> None:
-    """The aggregator's output checked at the boundary: the message names the rule and what to return."""
-    if not isinstance(result, AggregationResult):
-        raise TypeError(f"{name}.aggregate must return an AggregationResult, got {type(result).__name__}")
-    if not isinstance(result.update, Tensor) or tuple(result.update.shape) != (n,):
-        shape = tuple(result.update.shape) if isinstance(result.update, Tensor) else type(result.update).__name__
-        raise ValueError(f"{name}.aggregate returned an update of shape {shape}; expected ({n},), one value "
-                         "per model parameter")
-    if result.client_weights is not None and tuple(result.client_weights.shape) != (k,):
-        raise ValueError(f"{name}.aggregate returned client_weights of shape "
-                         f"{tuple(result.client_weights.shape)}; expected ({k},)")

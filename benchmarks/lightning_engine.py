@@ -38,7 +38,7 @@ class EngineRound:
     def __init__(self, engine: object, tasks: list) -> None:
         import torch
 
-        from fl_lightning.layout import ParamLayout, flatten, module_tensors
+        from fl_lightning.param_layout import ParamLayout, flatten, module_tensors
         from fl_lightning.models import PaperCNN
 
         torch.manual_seed(0)

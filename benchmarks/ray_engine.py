@@ -42,7 +42,7 @@ def main() -> None:
     from fl_lightning.data import FederatedDataModule, MNIST5k
     from fl_lightning.engines import ClientTask, SequentialEngine
     from fl_lightning.engines.ray import RayEngine, _rss_bytes
-    from fl_lightning.layout import ParamLayout, flatten, module_tensors
+    from fl_lightning.param_layout import ParamLayout, flatten, module_tensors
     from fl_lightning.models import PaperCNN
 
     dm = FederatedDataModule(MNIST5k(), 100, "classes", seed=0)

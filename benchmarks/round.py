@@ -134,7 +134,7 @@ class Round:
 
         from fl_lightning.context import LocalConfig
         from fl_lightning.engines import ClientTask
-        from fl_lightning.layout import ParamLayout, flatten, module_tensors
+        from fl_lightning.param_layout import ParamLayout, flatten, module_tensors
 
         self.method, self.work = method, work
         module = work.module

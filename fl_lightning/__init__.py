@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     from fl_lightning.callbacks import FederatedCallback
     from fl_lightning.context import LocalConfig, RoundContext
     from fl_lightning.data.datamodule import FederatedDataModule
+    from fl_lightning.seeding import seed_everything
     from fl_lightning.trainer import FederatedTrainer, RoundRecord
 
-__version__ = "0.1.0"
+from fl_lightning.version import __version__
 
 #: public name -> the module that defines it
 _PUBLIC = {
@@ -29,6 +30,7 @@ _PUBLIC = {
     "FederatedDataModule": "fl_lightning.data.datamodule",
     "FederatedTrainer": "fl_lightning.trainer",
     "RoundRecord": "fl_lightning.trainer",
+    "seed_everything": "fl_lightning.seeding",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from fl_lightning.layout import ParamLayout
+from fl_lightning.param_layout import ParamLayout
 
 
 #: ``(inputs, targets, generator) -> (inputs, targets)``: an attack's per-batch data poisoning

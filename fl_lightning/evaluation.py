@@ -1,7 +1,7 @@
 """Evaluate the global model on the test set: accuracy, loss and every attack's metrics."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import lightning as L
 import torch
@@ -10,17 +10,7 @@ from torch import Tensor
 from fl_lightning.attacks.base import Attack
 from fl_lightning.attacks.compose import attack_metrics, update_attack_metrics
 from fl_lightning.data.base import TensorData
-from fl_lightning.models.base import classification_loss, classification_predict
-
-
-def loss_fn(module: L.LightningModule) -> Callable[[Tensor, Tensor], Tensor]:
-    """The module's ``loss(logits, targets)`` if it has one, else cross-entropy (BCE for one logit)."""
-    return getattr(module, "loss", classification_loss)
-
-
-def predict_fn(module: L.LightningModule) -> Callable[[Tensor], Tensor]:
-    """The module's ``predict(logits)`` if it has one, else arg-max (``logit > 0`` for one logit)."""
-    return getattr(module, "predict", classification_predict)
+from fl_lightning.module_contract import loss_fn, predict_fn
 
 
 @torch.no_grad()
@@ -36,9 +26,7 @@ def evaluate(module: L.LightningModule, test: TensorData, attacks: Sequence[Atta
         return predict_of(module(inputs))
 
     correct, loss_sum, seen = 0, 0.0, 0
-    for start in range(0, len(test), batch_size):
-        inputs = test.inputs[start:start + batch_size]
-        targets = test.targets[start:start + batch_size]
+    for inputs, targets in test.batches(list(torch.arange(len(test)).split(batch_size))):
         logits = module(inputs)
         preds = predict_of(logits)
         correct += int((preds == targets.reshape(preds.shape)).sum())

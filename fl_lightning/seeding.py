@@ -14,18 +14,18 @@ def derive_seed(seed: int, *path: object) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
 
 
-def generator(seed: int, *path: object) -> torch.Generator:
-    """A torch generator for the random choice named by ``path``."""
-    return torch.Generator().manual_seed(derive_seed(seed, *path))
-
-
 def numpy_rng(seed: int, *path: object) -> np.random.Generator:
     """A numpy generator for the random choice named by ``path``."""
     return np.random.default_rng(derive_seed(seed, *path))
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch global generators (for code outside our control, e.g. dropout)."""
+    """Seed Python's, NumPy's and torch's global generators, as ``lightning.seed_everything`` does.
+
+    The round loop never draws from them (every choice comes from :func:`derive_seed`); this is for
+    code outside our control, above all a model's initial weights. ``FederatedTrainer(seed_everything=True)``
+    (the default) calls it with the run's seed.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -95,7 +95,7 @@ def make_trainer(root: str | Path, **kwargs: Any) -> FederatedTrainer:
 
 def metrics_without_time(history: list) -> list[dict[str, float]]:
     """Each round's metrics minus the wall-clock ones (which differ between identical runs)."""
-    return [{k: v for k, v in r.metrics.items() if k != "round/seconds"} for r in history]
+    return [{k: v for k, v in r.metrics.items() if not k.endswith("/seconds")} for r in history]
 
 
 def flat_params(module: nn.Module) -> Tensor:

@@ -5,7 +5,7 @@ from typing import Any, NamedTuple
 
 from torch import Tensor
 
-from fl_lightning.context import RoundContext
+from fl_lightning.context import RoundContext, SetupContext
 
 
 class AggregationResult(NamedTuple):
@@ -37,6 +37,10 @@ class Aggregator:
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """Aggregate the ``[K, N]`` updates of the clients ``ctx.client_ids``."""
         raise NotImplementedError(f"{type(self).__name__} must implement aggregate(updates, ctx)")
+
+    def setup(self, ctx: SetupContext) -> None:
+        """Called once at ``fit()`` start, before any training: check the rule against the run (default: :meth:`validate`)."""
+        self.validate(ctx.clients_per_round)
 
     def validate(self, clients_per_round: int) -> None:
         """Raise ``ValueError`` at ``fit()`` start if the rule cannot work with this many clients."""

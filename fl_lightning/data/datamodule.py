@@ -10,7 +10,7 @@ from fl_lightning.checks import (check_choice, check_instance, check_int, check_
                                  check_positive, check_seed, did_you_mean)
 from fl_lightning.data import partition as partitions
 from fl_lightning.data.base import ClientData, FederatedDataset
-from fl_lightning.seeding import generator
+from fl_lightning.seeding import derive_seed
 
 OWNER = "FederatedDataModule"
 
@@ -152,7 +152,7 @@ class FederatedDataModule:
         pool = None
         self.root = None
         if root_samples:
-            drawn = torch.randperm(len(train), generator=generator(self.seed, "root"))
+            drawn = torch.randperm(len(train), generator=torch.Generator().manual_seed(derive_seed(self.seed, "root")))
             self.root = train.subset(drawn[:root_samples].sort().values)
             pool = drawn[root_samples:].sort().values
         self.num_clients, self.client_keys = self._requested_clients, None

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from fl_lightning.context import BatchPoisoner, LocalConfig
 from fl_lightning.data.base import TensorData
-from fl_lightning.layout import ParamLayout
+from fl_lightning.param_layout import ParamLayout
 
 
 @dataclass

@@ -19,7 +19,9 @@ from fl_lightning.checks import check_choice, check_instance, check_int, check_o
     did_you_mean
 from fl_lightning.context import BatchPoisoner
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_threads
-from fl_lightning.layout import ParamLayout, flatten_into, load_flat_, module_tensors
+from fl_lightning.engines.batches import epoch_batches
+from fl_lightning.engines.module_weights import ModuleWeights
+from fl_lightning.param_layout import ParamLayout
 
 _OWNER = "LightningEngine"
 ACCELERATORS = ("cpu", "auto", "gpu", "cuda", "mps")
@@ -90,10 +92,7 @@ class LightningEngine(Engine):
     def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
         """Bind the module and check, before any round, that Lightning accepts these settings for it."""
         super().setup(module, layout)
-        self._params = module_tensors(module, layout.params, "params")
-        self._buffers = module_tensors(module, layout.buffers, "buffers")
-        named = dict(module.named_buffers())
-        self._int_buffers = [named[name] for name in layout.int_buffers]
+        self._weights = ModuleWeights(module, layout)
         if not module.automatic_optimization:
             if self.gradient_clip_val is not None:
                 raise ValueError(f"{_OWNER}: gradient_clip_val needs automatic optimization, but "
@@ -119,11 +118,11 @@ class LightningEngine(Engine):
 
     def _train_all(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],
                    out_params: Tensor, out_buffers: Tensor) -> list[ClientOutcome]:
-        int_snapshot = [b.clone() for b in self._int_buffers]
+        int_snapshot = self._weights.int_snapshot()
         device = _module_device(self.module)
         outcomes = []
         for row, task in enumerate(tasks):
-            self._load_global(global_params, global_buffers, int_snapshot)
+            self._weights.load(global_params, global_buffers, int_snapshot)
             started = time.perf_counter()
             outcome = ClientOutcome(task.client_id, len(task.data))
             try:
@@ -135,15 +134,14 @@ class LightningEngine(Engine):
                 warnings.warn(f"client {task.client_id} failed and is dropped this round: {outcome.error}",
                               RuntimeWarning, stacklevel=2)
             else:
-                flatten_into(self._params, out_params[row])
-                flatten_into(self._buffers, out_buffers[row])
+                self._weights.write(out_params[row], out_buffers[row])
             finally:
                 self.module.trainer = None  # type: ignore[assignment]  # no Trainer outlives its client
                 if _module_device(self.module) != device:  # Lightning's teardown moves the module to the CPU
                     self.module.to(device)
             outcome.seconds = time.perf_counter() - started
             outcomes.append(outcome)
-        self._load_global(global_params, global_buffers, int_snapshot)
+        self._weights.load(global_params, global_buffers, int_snapshot)
         return outcomes
 
     def _train_client(self, task: ClientTask) -> float:
@@ -169,13 +167,6 @@ class LightningEngine(Engine):
                          accumulate_grad_batches=self.accumulate_grad_batches, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          use_distributed_sampler=False, callbacks=callbacks, **kwargs)
-
-    def _load_global(self, params: Tensor, buffers: Tensor, int_buffers: list[Tensor]) -> None:
-        load_flat_(self._params, params)
-        load_flat_(self._buffers, buffers)
-        with torch.no_grad():
-            for live, saved in zip(self._int_buffers, int_buffers):
-                live.copy_(saved)
 
     def __repr__(self) -> str:
         return (f"LightningEngine(accelerator={self.accelerator!r}, precision={self.precision!r}, "
@@ -211,15 +202,6 @@ def _module_device(module: torch.nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
-def _epoch_batches(num_samples: int, batch_size: int, max_batches: int | None,
-                   generator: torch.Generator) -> list[Tensor]:
-    """One epoch's batches: a fresh permutation cut into ``batch_size`` slices, at most ``max_batches``."""
-    # lead: replace with engines.batches.epoch_batches at merge
-    order = torch.randperm(num_samples, generator=generator)
-    batches = [order[start:start + batch_size] for start in range(0, num_samples, batch_size)]
-    return batches if max_batches is None else batches[:max_batches]
-
-
 class _EpochOrder(Sampler[Tensor]):
     """Yields one epoch's index batches, drawn from the client's generator when the epoch starts."""
 
@@ -231,7 +213,7 @@ class _EpochOrder(Sampler[Tensor]):
     def __iter__(self) -> Iterator[Tensor]:
         # a generator function: nothing is drawn until the epoch asks for its first batch, so
         # Lightning creating an iterator early does not move the generator
-        yield from _epoch_batches(self.num_samples, self.batch_size, self.max_batches, self.generator)
+        yield from epoch_batches(self.num_samples, self.batch_size, self.max_batches, self.generator)
 
     def __len__(self) -> int:
         batches = math.ceil(self.num_samples / self.batch_size) if self.num_samples else 0

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from fl_lightning.engines.base import ClientTask
+from fl_lightning.engines.batches import batch_size_of, epoch_batches
 
 
 class LocalTrainingError(RuntimeError):
@@ -77,7 +78,7 @@ def train_client(module: L.LightningModule, task: ClientTask) -> float:
     cfg = task.config
     data = task.data
     n = len(data)
-    batch_size = cfg.batch_size or n
+    batch_size = batch_size_of(cfg, n)
     generator = torch.Generator().manual_seed(task.seed)
     # dropout and any other global-RNG use inside the module; the CPU generator alone, since
     # torch.manual_seed also (lazily) seeds every accelerator and costs ~0.5 ms a client
@@ -89,12 +90,9 @@ def train_client(module: L.LightningModule, task: ClientTask) -> float:
     total, steps, logged = 0.0, 0, {}
     with detached_logging(module, logged):
         for _ in range(cfg.epochs):
-            order = torch.randperm(n, generator=generator)
-            for batch_idx, start in enumerate(range(0, n, batch_size)):
-                if cfg.max_batches_per_epoch is not None and batch_idx >= cfg.max_batches_per_epoch:
-                    break
-                index = order[start:start + batch_size]
-                inputs, targets = data.inputs[index], data.targets[index]
+            # drawn at the start of each epoch: a batch poisoner draws from the same generator in between
+            order = epoch_batches(n, batch_size, cfg.max_batches_per_epoch, generator)
+            for batch_idx, (inputs, targets) in enumerate(data.batches(order)):
                 if task.batch_poisoner is not None:
                     inputs, targets = task.batch_poisoner(inputs, targets, generator)
                 loss = step_loss(module.training_step((inputs, targets), batch_idx), module)

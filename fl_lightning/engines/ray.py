@@ -41,7 +41,7 @@ from fl_lightning.data.base import TensorData
 from fl_lightning.context import BatchPoisoner
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import LocalTrainingError, train_client
-from fl_lightning.layout import ParamLayout, flatten, load_flat_, module_tensors
+from fl_lightning.param_layout import ParamLayout, flatten, load_flat_, module_tensors
 
 
 @dataclass

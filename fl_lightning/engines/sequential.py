@@ -6,12 +6,12 @@ import warnings
 from typing import Sequence
 
 import lightning as L
-import torch
 from torch import Tensor
 
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_threads
 from fl_lightning.engines.local_training import LocalTrainingError, train_client
-from fl_lightning.layout import ParamLayout, flatten_into, load_flat_, module_tensors
+from fl_lightning.engines.module_weights import ModuleWeights
+from fl_lightning.param_layout import ParamLayout
 
 
 class SequentialEngine(Engine):
@@ -33,10 +33,7 @@ class SequentialEngine(Engine):
     def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
         """Bind the module whose tensors are overwritten for every client."""
         super().setup(module, layout)
-        self._params = module_tensors(module, layout.params, "params")
-        self._buffers = module_tensors(module, layout.buffers, "buffers")
-        named = dict(module.named_buffers())
-        self._int_buffers = [named[name] for name in layout.int_buffers]
+        self.weights = ModuleWeights(module, layout)
 
     def train_round(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],
                     out_params: Tensor, out_buffers: Tensor) -> list[ClientOutcome]:
@@ -46,10 +43,10 @@ class SequentialEngine(Engine):
 
     def _train_all(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],
                    out_params: Tensor, out_buffers: Tensor) -> list[ClientOutcome]:
-        int_snapshot = [b.clone() for b in self._int_buffers]
+        int_snapshot = self.weights.int_snapshot()
         outcomes = []
         for row, task in enumerate(tasks):
-            self._load_global(global_params, global_buffers, int_snapshot)
+            self.weights.load(global_params, global_buffers, int_snapshot)
             started = time.perf_counter()
             outcome = ClientOutcome(task.client_id, len(task.data))
             try:
@@ -61,19 +58,11 @@ class SequentialEngine(Engine):
                 warnings.warn(f"client {task.client_id} failed and is dropped this round: {outcome.error}",
                               RuntimeWarning, stacklevel=2)
             else:
-                flatten_into(self._params, out_params[row])
-                flatten_into(self._buffers, out_buffers[row])
+                self.weights.write(out_params[row], out_buffers[row])
             outcome.seconds = time.perf_counter() - started
             outcomes.append(outcome)
-        self._load_global(global_params, global_buffers, int_snapshot)
+        self.weights.load(global_params, global_buffers, int_snapshot)
         return outcomes
-
-    def _load_global(self, params: Tensor, buffers: Tensor, int_buffers: list[Tensor]) -> None:
-        load_flat_(self._params, params)
-        load_flat_(self._buffers, buffers)
-        with torch.no_grad():
-            for live, saved in zip(self._int_buffers, int_buffers):
-                live.copy_(saved)
 
     def __repr__(self) -> str:
         return f"SequentialEngine(num_threads={self.num_threads})"

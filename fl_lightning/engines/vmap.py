@@ -7,15 +7,16 @@ clients in one vectorised forward/backward per step instead of one client at a t
 What it needs from the module (otherwise it falls back to the sequential engine with one warning
 naming the reason):
 
-* a :class:`~fl_lightning.models.base.ClassifierModule` that keeps the stock ``training_step``, so
-  the step's loss is ``module.loss(module(x), y)``; ``loss`` must be a mean of per-sample losses
+* a ``training_step`` whose loss is ``loss(module(x), y)``, with ``loss`` the module's own
+  (:func:`~fl_lightning.module_contract.loss_fn`: ``module.loss`` or cross-entropy), checked on
+  the first client's data; ``loss`` must be a mean of per-sample losses
   (true of cross-entropy and BCE), because a client's batch padded to the group's widest batch is
   scored as a masked mean;
 * no layers that mix the samples of a batch or keep training state (BatchNorm, floating-point
   buffers) and no random layers (Dropout): their results could not equal the sequential run's;
 * ``configure_optimizers`` returning ``torch.optim.SGD``, ``Adam`` or ``AdamW`` (any param groups).
 
-Tasks with a ``batch_poisoner`` (their poisoning draws from the batch generator) and empty clients
+Client data without in-memory ``inputs`` (lazy per-sample datasets), tasks with a ``batch_poisoner`` (their poisoning draws from the batch generator) and empty clients
 are trained by the sequential engine inside the same round; a group that fails under vmap is
 retrained there too, so a client raising is dropped exactly as the sequential engine drops it.
 """
@@ -35,8 +36,11 @@ from torch.func import functional_call, grad_and_value, vmap
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import LocalTrainingError, build_optimizer
 from fl_lightning.engines.sequential import SequentialEngine
-from fl_lightning.layout import ParamLayout, load_flat_, module_tensors
-from fl_lightning.models.base import ClassifierModule
+from fl_lightning.engines.batches import client_batches
+from fl_lightning.engines.local_training import detached_logging, step_loss
+from fl_lightning.engines.module_weights import ModuleWeights
+from fl_lightning.module_contract import loss_fn
+from fl_lightning.param_layout import ParamLayout
 
 _RANDOM_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _CPU_WORKING_SET_MB = 64
@@ -117,7 +121,8 @@ class VmapEngine(Engine):
         super().setup(module, layout)
         self._sequential = SequentialEngine()
         self._sequential.setup(module, layout)
-        self._live_params = module_tensors(module, layout.params, "params")
+        self._live = ModuleWeights(module, layout)
+        self._loss = loss_fn(module)
         self._warned: set[str] = set()
         self._probed = False
         self._act_bytes = (0.0, 0.0)  # saved-for-backward bytes: (per batch, per sample)
@@ -140,7 +145,7 @@ class VmapEngine(Engine):
         """Train the tasks in vmapped groups; poisoned or empty clients go through the sequential engine."""
         if self.fallback_reason is not None:
             return self._sequential.train_round(global_params, global_buffers, tasks, out_params, out_buffers)
-        load_flat_(self._live_params, global_params)
+        self._live.load(global_params, global_buffers)
         self.module.train()
         outcomes: list[ClientOutcome | None] = [None] * len(tasks)
         schedules, sequential_rows = [], []
@@ -149,10 +154,14 @@ class VmapEngine(Engine):
                 self._warn_once("poisoner", "VmapEngine: clients with a batch poisoner are trained by the "
                                 "sequential engine (their poisoning draws from the batch generator)")
                 sequential_rows.append(row)
+            elif not isinstance(getattr(task.data, "inputs", None), Tensor):
+                self._warn_once("lazy", "VmapEngine: client data without in-memory inputs (a lazy dataset) is "
+                                "trained by the sequential engine")
+                sequential_rows.append(row)
             elif len(task.data) == 0 or task.config.epochs <= 0:
                 sequential_rows.append(row)  # no step at all: nothing to vectorise
             else:
-                batches = _batches(task)
+                batches = client_batches(len(task.data), task.config, task.seed)
                 if batches:
                     schedules.append(_Schedule(row, task, batches))
                 else:
@@ -182,7 +191,7 @@ class VmapEngine(Engine):
         if sequential_rows:
             self._run_sequential(sorted(sequential_rows), tasks, global_params, global_buffers,
                                  out_params, out_buffers, outcomes)
-        load_flat_(self._live_params, global_params)
+        self._live.load(global_params, global_buffers)
         if tasks:
             # the sequential engine leaves the global RNG seeded by the last client: keep that side effect
             torch.manual_seed(tasks[-1].seed)
@@ -245,7 +254,7 @@ class VmapEngine(Engine):
             out_params.index_copy_(0, torch.tensor([s.row for s in group]), result)
         seconds = (time.perf_counter() - started) / size
         return [ClientOutcome(s.task.client_id, len(s.task.data), train_loss=float(loss_sums[k]) / steps[k],
-                              seconds=seconds, extras={"vmap_group_size": size})
+                              seconds=seconds)
                 for k, s in enumerate(group)]
 
     def _client_lrs(self, group_: _Group, group: list[_Schedule]) -> Tensor:
@@ -289,12 +298,6 @@ class VmapEngine(Engine):
     # -- checks ----------------------------------------------------------------------------------------------
     def _check_module(self) -> None:
         module, name = self.module, type(self.module).__name__
-        if not isinstance(module, ClassifierModule):
-            raise _Fallback(f"{name} is not a fl_lightning ClassifierModule; the vmap engine trains "
-                            "loss(forward(x), y) and needs ClassifierModule's forward + loss")
-        if type(module).training_step is not ClassifierModule.training_step:
-            raise _Fallback(f"{name} overrides training_step; the vmap engine can only run the stock "
-                            "step loss(forward(x), y)")
         if not module.automatic_optimization:
             raise _Fallback(f"{name} uses manual optimization")
         if self.layout.buffers:
@@ -351,12 +354,19 @@ class VmapEngine(Engine):
         trainable = [params[n] for n in self._trainable]
         try:
             with torch.enable_grad():
-                reference = module.loss(module(x), y)
+                reference = self._loss(module(x), y)
+                with detached_logging(module, {}):
+                    stepped = step_loss(module.training_step((x, y), 0), module)
                 grads = torch.autograd.grad(reference, trainable, allow_unused=True)
-                shorter = module.loss(module(x[:-1]), y[:-1]) if width > 1 else reference
+                shorter = self._loss(module(x[:-1]), y[:-1]) if width > 1 else reference
                 self._act_bytes = _activation_bytes(module, x, y)
+        except LocalTrainingError as exc:
+            raise _Fallback(str(exc)) from None
         except Exception:
             return False
+        if not torch.allclose(stepped.detach(), reference.detach(), rtol=1e-5, atol=1e-7):
+            raise _Fallback(f"{type(module).__name__}.training_step's loss is not loss(forward(x), y); the vmap "
+                            "engine can only run that step")
         # a parameter without a gradient is skipped by torch.optim (no decay, no momentum): keep it frozen
         self._trainable = [n for n, g in zip(self._trainable, grads) if g is not None]
         if not self._trainable:
@@ -398,12 +408,12 @@ class VmapEngine(Engine):
             module = self.module
 
             def one_sample(logits: Tensor, target: Tensor) -> Tensor:
-                return module.loss(logits.unsqueeze(0), target.unsqueeze(0))
+                return self._loss(logits.unsqueeze(0), target.unsqueeze(0))
 
             def client_loss(params: dict, frozen: dict, x: Tensor, y: Tensor, weights: Tensor | None = None) -> Tensor:
                 logits = functional_call(module, {**frozen, **params}, (x,))
                 if weights is None:
-                    return module.loss(logits, y)
+                    return self._loss(logits, y)
                 return (vmap(one_sample)(logits, y) * weights).sum()
 
             dims = (0, None, 0, 0, 0) if masked else (0, None, 0, 0)
@@ -418,21 +428,6 @@ class VmapEngine(Engine):
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _batches(task: ClientTask) -> list[Tensor]:
-    """The client's batch indices, drawn exactly as :func:`train_client` draws them."""
-    cfg, n = task.config, len(task.data)
-    batch_size = cfg.batch_size or n
-    generator = torch.Generator().manual_seed(task.seed)
-    batches = []
-    for _ in range(cfg.epochs):
-        order = torch.randperm(n, generator=generator)
-        starts = range(0, n, batch_size)
-        if cfg.max_batches_per_epoch is not None:
-            starts = starts[:max(cfg.max_batches_per_epoch, 0)]
-        batches.extend(order[start:start + batch_size] for start in starts)
-    return batches
 
 
 def _gather(sources: list[Tensor], index: Tensor) -> Tensor:
@@ -514,7 +509,7 @@ def _activation_bytes(module: nn.Module, x: Tensor, y: Tensor) -> tuple[float, f
             return t
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            module.loss(module(x[:count]), y[:count])
+            loss_fn(module)(module(x[:count]), y[:count])
         return total
 
     large, small = saved(len(x)), saved(1)

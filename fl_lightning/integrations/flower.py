@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.context import RoundContext
-from fl_lightning.layout import ParamLayout
+from fl_lightning.param_layout import ParamLayout
 
 #: ``on_diagnostics(server_round, result)``: called after every aggregation with the full result
 DiagnosticsHook = Callable[[int, AggregationResult], None]

@@ -14,7 +14,7 @@ from fl_lightning.aggregators import (
 )
 from fl_lightning.aggregators import functional as F
 from fl_lightning.context import RoundContext
-from fl_lightning.layout import ParamLayout
+from fl_lightning.param_layout import ParamLayout
 
 LAYOUT = ParamLayout.from_module(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
 

@@ -8,7 +8,7 @@ import torch
 from fl_lightning.aggregators import FoolsGold, ResidualReweight
 from fl_lightning.aggregators import functional as F
 from fl_lightning.context import RoundContext
-from fl_lightning.layout import ParamLayout, ParamSpec
+from fl_lightning.param_layout import ParamLayout, ParamSpec
 
 RR_MODES = {"irls": ("repeated_median", "huber"), "irls_median": ("median", "huber"),
             "irls_theilsen": ("theil_sen", "huber"), "irls_gaussian": ("repeated_median", "gaussian")}

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fl_lightning.context import RoundContext, SetupContext
-from fl_lightning.layout import ParamLayout
+from fl_lightning.param_layout import ParamLayout
 
 LAYOUT = ParamLayout.from_module(nn.Linear(3, 2))  # N = 8
 

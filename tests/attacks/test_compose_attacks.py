@@ -146,7 +146,7 @@ MODEL_ATTACKS = [
        seed=st.integers(0, 1000))
 def test_honest_rows_never_change_and_results_repeat(k, attackers, which, seed):
     from fl_lightning.context import SetupContext, RoundContext
-    from fl_lightning.layout import ParamLayout
+    from fl_lightning.param_layout import ParamLayout
 
     setup = SetupContext(num_clients=10, rounds=3, seed=seed, client_targets=[torch.tensor([0])] * 10,
                          num_classes=2, input_shape=(4,))

@@ -14,7 +14,7 @@ from fl_lightning.context import LocalConfig
 from fl_lightning.data.base import TensorData
 from fl_lightning.engines import ClientTask, LightningEngine, SequentialEngine, get_engine
 from fl_lightning.engines.local_training import LocalTrainingError
-from fl_lightning.layout import ParamLayout, flatten, module_tensors
+from fl_lightning.param_layout import ParamLayout, flatten, module_tensors
 
 TOL = 1e-6
 

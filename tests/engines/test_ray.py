@@ -19,7 +19,7 @@ from fl_lightning.data.base import TensorData
 from fl_lightning.engines import ClientTask, Engine, SequentialEngine, get_engine
 from fl_lightning.engines.base import torch_threads
 from fl_lightning.engines.ray import RayEngine
-from fl_lightning.layout import ParamLayout, flatten, module_tensors
+from fl_lightning.param_layout import ParamLayout, flatten, module_tensors
 from tests import helpers
 from tests.helpers import Blobs, TinyNet, flat_params, make_dm, make_trainer, metrics_without_time
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 from typing import Callable
 
+import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +14,7 @@ from fl_lightning.context import LocalConfig
 from fl_lightning.data.base import TensorData
 from fl_lightning.engines import ClientTask, SequentialEngine, get_engine
 from fl_lightning.engines.vmap import VmapEngine
-from fl_lightning.layout import ParamLayout, flatten, module_tensors
+from fl_lightning.param_layout import ParamLayout, flatten, module_tensors
 from fl_lightning.models.base import ClassifierModule
 
 TOL = 1e-5
@@ -210,7 +211,7 @@ def test_failing_client_is_dropped_like_sequential(bad: int) -> None:
 @pytest.mark.parametrize("module, reason", [
     (BatchNormNet(), "buffers"),
     (DropoutNet(), "Dropout"),
-    (CustomStepNet(), "overrides training_step"),
+    (CustomStepNet(), "training_step's loss is not loss(forward(x), y)"),
     (SumLossNet(), "mean of independent per-sample losses"),
     (SmallNet(lambda p: torch.optim.RMSprop(p, lr=0.01)), "RMSprop"),
 ])
@@ -252,3 +253,57 @@ def test_trainer_with_vmap_engine_reaches_the_sequential_global_model(tmp_path) 
         make_trainer(tmp_path / engine, engine=engine, rounds=2).fit(module, make_dm(num_clients=5, partition="classes"))
         finals[engine] = flat_params(module)
     assert (finals["sequential"] - finals["vmap"]).abs().max() < TOL
+
+
+class PlainNet(L.LightningModule):
+    """A plain LightningModule (no ClassifierModule, no ``loss``): its step is cross-entropy by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(36, 5), nn.Tanh(), nn.Linear(5, 3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_plain_lightning_module_trains_under_vmap_like_sequential() -> None:
+    tasks = [ClientTask(k, d, LocalConfig(2, None, 4), seed=k) for k, d in enumerate(client_data([9, 6, 7]))]
+    assert compare(PlainNet(), tasks) < TOL
+
+
+class LazyData:
+    """Client data without ``.inputs``: only ``targets``, ``len`` and ``batches(order)`` (a lazy dataset)."""
+
+    def __init__(self, data: TensorData) -> None:
+        self._data, self.targets = data, data.targets
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def batches(self, order):
+        return self._data.batches(order)
+
+
+def test_lazy_client_data_is_trained_sequentially_with_one_warning() -> None:
+    data = client_data([9, 6, 7])
+    tasks = [ClientTask(k, LazyData(d), LocalConfig(1, None, 4), seed=k) for k, d in enumerate(data)]
+    eager = [ClientTask(k, d, LocalConfig(1, None, 4), seed=k) for k, d in enumerate(data)]
+    engine = VmapEngine()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = SmallNet()
+        out, outcomes = run(engine, module, tasks)
+        engine.train_round(*_globals(module), tasks, torch.empty_like(out), torch.zeros(len(tasks), 0))
+    messages = [str(w.message) for w in caught if "lazy" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert all(o.ok for o in outcomes)
+    seq, _ = run(SequentialEngine(), SmallNet(), eager)
+    assert torch.equal(seq, out)

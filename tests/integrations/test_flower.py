@@ -14,7 +14,7 @@ from flwr.server.client_proxy import ClientProxy
 from fl_lightning.aggregators import CoordinateMedian, FedAvg, FoolsGold, Krum, ResidualReweight
 from fl_lightning.context import RoundContext
 from fl_lightning.integrations.flower import RobustStrategy
-from fl_lightning.layout import ParamLayout
+from fl_lightning.param_layout import ParamLayout
 
 SHAPES = [(6, 5), (6,), (3, 6), (3,)]  # a 5 -> 6 -> 3 MLP: FoolsGold reads the (3, 6) output weight
 NAMES = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "bn.num_batches_tracked"]

@@ -40,7 +40,7 @@ def _fit_fails(tmp_path, match, dm=None, **kwargs):
 
 @pytest.mark.parametrize("field,value", [("rounds", -3), ("clients_per_round", 0), ("local_epochs", -1)])
 def test_bad_trainer_settings_fail_at_construction(tmp_path, field, value):
-    with pytest.raises(ValueError, match=f"FederatedTrainer: {field} must be an integer >= .*got {value}"):
+    with pytest.raises(ValueError, match=f"FederatedTrainer: {field} must be an int >= .*got {value}"):
         make_trainer(tmp_path, **{field: value})
 
 
@@ -105,5 +105,5 @@ def test_yaml_and_command_line_errors_name_the_key(tmp_path, capsys, extra_args,
 
 def test_yaml_value_out_of_range_names_the_setting(tmp_path):
     path = _write(tmp_path, {"rounds": -1})
-    with pytest.raises(ValueError, match="rounds must be an integer >= 1, got -1"):
+    with pytest.raises(ValueError, match="rounds must be an int >= 1, got -1"):
         main(["fit", "--config", str(path)])

@@ -47,12 +47,12 @@ def test_an_interrupted_point_resumes_from_its_own_checkpoint(tmp_path: Path, fi
     original = FederatedTrainer._run_round
     rounds_run: list[int] = []
 
-    def crash_in_round_2(self, round_idx, reporter):
+    def crash_in_round_2(self, round_idx):
         if round_idx == 2 and not rounds_run.count(-1):
             rounds_run.append(-1)
             raise KeyboardInterrupt  # Ctrl-C
         rounds_run.append(round_idx)
-        return original(self, round_idx, reporter)
+        return original(self, round_idx)
 
     monkeypatch.setattr(FederatedTrainer, "_run_round", crash_in_round_2)
     with pytest.raises(KeyboardInterrupt):

@@ -9,7 +9,7 @@ import fl_lightning.engines.sequential as sequential
 from fl_lightning import AggregationResult, Aggregator, FederatedDataModule
 from fl_lightning.data import PARTITIONS
 from fl_lightning.engines import SequentialEngine
-from fl_lightning.layout import ParamLayout
+from fl_lightning.param_layout import ParamLayout
 
 
 def test_more_clients_per_round_than_clients(tmp_path):
@@ -59,9 +59,24 @@ def test_training_step_returning_nothing_is_an_error(tmp_path):
 
 
 @pytest.mark.parametrize("field,value", [("rounds", -1), ("rounds", 0), ("local_epochs", -1), ("batch_size", 0),
-                                         ("clients_per_round", 0), ("max_failed_rounds", 0), ("rounds", 2.5)])
+                                         ("clients_per_round", 0), ("max_failed_rounds", 0), ("seed", -1),
+                                         ("seed", 2**70)])
 def test_bad_scalar_settings_name_the_field(tmp_path, field, value):
-    with pytest.raises(ValueError, match=f"{field} must be an integer"):
+    with pytest.raises(ValueError, match=f"FederatedTrainer: {field} must be an int"):
+        make_trainer(tmp_path, **{field: value})
+
+
+@pytest.mark.parametrize("field,value", [("rounds", 2.5), ("seed", "abc"), ("batch_size", True),
+                                         ("enable_progress_bar", 1), ("seed_everything", "yes")])
+def test_wrongly_typed_settings_are_type_errors_naming_the_field(tmp_path, field, value):
+    with pytest.raises(TypeError, match=f"FederatedTrainer: {field} must be"):
+        make_trainer(tmp_path, **{field: value})
+
+
+@pytest.mark.parametrize("field,value", [("callbacks", [object()]), ("callbacks", object()), ("engine", 3),
+                                         ("logger", "tensorboard")])
+def test_plug_ins_of_the_wrong_kind_are_refused_at_construction(tmp_path, field, value):
+    with pytest.raises(TypeError, match=f"FederatedTrainer: {field} must be"):
         make_trainer(tmp_path, **{field: value})
 
 

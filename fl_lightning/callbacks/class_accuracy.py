@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from fl_lightning.callbacks import FederatedCallback
-from fl_lightning.evaluation import predict_fn
+from fl_lightning.callbacks.base import FederatedCallback
+from fl_lightning.module_contract import predict_fn
 
 if TYPE_CHECKING:
     from fl_lightning.trainer import FederatedTrainer, RoundRecord
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class ClassAccuracy(FederatedCallback):
     """Adds ``test/acc_class{c}`` (share of test samples of class ``c`` predicted right) to every round.
 
-    The values go into the round's metrics (so into summaries and checkpoints) and to the run's logger.
+    The values go into the round's metrics, which the trainer then logs and checkpoints with the round.
     """
 
     def __init__(self, classes: Sequence[int] = (0,), batch_size: int = 1000) -> None:
@@ -35,8 +35,8 @@ class ClassAccuracy(FederatedCallback):
         was_training = module.training
         module.eval()
         predict = predict_fn(module)
-        preds = torch.cat([predict(module(test.inputs[s:s + self.batch_size]))
-                           for s in range(0, len(test), self.batch_size)])
+        order = list(torch.arange(len(test)).split(self.batch_size))
+        preds = torch.cat([predict(module(inputs)) for inputs, _ in test.batches(order)])
         module.train(was_training)
         targets = test.targets.reshape(preds.shape)
         scalars = {}
@@ -44,5 +44,3 @@ class ClassAccuracy(FederatedCallback):
             mask = targets == c
             scalars[f"test/acc_class{c}"] = float((preds[mask] == c).float().mean()) if mask.any() else float("nan")
         record.metrics.update(scalars)
-        if trainer.logger is not None:
-            trainer.logger.log_metrics(scalars, step=record.round)

@@ -1,4 +1,4 @@
-"""Round-level callbacks, shaped like Lightning's ``Callback``: ``on_*`` hooks and a ``state_dict``."""
+"""``FederatedCallback``: round-level hooks shaped like Lightning's ``Callback``, stateful through ``state_dict``."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -10,19 +10,30 @@ if TYPE_CHECKING:
 
 
 class FederatedCallback:
-    """Hooks into the round loop of :class:`~fl_lightning.FederatedTrainer`; state is checkpointed."""
+    """Hooks into the round loop of :class:`~fl_lightning.FederatedTrainer`; its state is checkpointed.
+
+    Order within a round: ``on_round_start`` -> clients train, attacks, aggregation, evaluation ->
+    ``on_round_end`` (add numbers to ``record.metrics`` here; they are logged and checkpointed with
+    the round) -> ``on_round_logged`` (the round's metrics are final: print or display them).
+    """
 
     def on_fit_start(self, trainer: "FederatedTrainer", module: "L.LightningModule") -> None:
-        """After set-up, before the first round."""
+        """After set-up (and any resume), before the first round runs."""
 
     def on_round_start(self, trainer: "FederatedTrainer", round_idx: int) -> None:
         """Before the clients of ``round_idx`` train."""
 
     def on_round_end(self, trainer: "FederatedTrainer", record: "RoundRecord") -> None:
-        """After the round's aggregation, evaluation and logging."""
+        """After the round's aggregation and evaluation, before its metrics are logged."""
+
+    def on_round_logged(self, trainer: "FederatedTrainer", record: "RoundRecord") -> None:
+        """After the round's metrics went to the loggers (its record is complete)."""
 
     def on_fit_end(self, trainer: "FederatedTrainer", module: "L.LightningModule") -> None:
         """After the last round (the module holds the final global weights)."""
+
+    def teardown(self, trainer: "FederatedTrainer") -> None:
+        """At the end of ``fit()``, also when it failed: release what the callback opened."""
 
     @property
     def state_key(self) -> str:

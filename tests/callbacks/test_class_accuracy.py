@@ -5,7 +5,7 @@ import pytest
 import torch
 from tests.helpers import TinyNet, make_dm, make_trainer
 
-from fl_lightning.class_accuracy import ClassAccuracy
+from fl_lightning.callbacks import ClassAccuracy
 
 
 def test_per_class_accuracy_matches_a_direct_count(tmp_path) -> None:

@@ -1,0 +1,418 @@
+"""``FederatedTrainer``: the round loop. Checkpoints, logging and metric scalars live beside it, in connectors."""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from torch import Tensor
+
+from fl_lightning.aggregators.base import Aggregator
+from fl_lightning.attacks.base import Attack
+from fl_lightning.attacks.compose import setup_attacks
+from fl_lightning.callbacks import FederatedCallback, RoundProgressBar
+from fl_lightning.checks import (check_bool, check_instance, check_int, check_optional_int, check_seed)
+from fl_lightning.context import LocalConfig, RoundContext, SetupContext
+from fl_lightning.data.datamodule import FederatedDataModule
+from fl_lightning.engines import Engine, get_engine
+from fl_lightning.engines.base import ClientOutcome, ClientTask
+from fl_lightning.evaluation import evaluate
+from fl_lightning.param_layout import ParamLayout
+from fl_lightning.rounds import AttackPlan
+from fl_lightning.seeding import derive_seed, numpy_rng, seed_everything as seed_global_generators
+import fl_lightning.trainer.round_metrics as round_metrics
+from fl_lightning.trainer.boundary import as_list, check_result, dropped_clients, input_shape, setup_data
+from fl_lightning.trainer.connectors.checkpoint_connector import CheckpointConnector
+from fl_lightning.trainer.connectors.logger_connector import LoggerConnector
+from fl_lightning.trainer.global_model import GlobalModel
+from fl_lightning.trainer.records import RoundRecord, RunHistory
+from fl_lightning.version import __version__
+
+log = logging.getLogger(__name__)
+
+#: the client id of the server's own training task (rules with ``root_samples > 0``, e.g. FLTrust)
+SERVER_ID = -1
+
+
+class FederatedTrainer:
+    """Runs federated rounds over a user's ``LightningModule``: select, train, attack, aggregate, evaluate, log.
+
+    Each round (:meth:`_run_round`): select clients -> the engine trains them from the global
+    weights -> attacks poison the updates -> non-finite rows are dropped -> the aggregator combines
+    the rest -> evaluate -> ``on_round_end`` callbacks -> log -> checkpoint. Saving and resuming go
+    through :class:`CheckpointConnector`; every logged number through :class:`LoggerConnector`.
+
+    Args:
+        rounds: number of federated rounds.
+        local_epochs: epochs each honest client trains per round (attacks may add more).
+        clients_per_round: clients sampled per round with the seed; ``None`` takes every client.
+        aggregator: the robust aggregation rule (default :class:`~fl_lightning.aggregators.FedAvg`).
+        attacks: attacks applied in list order.
+        logger: a Lightning logger; ``None`` logs to TensorBoard under ``default_root_dir``, ``False`` disables logging.
+        callbacks: :class:`~fl_lightning.callbacks.FederatedCallback` instances.
+        engine: ``"sequential"``, ``"vmap"``, ``"ray"`` or an :class:`~fl_lightning.engines.Engine`.
+        seed: the one seed every random choice of the run is derived from.
+        seed_everything: also seed Python's, NumPy's and torch's *global* generators with ``seed`` here,
+            as ``lightning.seed_everything(seed)`` does, so that a module built after the trainer gets
+            the same initial weights every time. The run itself never reads the global generators
+            (its choices come from ``seed`` by name, see :func:`~fl_lightning.seeding.derive_seed`);
+            pass ``False`` to leave them alone, e.g. when you call ``fl_lightning.seeding.seed_everything``
+            yourself.
+        enable_progress_bar: add a :class:`~fl_lightning.callbacks.RoundProgressBar` unless
+            ``callbacks`` already holds one.
+        batch_size: local batch size (attacks may override it for their clients).
+        max_batches_per_epoch: cap on local batches per epoch (the paper's script: about 30).
+        checkpoint_every: save a resumable checkpoint every this many rounds (0: never).
+        max_failed_rounds: fail after this many consecutive rounds without enough usable clients.
+        default_root_dir: where logs and checkpoints go when no logger says otherwise.
+    """
+
+    def __init__(
+        self,
+        rounds: int = 10,
+        local_epochs: int = 1,
+        clients_per_round: int | None = None,
+        aggregator: Aggregator | None = None,
+        attacks: Sequence[Attack] = (),
+        logger: Logger | bool | None = None,
+        callbacks: Sequence[FederatedCallback] = (),
+        engine: str | Engine = "sequential",
+        seed: int = 0,
+        enable_progress_bar: bool = True,
+        batch_size: int = 128,
+        max_batches_per_epoch: int | None = None,
+        checkpoint_every: int = 1,
+        max_failed_rounds: int = 3,
+        default_root_dir: str | Path = "logs",
+        seed_everything: bool = True,
+    ) -> None:
+        owner = "FederatedTrainer"
+        self.rounds = check_int(rounds, "rounds", owner, minimum=1)
+        self.local_epochs = check_int(local_epochs, "local_epochs", owner, minimum=0)
+        self.clients_per_round = check_optional_int(clients_per_round, "clients_per_round", owner, minimum=1)
+        self.seed = check_seed(seed, owner)
+        self.enable_progress_bar = check_bool(enable_progress_bar, "enable_progress_bar", owner)
+        self.batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
+        self.max_batches_per_epoch = check_optional_int(max_batches_per_epoch, "max_batches_per_epoch", owner,
+                                                        minimum=1)
+        self.checkpoint_every = check_int(checkpoint_every, "checkpoint_every", owner, minimum=0)
+        self.max_failed_rounds = check_int(max_failed_rounds, "max_failed_rounds", owner, minimum=1)
+        self.default_root_dir = Path(check_instance(default_root_dir, (str, Path), "default_root_dir", owner))
+        self.aggregator = check_instance(aggregator if aggregator is not None else _default_aggregator(),
+                                         Aggregator, "aggregator", owner, "pass an fl_lightning Aggregator")
+        self.attacks = [check_instance(a, Attack, "attacks", owner, "pass fl_lightning Attacks")
+                        for a in as_list(attacks, "attacks")]
+        self.callbacks = [check_instance(c, FederatedCallback, "callbacks", owner,
+                                         "pass fl_lightning FederatedCallbacks")
+                          for c in as_list(callbacks, "callbacks")]
+        if self.enable_progress_bar and not any(isinstance(c, RoundProgressBar) for c in self.callbacks):
+            self.callbacks.append(RoundProgressBar())
+        self.engine = get_engine(check_instance(engine, (str, Engine), "engine", owner))
+        check_instance(logger, (Logger, bool, type(None)), "logger", owner, "pass a Lightning logger, None or False")
+        check_bool(seed_everything, "seed_everything", owner)
+        self._owns_logger = logger is None or logger is True
+        self.logger_connector = LoggerConnector([] if logger is False else [self._default_logger()]
+                                                if self._owns_logger else [logger])
+        self.checkpoint_connector = CheckpointConnector(self)
+        self.history = RunHistory()
+        self.detection = round_metrics.DetectionTracker()
+        self.module: L.LightningModule | None = None
+        self.datamodule: FederatedDataModule | None = None
+        self.current_round = 0
+        if seed_everything:
+            seed_global_generators(self.seed)
+            log.info("FederatedTrainer: global random generators seeded with %d", self.seed)
+
+    def _default_logger(self) -> Logger:
+        return TensorBoardLogger(str(self.default_root_dir), name="federated")
+
+    # -- where the run goes --------------------------------------------------------------------------------
+    @property
+    def logger(self) -> Logger | None:
+        """The run's (first) logger, or ``None`` when logging is off."""
+        return self.logger_connector.logger
+
+    @logger.setter
+    def logger(self, logger: Logger | None) -> None:
+        self.logger_connector.loggers[:1] = [] if logger is None else [logger]
+
+    @property
+    def log_dir(self) -> Path:
+        """Folder of this run's logs and checkpoints."""
+        return self.logger_connector.log_dir or self.default_root_dir
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """Where the latest checkpoint of this run is written."""
+        return self.checkpoint_connector.checkpoint_path
+
+    @property
+    def global_params(self) -> Tensor:
+        """The global model's trainable parameters as one flat ``[N]`` vector."""
+        return self.global_model.params
+
+    @property
+    def global_buffers(self) -> Tensor:
+        """The global model's floating-point buffers as one flat vector."""
+        return self.global_model.buffers
+
+    # -- fit ----------------------------------------------------------------------------------------------
+    def fit(self, module: L.LightningModule, datamodule: FederatedDataModule,
+            ckpt_path: str | Path | None = None) -> None:
+        """Run the rounds; afterwards ``module`` holds the final global weights.
+
+        ``ckpt_path="last"`` resumes the latest checkpoint of this run (a path resumes that file).
+        """
+        self._setup(module, datamodule)
+        if str(ckpt_path) == "last" and self._owns_logger:
+            self.checkpoint_connector.continue_last_version()
+        start_round = self.checkpoint_connector.restore(ckpt_path) if ckpt_path is not None else 0
+        self.current_round = start_round
+        self.plan = AttackPlan(self.attacks, datamodule.clients)  # after restore: attackers may come from it
+        if start_round == 0:
+            self._log_run_start()
+        status = "failed"
+        try:
+            for callback in self.callbacks:
+                callback.on_fit_start(self, module)
+            failed_in_a_row = self.history.consecutive_failures()  # counted on across a resume
+            for round_idx in range(start_round, self.rounds):
+                record = self._run_round(round_idx)
+                failed_in_a_row = failed_in_a_row + 1 if record.kept_previous_model else 0
+                if failed_in_a_row >= self.max_failed_rounds:
+                    raise RuntimeError(
+                        f"{failed_in_a_row} consecutive rounds had too few usable clients for "
+                        f"{type(self.aggregator).__name__}; last round's dropped clients: {record.dropped}")
+                if self.checkpoint_every and ((round_idx + 1) % self.checkpoint_every == 0
+                                              or round_idx + 1 == self.rounds):
+                    self.checkpoint_connector.save(round_idx + 1)
+            status = "success"
+        finally:
+            for callback in self.callbacks:
+                callback.teardown(self)
+            self.logger_connector.finalize(status)
+            self.engine.teardown()
+        for callback in self.callbacks:
+            callback.on_fit_end(self, module)
+
+    def _setup(self, module: L.LightningModule, datamodule: FederatedDataModule) -> None:
+        """Check the module and data against the trainer's settings, then set up every plug-in."""
+        check_instance(module, L.LightningModule, "module", "FederatedTrainer.fit")
+        check_instance(datamodule, FederatedDataModule, "datamodule", "FederatedTrainer.fit")
+        root_samples = check_int(getattr(self.aggregator, "root_samples", 0), "root_samples",
+                                 type(self.aggregator).__name__, minimum=0)
+        setup_data(datamodule, root_samples)
+        self.module, self.datamodule = module, datamodule
+        self.layout = ParamLayout.from_module(module)
+        if self.layout.num_params == 0:
+            raise ValueError(f"FederatedTrainer.fit: {type(module).__name__} has no floating-point parameters "
+                             "to train")
+        num_clients = len(datamodule.clients)
+        per_round = self.clients_per_round or num_clients
+        if per_round > num_clients:
+            raise ValueError(f"FederatedTrainer: clients_per_round={per_round} is more than the {num_clients} "
+                             "clients of the data")
+        setup_ctx = SetupContext(num_clients=num_clients, rounds=self.rounds, seed=self.seed,
+                                 client_targets=[c.targets for c in datamodule.clients],
+                                 num_classes=datamodule.num_classes, input_shape=input_shape(datamodule),
+                                 layout=self.layout, clients_per_round=per_round)
+        self.aggregator.setup(setup_ctx)
+        setup_attacks(self.attacks, setup_ctx)
+        joining = max((len(self._joining_clients(r)) for r in range(self.rounds)), default=0)
+        if joining > per_round:
+            raise ValueError(f"FederatedTrainer: {joining} attacking clients must join some round, more than "
+                             f"clients_per_round={per_round}; raise clients_per_round or use fewer attackers")
+        self.root = datamodule.root if root_samples > 0 else None
+        self.global_model = GlobalModel(module, self.layout)
+        rows = per_round + (1 if self.root is not None else 0)
+        self._out_params = torch.empty(rows, self.layout.num_params)
+        self._out_buffers = torch.empty(rows, self.layout.num_buffers)
+        self.engine.setup(module, self.layout)
+        self.history, self.current_round = RunHistory(), 0
+        self.detection = round_metrics.DetectionTracker()
+
+    # -- one round -----------------------------------------------------------------------------------------
+    def select_clients(self, round_idx: int) -> list[int]:
+        """The clients of ``round_idx``: all, or ``clients_per_round`` drawn with the seed.
+
+        Clients of attacks that join their active rounds (model replacement) always take part;
+        the draw fills the remaining places.
+        """
+        num_clients = len(self.datamodule.clients)
+        if self.clients_per_round is None or self.clients_per_round >= num_clients:
+            return list(range(num_clients))
+        rng = numpy_rng(self.seed, "sample", round_idx)
+        forced = self._joining_clients(round_idx)
+        if not forced:
+            return sorted(int(i) for i in rng.choice(num_clients, self.clients_per_round, replace=False))
+        others = [cid for cid in range(num_clients) if cid not in forced]
+        drawn = rng.choice(others, self.clients_per_round - len(forced), replace=False)
+        return sorted(forced | {int(i) for i in drawn})
+
+    def _joining_clients(self, round_idx: int) -> set[int]:
+        return {cid for attack in self.attacks if attack.joins_active_rounds and attack.is_active(round_idx)
+                for cid in attack.attacker_ids}
+
+    def _run_round(self, round_idx: int) -> RoundRecord:
+        """One round, start to finish; returns its record (already in :attr:`history`)."""
+        started = time.perf_counter()
+        self.current_round = round_idx
+        for callback in self.callbacks:
+            callback.on_round_start(self, round_idx)
+        # 1. train the selected clients from the global weights
+        client_ids = self.select_clients(round_idx)
+        tasks = [self._task(cid, round_idx) for cid in client_ids]
+        k = len(tasks)
+        outcomes = self.engine.train_round(self.global_params, self.global_buffers, tasks,
+                                           self._out_params[:k], self._out_buffers[:k])
+        updates = self._out_params[:k].sub_(self.global_params)  # in place: the rows now hold U = local - global
+        ctx = RoundContext(round=round_idx, client_ids=client_ids,
+                           num_samples=torch.tensor([len(t.data) for t in tasks], dtype=torch.float32),
+                           layout=self.layout, global_params=self.global_params, seed=self.seed,
+                           num_clients=len(self.datamodule.clients),
+                           reference_update=self._reference_update(round_idx))
+        # 2. attacks poison the updates; 3. unusable rows are dropped (one finite scan per round)
+        updates = self._poison_trained(updates, ctx, outcomes)
+        ctx.finite = torch.isfinite(updates).all(dim=1) & torch.tensor([o.ok for o in outcomes], dtype=torch.bool)
+        record = RoundRecord(round_idx, client_ids, {}, dropped=dropped_clients(outcomes, ctx.finite))
+        keep = [row for row, cid in enumerate(client_ids) if cid not in record.dropped]
+        # 4. aggregate and step the global model
+        if len(keep) < self.aggregator.min_clients:
+            record.kept_previous_model = True
+            warnings.warn(f"round {round_idx}: only {len(keep)} usable clients, "
+                          f"{type(self.aggregator).__name__} needs {self.aggregator.min_clients}; "
+                          "keeping the previous global model", RuntimeWarning, stacklevel=2)
+        else:
+            self._aggregate(record, updates, self._out_buffers[:k], keep, ctx)
+        # 5. evaluate and record
+        record.metrics.update(evaluate(self.module, self.datamodule.test, self.attacks))
+        record.metrics.update(round_metrics.client_scalars(record, outcomes, self.plan.attacker_ids))
+        if self.attacks and not record.kept_previous_model:
+            record.metrics.update(self.detection.update(record, self.plan.attacker_ids))
+        record.metrics["round/seconds"] = time.perf_counter() - started
+        self.history.append(record)
+        # 6. callbacks may add metrics, then the round is logged
+        for callback in self.callbacks:
+            callback.on_round_end(self, record)
+        self.logger_connector.log_round(record)
+        for callback in self.callbacks:
+            callback.on_round_logged(self, record)
+        return record
+
+    def _task(self, client_id: int, round_idx: int) -> ClientTask:
+        cfg = self.plan.local_config(client_id, round_idx, self._local_config())
+        return ClientTask(client_id=client_id, data=self.plan.client_data(client_id),
+                          config=cfg, seed=derive_seed(self.seed, "train", round_idx, client_id),
+                          batch_poisoner=self.plan.batch_poisoner(client_id, round_idx))
+
+    def _local_config(self) -> LocalConfig:
+        return LocalConfig(epochs=self.local_epochs, batch_size=self.batch_size,
+                           max_batches_per_epoch=self.max_batches_per_epoch)
+
+    def _reference_update(self, round_idx: int) -> Tensor | None:
+        """The server's own update on its root data this round, for rules with ``root_samples > 0`` (FLTrust)."""
+        if self.root is None:
+            return None
+        task = ClientTask(client_id=SERVER_ID, data=self.root, config=self._local_config(),
+                          seed=derive_seed(self.seed, "server", round_idx))
+        out_params, out_buffers = self._out_params[-1:], self._out_buffers[-1:]
+        (outcome,) = self.engine.train_round(self.global_params, self.global_buffers, [task], out_params, out_buffers)
+        update = out_params[0] - self.global_params
+        if not outcome.ok or not torch.isfinite(update).all():
+            raise RuntimeError(f"round {round_idx}: the server's reference training on its {len(self.root)} root "
+                               f"samples failed ({outcome.error or 'non-finite update'}); "
+                               f"{type(self.aggregator).__name__} cannot aggregate without it")
+        return update
+
+    def _poison_trained(self, updates: Tensor, ctx: RoundContext, outcomes: list[ClientOutcome]) -> Tensor:
+        """Model poisoning over the clients that trained: a failed client's row is stale, no attack may read it."""
+        trained = [row for row, outcome in enumerate(outcomes) if outcome.ok]
+        if len(trained) == len(outcomes):
+            return self.plan.poison_updates(updates, ctx)
+        rows = torch.tensor(trained, dtype=torch.long)
+        updates[rows] = self.plan.poison_updates(updates.index_select(0, rows), ctx.select(trained))
+        return updates
+
+    def _aggregate(self, record: RoundRecord, updates: Tensor, local_buffers: Tensor, keep: list[int],
+                   ctx: RoundContext) -> None:
+        name = type(self.aggregator).__name__
+        rows = torch.tensor(keep, dtype=torch.long)
+        kept = updates if len(keep) == len(updates) else updates.index_select(0, rows)
+        kept_ctx = ctx.select(keep)  # its finite mask is all True: the aggregator need not scan again
+        result = self.aggregator.aggregate(kept, kept_ctx)
+        check_result(result, name, len(keep), self.layout.num_params)
+        if not torch.isfinite(result.update).all():
+            record.kept_previous_model = True
+            warnings.warn(f"round {ctx.round}: {name} returned a non-finite update; keeping the previous "
+                          "global model", RuntimeWarning, stacklevel=3)
+            return
+        buffers = None
+        if self.layout.num_buffers:
+            share = kept_ctx.num_samples / kept_ctx.num_samples.sum()
+            buffers = share @ local_buffers.index_select(0, rows)
+        self.global_model.step(result.update, buffers)
+        record.client_weights = result.client_weights
+        flagged = result.diagnostics.get("flagged")
+        if flagged is not None:
+            record.flagged_ids = [kept_ctx.client_ids[i] for i in torch.nonzero(flagged).flatten().tolist()]
+        record.metrics.update(round_metrics.weight_scalars(result.client_weights, kept_ctx.client_ids,
+                                                           self.plan.attacker_ids))
+        record.metrics.update(round_metrics.diagnostic_scalars(result.diagnostics))
+        record.diagnostics = result.diagnostics
+
+    def _log_run_start(self) -> None:
+        """Hyper-parameters, the data partition and the attackers, once at the start of a fresh run."""
+        connector = self.logger_connector
+        connector.log_hyperparams(self.hparams())
+        connector.log_text("data/partition_fingerprint", self.datamodule.fingerprint)
+        if connector.draws_figures:
+            from fl_lightning.data.figures import class_histogram_figure
+
+            histogram = self.datamodule.client_class_histogram()
+            connector.log_figure("data/client_class_histogram", class_histogram_figure(histogram), 0)
+        attackers = ", ".join(f"{type(a).__name__}: {list(a.attacker_ids)}" for a in self.attacks) or "none"
+        connector.log_text("attack/attacker_ids", attackers)
+
+    # -- test -------------------------------------------------------------------------------------------------
+    def test(self) -> dict[str, float]:
+        """Evaluate the current global model: ``test/acc``, ``test/loss``, attack and defense metrics."""
+        if self.module is None or self.datamodule is None:
+            raise RuntimeError("call fit(module, datamodule) before test()")
+        results = evaluate(self.module, self.datamodule.test, self.attacks)
+        if self.history and self.attacks:
+            last = self.history[-1].metrics
+            for key in ("defense/precision", "defense/recall"):
+                if key in last:
+                    results[key] = last[key]
+        return results
+
+    def hparams(self) -> dict[str, Any]:
+        """The run's configuration as recorded in TensorBoard and checkpoints."""
+        params: dict[str, Any] = {
+            "rounds": self.rounds, "local_epochs": self.local_epochs,
+            "clients_per_round": self.clients_per_round or 0, "seed": self.seed,
+            "batch_size": self.batch_size, "engine": type(self.engine).__name__,
+            "aggregator": repr(self.aggregator), "model": type(self.module).__name__,
+            "versions/torch": str(torch.__version__), "versions/lightning": str(L.__version__),
+            "versions/fl_lightning": __version__,
+        }
+        if self.datamodule is not None:
+            params.update({f"data/{k}": v for k, v in self.datamodule.hparams().items()})
+            params["data/fingerprint"] = self.datamodule.fingerprint
+        for attack in self.attacks:
+            params.update({f"attack/{attack.state_key}/{k}": v for k, v in attack.hparams().items()})
+        module_hparams = getattr(self.module, "hparams", {}) or {}
+        params.update({f"model/{k}": v for k, v in dict(module_hparams).items()
+                       if isinstance(v, (int, float, str, bool))})
+        return params
+
+
+def _default_aggregator() -> Aggregator:
+    from fl_lightning.aggregators import FedAvg
+
+    return FedAvg()

@@ -25,7 +25,7 @@ from fl_lightning.engines.base import ClientOutcome, ClientTask
 from fl_lightning.evaluation import evaluate
 from fl_lightning.layout import ParamLayout, flatten, load_flat_, module_tensors
 from fl_lightning.reporting import RunReporter
-from fl_lightning.rounds import AttackPlan
+from fl_lightning.attacks.plan import AttackPlan
 from fl_lightning.seeding import derive_seed, numpy_rng, rng_states, seed_everything, set_rng_states
 
 

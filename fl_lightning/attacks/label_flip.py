@@ -25,7 +25,7 @@ class LabelFlip(Attack):
 
     def __init__(self, source: int | None = None, target: int | None = None, clients: ClientSpec = 4,
                  extra_epochs: int = 5, lr: float | None = 0.25,
-                 rounds: Sequence[int] | range | None = None, batch_size: int | None = None) -> None:
+                 rounds: Sequence[int] | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size)
         self.source = source

@@ -1,7 +1,6 @@
 """The attack plug-in point: who attacks (declared once), the hooks a round calls, and the attack's state."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from fl_lightning.attacks import functional as F
 from fl_lightning.attacks.base import Attack, ClientSpec, ModelPoisoningAttack
 from fl_lightning.checks import check_int, check_number, check_positive
-from fl_lightning.context import RoundContext
+from fl_lightning.context import RoundContext, SetupContext
 
 
 class SignFlip(ModelPoisoningAttack):
@@ -91,6 +91,11 @@ class Mimic(ModelPoisoningAttack):
                          batch_size=batch_size, of=of)
         self.victim = None if victim is None else check_int(victim, "victim", "Mimic", minimum=0)
         self._chosen: int | None = None
+
+    def setup(self, ctx: SetupContext) -> None:
+        """Forget a victim chosen in an earlier fit, then draw the attackers."""
+        self._chosen = None
+        super().setup(ctx)
 
     @property
     def chosen_victim(self) -> int | None:

@@ -14,6 +14,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from fl_lightning.attacks.base import Attack, ClientSpec
+from fl_lightning.checks import check_choice, check_int
 from fl_lightning.context import SetupContext
 from fl_lightning.metrics.backdoor import BackdoorSuccessRate
 
@@ -27,21 +28,18 @@ class _Backdoor(Attack):
     """Shared batch poisoning and measurement of the backdoor attacks."""
 
     def __init__(self, target: int, poison_per_batch: int, clients: ClientSpec, extra_epochs: int,
-                 lr: float | None, rounds: Sequence[int] | range | None,
+                 lr: float | None, rounds: Sequence[int] | None,
                  batch_size: int | None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size)
-        self.target = target
-        self.poison_per_batch = poison_per_batch
+        self.target = check_int(target, "target", type(self).__name__, minimum=0)
+        self.poison_per_batch = check_int(poison_per_batch, "poison_per_batch", type(self).__name__, minimum=1)
 
     def _validate_backdoor(self, ctx: SetupContext) -> None:
         name = type(self).__name__
-        if isinstance(self.target, bool) or not isinstance(self.target, int) \
-                or not 0 <= self.target < ctx.num_classes:
+        if self.target >= ctx.num_classes:
             raise ValueError(f"{name}: target class {self.target!r} does not exist; the dataset has "
                              f"classes 0..{ctx.num_classes - 1}")
-        if self.poison_per_batch < 1:
-            raise ValueError(f"{name}: poison_per_batch must be >= 1, got {self.poison_per_batch}")
 
     def apply_trigger(self, inputs: Tensor) -> Tensor:
         """A batch (``[B, C, H, W]``, ``[B, H, W]`` or ``[B, F]``) with the trigger in every sample; a new tensor."""
@@ -94,14 +92,14 @@ class PixelBackdoor(_Backdoor):
     def __init__(self, target: int, pattern: str | Tensor = "square", size: int = 3,
                  value: float | Sequence[float] | None = None, location: str = "top-left",
                  poison_per_batch: int = 20, clients: ClientSpec = 1, extra_epochs: int = 5,
-                 lr: float | None = 0.1, rounds: Sequence[int] | range | None = None,
+                 lr: float | None = 0.1, rounds: Sequence[int] | None = None,
                  batch_size: int | None = None) -> None:
         super().__init__(target=target, poison_per_batch=poison_per_batch, clients=clients,
                          extra_epochs=extra_epochs, lr=lr, rounds=rounds, batch_size=batch_size)
         self.pattern = pattern
         self.size = size
         self.value = value
-        self.location = location
+        self.location = check_choice(location, LOCATIONS, "location", "PixelBackdoor")
         self._mask: Tensor | None = None
 
     def setup(self, ctx: SetupContext) -> None:
@@ -119,8 +117,6 @@ class PixelBackdoor(_Backdoor):
         if isinstance(self.value, (list, tuple)) and len(self.value) not in (1, channels):
             raise ValueError(f"PixelBackdoor: {len(self.value)} values for {channels} channels; pass "
                              "one value or one per channel")
-        if self.location not in LOCATIONS:
-            raise ValueError(f"PixelBackdoor: unknown location {self.location!r}; choose one of {LOCATIONS}")
         self._mask = self.mask(height, width)
         super().setup(ctx)
 
@@ -131,8 +127,7 @@ class PixelBackdoor(_Backdoor):
                 raise ValueError("PixelBackdoor: a custom pattern must be a non-empty 2-D bool tensor, "
                                  f"got shape {tuple(self.pattern.shape)}")
             return self.pattern.bool()
-        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
-            raise ValueError(f"PixelBackdoor: size must be a positive int, got {self.size!r}")
+        check_int(self.size, "size", "PixelBackdoor", minimum=1)
         n = self.size
         if self.pattern == "square":
             return torch.ones(n, n, dtype=torch.bool)
@@ -183,7 +178,7 @@ class FeatureBackdoor(_Backdoor):
 
     def __init__(self, feature_indices: Sequence[int], values: float | Sequence[float], target: int,
                  poison_per_batch: int = 20, clients: ClientSpec = 1, extra_epochs: int = 5,
-                 lr: float | None = None, rounds: Sequence[int] | range | None = None,
+                 lr: float | None = None, rounds: Sequence[int] | None = None,
                  batch_size: int | None = None) -> None:
         super().__init__(target=target, poison_per_batch=poison_per_batch, clients=clients,
                          extra_epochs=extra_epochs, lr=lr, rounds=rounds, batch_size=batch_size)

@@ -1,18 +1,35 @@
-"""The attack plug-in point: who attacks (declared once), and the hooks a round calls."""
+"""The attack plug-in point: who attacks (declared once), the hooks a round calls, and the attack's state."""
 from __future__ import annotations
 
-import math
-from typing import Any, Callable, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from fl_lightning.attacks.selectors import ClientSpec, check_client_spec, resolve_clients
+from fl_lightning.checks import check_int, check_optional_int, check_positive
 from fl_lightning.context import LocalConfig, RoundContext, SetupContext
-from fl_lightning.seeding import derive_seed, numpy_rng
+from fl_lightning.seeding import derive_seed
 
-#: who attacks: a count, a fraction of all clients, explicit ids, or a predicate over a client's labels
-ClientSpec = Union[int, float, Sequence[int], Callable[[Tensor], bool]]
+__all__ = ["Attack", "AttackState", "ClientSpec", "ModelPoisoningAttack", "resolve_clients"]
+
+
+@dataclass
+class AttackState:
+    """What an attack learns once the run is known, declared in one place (not written onto it from outside).
+
+    ``key`` names the attack in checkpoints and seeded draws (``"LabelFlip#1"`` for a second
+    LabelFlip), ``followed`` is the attack its ``of=`` names, both given by
+    :func:`~fl_lightning.attacks.compose.setup_attacks`; ``attacker_ids`` is resolved by
+    :meth:`Attack.setup`; ``ready`` says setup has run.
+    """
+
+    attacker_ids: tuple[int, ...] = ()
+    key: str | None = None
+    followed: "Attack | None" = None
+    ready: bool = False
 
 
 class Attack:
@@ -25,6 +42,8 @@ class Attack:
     (a backdoor and its model replacement). Data-poisoning attacks override :meth:`poison_dataset` (once
     per client) or :meth:`poison_batch` (every local batch); model-poisoning attacks override
     :meth:`poison_updates`, which may read every row but writes only its own attackers' rows.
+    Hyper-parameters are checked when the attack is built; what depends on the data at ``fit()``
+    start. Run-time state lives in :attr:`state` (an :class:`AttackState`).
     """
 
     #: whether the attack's clients take part in every round where it is active, whatever the
@@ -34,21 +53,33 @@ class Attack:
     def __init__(
         self,
         clients: ClientSpec | None = None,
-        rounds: Sequence[int] | range | None = None,
+        rounds: Sequence[int] | None = None,
         extra_epochs: int = 0,
         lr: float | None = None,
         batch_size: int | None = None,
         of: str | Attack | None = None,
     ) -> None:
+        name = type(self).__name__
+        check_client_spec(clients, name)
+        _check_rounds(rounds, name)
+        check_int(extra_epochs, "extra_epochs", name, minimum=0)
+        if lr is not None:
+            check_positive(lr, "lr", name)
+        check_optional_int(batch_size, "batch_size", name, minimum=1)
+        if of is not None and not isinstance(of, (str, Attack)):
+            raise TypeError(f"{name}: of must be an earlier attack or its name, got {type(of).__name__}")
         self.clients = clients
         self.of = of
         self.rounds = rounds
         self.extra_epochs = extra_epochs
         self.lr = lr
         self.batch_size = batch_size
-        self.attacker_ids: tuple[int, ...] = ()
-        self._key: str | None = None
-        self._ready = False
+        self.state = AttackState()
+
+    @property
+    def attacker_ids(self) -> tuple[int, ...]:
+        """The resolved attacker set (sorted client ids; empty before :meth:`setup`)."""
+        return self.state.attacker_ids
 
     # -- attacker set -------------------------------------------------------------------------
     @property
@@ -60,23 +91,27 @@ class Attack:
         """Whether a client with these labels may be drawn as an attacker (all may, by default)."""
         return True
 
+    def bind(self, key: str, followed: "Attack | None" = None) -> None:
+        """Name the attack within its run and give it the attack its ``of=`` names (called by ``setup_attacks``)."""
+        self.state = AttackState(key=key, followed=followed)
+
     def setup(self, ctx: SetupContext) -> None:
         """Resolve :attr:`attacker_ids` (``clients=None``: one client, or ``of``'s set); validate against the run."""
-        self._validate_common(ctx)
-        if getattr(self, "of", None) is not None:
+        self._check_rounds_fit(ctx)
+        if self.of is not None:
             if self.clients is not None:
                 raise ValueError(f"{type(self).__name__}: give clients= or of=, not both "
                                  f"(got clients={self.clients!r}, of={_loggable(self.of)!r})")
-            self.attacker_ids = tuple(self._followed().attacker_ids)
+            self.state.attacker_ids = tuple(self._followed().attacker_ids)
         else:
             spec = 1 if self.clients is None else self.clients
-            self.attacker_ids = resolve_clients(spec, ctx, self.eligible, self.state_key, self.eligibility)
-        self._ready = True
+            self.state.attacker_ids = resolve_clients(spec, ctx, self.eligible, self.state_key, self.eligibility)
+        self.state.ready = True
 
     def _followed(self) -> "Attack":
         """The set-up attack named by ``of`` whose attacker set this attack shares."""
         name = type(self).__name__
-        target = self.of if isinstance(self.of, Attack) else getattr(self, "_of", None)
+        target = self.of if isinstance(self.of, Attack) else self.state.followed
         if target is None:
             raise ValueError(f"{name}: of={self.of!r} names an attack; set the attacks up with "
                              "fl_lightning.attacks.setup_attacks(attacks, ctx) so the name can be "
@@ -91,24 +126,13 @@ class Attack:
     @property
     def is_setup(self) -> bool:
         """Whether :meth:`setup` has resolved the attacker set."""
-        return getattr(self, "_ready", False)
+        return self.state.ready
 
-    def _validate_common(self, ctx: SetupContext) -> None:
-        name = type(self).__name__
-        if self.extra_epochs < 0:
-            raise ValueError(f"{name}: extra_epochs must be >= 0, got {self.extra_epochs}")
-        if self.lr is not None and self.lr <= 0:
-            raise ValueError(f"{name}: lr must be > 0, got {self.lr}")
-        if self.batch_size is not None and self.batch_size <= 0:
-            raise ValueError(f"{name}: batch_size must be > 0, got {self.batch_size}")
+    def _check_rounds_fit(self, ctx: SetupContext) -> None:
         if self.rounds is not None:
-            if isinstance(self.rounds, (int, str)) or not all(
-                    isinstance(r, int) and not isinstance(r, bool) for r in self.rounds):
-                raise TypeError(f"{name}: rounds must be a list or range of round indices, "
-                                f"got {self.rounds!r}")
             bad = [r for r in self.rounds if not 0 <= r < ctx.rounds]
             if bad:
-                raise ValueError(f"{name}: rounds {bad} are outside the run's rounds "
+                raise ValueError(f"{type(self).__name__}: rounds {bad} are outside the run's rounds "
                                  f"0..{ctx.rounds - 1}; pass rounds within the run or raise rounds=")
 
     def is_attacker(self, client_id: int) -> bool:
@@ -185,7 +209,7 @@ class Attack:
         It also names the seeded draw of the attacker set, so two attacks of the same type in one
         run (numbered by :func:`fl_lightning.attacks.compose.setup_attacks`) draw different clients.
         """
-        return getattr(self, "_key", None) or type(self).__name__
+        return self.state.key or type(self).__name__
 
     def hparams(self) -> dict[str, Any]:
         """Hyper-parameters to record with the run: scalars as they are, anything else as text.
@@ -193,29 +217,69 @@ class Attack:
         The declared ``clients`` spec and ``rounds`` are included, and ``attacker_ids`` holds the
         resolved attacker set (comma-separated) once :meth:`setup` has run.
         """
-        out = {k: _loggable(v) for k, v in vars(self).items()
-               if not k.startswith("_") and k != "attacker_ids"}
+        out = {k: _loggable(v) for k, v in self._settings().items()}
         out["attacker_ids"] = ",".join(map(str, self.attacker_ids))
         return out
 
+    def _settings(self) -> dict[str, Any]:
+        """The hyper-parameters: public attributes, without the run-time :attr:`state`."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "state"}
+
     def state_dict(self) -> dict[str, Any]:
-        """State carried across rounds (the resolved attacker set, by default)."""
-        return {"attacker_ids": list(self.attacker_ids)}
+        """State carried across rounds: the resolved attacker set (subclasses add theirs)."""
+        return {"attacker_ids": list(self.state.attacker_ids)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        self.attacker_ids = tuple(int(i) for i in state.get("attacker_ids", self.attacker_ids))
+        self.state.attacker_ids = tuple(int(i) for i in state.get("attacker_ids", self.state.attacker_ids))
 
     def __repr__(self) -> str:
         shown = {k: v if isinstance(v, (list, tuple, range)) else _loggable(v)
-                 for k, v in vars(self).items() if not k.startswith("_") and k != "attacker_ids"}
+                 for k, v in self._settings().items()}
         args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"{type(self).__name__}({args}, attacker_ids={self.attacker_ids})"
 
 
-def is_number(value: object) -> bool:
-    """Whether ``value`` is a finite real number (bools excluded), for the attacks' setup checks."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+class ModelPoisoningAttack(Attack):
+    """An attack that rewrites its rows each active round with a function of :mod:`fl_lightning.attacks.functional`.
+
+    Subclasses implement :meth:`craft`. An ``omniscient`` attack reads the round's other finite rows
+    as the honest ones (it knows only its own clients, so another attack's rows count as honest);
+    with none usable its rows stay as trained. Honest rows are never written; a copy is returned.
+    """
+
+    #: whether :meth:`craft` needs the other clients' rows
+    omniscient: bool = True
+
+    def craft(self, honest: Tensor, own: Tensor, ctx: RoundContext) -> Tensor:
+        """The ``[A, N]`` rows the attackers send, from the honest ``[H, N]`` and their own ``[A, N]`` rows.
+
+        ``ctx`` is the round restricted to those rows in that order (``[honest; own]``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement craft(honest, own, ctx)")
+
+    def poison_updates(self, updates: Tensor, ctx: RoundContext) -> Tensor:
+        """A copy of ``updates`` whose attacker rows are :meth:`craft`'s."""
+        out = updates.clone()
+        rows = self.attacker_rows(ctx)
+        if not rows:
+            return out
+        honest_rows = self.honest_rows(updates, ctx)
+        if self.omniscient and not honest_rows:
+            return out
+        crafted = self.craft(updates[honest_rows], updates[rows], ctx.select(honest_rows + rows))
+        out[rows] = crafted.to(device=updates.device, dtype=updates.dtype)
+        return out
+
+    def honest_rows(self, updates: Tensor, ctx: RoundContext) -> list[int]:
+        """The other clients' finite rows; ``ctx.finite`` is used when the round loop has scanned them."""
+        others = self.other_rows(ctx)
+        if ctx.finite is not None:
+            return [row for row in others if bool(ctx.finite[row])]
+        if not others:
+            return []
+        keep = torch.isfinite(updates[others]).all(dim=1).tolist()
+        return [row for row, kept in zip(others, keep) if kept]
 
 
 def _loggable(value: Any) -> int | float | str | bool | None:
@@ -233,38 +297,11 @@ def _loggable(value: Any) -> int | float | str | bool | None:
     return repr(value)
 
 
-def resolve_clients(spec: ClientSpec, ctx: SetupContext, eligible: Callable[[Tensor], bool],
-                    name: str, eligibility: str = "") -> tuple[int, ...]:
-    """Turn a :data:`ClientSpec` into sorted client ids, drawing with the run's seed.
-
-    ``eligibility`` says who ``eligible`` admits (e.g. "holders of class 1"), for error messages.
-    """
-    n = ctx.num_clients
-    if callable(spec):
-        return tuple(i for i in range(n) if spec(ctx.client_targets[i]))
-    if isinstance(spec, bool):
-        raise TypeError(f"{name}: clients must be a count, a fraction, a list of ids or a predicate")
-    if isinstance(spec, (list, tuple, range)):
-        ids = sorted({int(i) for i in spec})
-        bad = [i for i in ids if not 0 <= i < n]
-        if bad:
-            raise ValueError(f"{name}: client ids {bad} do not exist (clients are 0..{n - 1})")
-        return tuple(ids)
-    if isinstance(spec, float):
-        if not 0.0 <= spec <= 1.0:
-            raise ValueError(f"{name}: a fraction of clients must be in [0, 1], got {spec}")
-        count = int(round(spec * n))
-    elif isinstance(spec, int):
-        count = spec
-    else:
-        raise TypeError(f"{name}: clients must be a count, a fraction, a list of ids or a predicate, "
-                        f"got {type(spec).__name__}")
-    if count < 0:
-        raise ValueError(f"{name}: the number of attackers must be >= 0, got {count}")
-    pool = [i for i in range(n) if eligible(ctx.client_targets[i])]
-    if count > len(pool):
-        who = f" ({eligibility})" if eligibility else ""
-        raise ValueError(f"{name}: asked for {count} attackers but only {len(pool)} of the "
-                         f"{n} clients are eligible{who}; ask for at most {len(pool)}")
-    rng = numpy_rng(ctx.seed, "attackers", name)
-    return tuple(sorted(int(i) for i in rng.choice(pool, size=count, replace=False))) if count else ()
+def _check_rounds(rounds: Any, owner: str) -> None:
+    """``rounds`` is ``None`` or a list / range of round indices (checked against the run at ``fit()`` start)."""
+    if rounds is None:
+        return
+    if isinstance(rounds, (int, str, bytes)) or not isinstance(rounds, (list, tuple, range)):
+        raise TypeError(f"{owner}: rounds must be a list or range of round indices, got {rounds!r}")
+    for r in rounds:
+        check_int(r, "rounds (a round index)", owner, minimum=0)

@@ -19,8 +19,6 @@ from fl_lightning.attacks.base import Attack
 from fl_lightning.context import BatchPoisoner, LocalConfig, RoundContext, SetupContext
 from fl_lightning.data.base import TensorData
 
-#: ``(inputs, targets, generator) -> (inputs, targets)``, what :func:`batch_poisoner` returns
-
 
 def setup_attacks(attacks: Sequence[Attack], ctx: SetupContext) -> None:
     """Set every attack up in list order at ``fit()`` start; raises ``ValueError`` on any bad input.
@@ -35,13 +33,16 @@ def setup_attacks(attacks: Sequence[Attack], ctx: SetupContext) -> None:
     if len({id(a) for a in attacks}) != len(attacks):
         raise ValueError("the same attack object is listed twice in attacks=[...]; create two attacks")
     seen: Counter[str] = Counter()
+    keys = []
     for attack in attacks:
         name = type(attack).__name__
-        attack._key = name if seen[name] == 0 else f"{name}#{seen[name]}"
-        attack._ready = False
+        keys.append(name if seen[name] == 0 else f"{name}#{seen[name]}")
         seen[name] += 1
+    for attack, key in zip(attacks, keys):
+        attack.bind(key)
     for index, attack in enumerate(attacks):
-        attack._of = _find_followed(attack, attacks, index) if attack.of is not None else None
+        if attack.of is not None:
+            attack.bind(keys[index], _find_followed(attack, attacks, index))
         attack.setup(ctx)
 
 
@@ -74,15 +75,23 @@ def all_attacker_ids(attacks: Sequence[Attack]) -> tuple[int, ...]:
 def poison_client_data(attacks: Sequence[Attack], client_id: int, data: TensorData) -> TensorData:
     """The client's training data after every owning attack's ``poison_dataset``, in list order.
 
-    Called once per client at setup. Returns ``data`` itself when no attack owns the client,
-    otherwise a new :class:`TensorData` (tensors are never changed in place).
+    Called once per client at setup. Returns ``data`` itself when no attack owns the client; when
+    only the labels change, ``data.with_targets(...)`` (so lazily loaded data stays lazy); otherwise
+    a new :class:`TensorData` (tensors are never changed in place).
     """
-    owners = [a for a in attacks if a.is_attacker(client_id)]
+    owners = [a for a in attacks if a.is_attacker(client_id) and type(a).poison_dataset is not Attack.poison_dataset]
     if not owners:
         return data
-    inputs, targets = data.inputs, data.targets
+    original = inputs = getattr(data, "inputs", None)
+    targets = data.targets
     for attack in owners:
         inputs, targets = attack.poison_dataset(client_id, inputs, targets)
+    if inputs is original:
+        return data.with_targets(targets)
+    if original is None:
+        raise TypeError(f"{type(data).__name__} keeps no .inputs tensor, so the attacks "
+                        f"{[a.state_key for a in owners]} cannot rewrite client {client_id}'s inputs "
+                        "once at setup; poison them per batch (poison_batch) instead")
     return TensorData(inputs, targets)
 
 
@@ -126,6 +135,8 @@ def poison_round_updates(attacks: Sequence[Attack], updates: Tensor, ctx: RoundC
     Applied in list order, each attack seeing the previous one's output. Raises ``RuntimeError``
     if an attack changes the shape or writes a row that is not its own. Returns ``updates``
     itself when no attack acted; the attacks shipped here never modify their input in place.
+    When the round loop has scanned the rows (``ctx.finite``), only the rows an attack rewrote are
+    scanned again, so the next attack sees an up-to-date mask.
     """
     for attack in attacks:
         if not attack.is_active(ctx.round):
@@ -135,23 +146,29 @@ def poison_round_updates(attacks: Sequence[Attack], updates: Tensor, ctx: RoundC
             continue
         result = attack.poison_updates(updates, ctx)
         if result is not updates:
-            _check_own_rows_only(attack, updates, result, own)
+            _check_own_rows_only(attack, updates, result, own, ctx.finite)
+            if ctx.finite is not None:
+                finite = ctx.finite.clone()
+                finite[own] = torch.isfinite(result[own]).all(dim=1).to(finite.device)
+                ctx = dataclasses.replace(ctx, finite=finite)
         updates = result
     return updates
 
 
-def _check_own_rows_only(attack: Attack, before: Tensor, after: Tensor, own: list[int]) -> None:
+def _check_own_rows_only(attack: Attack, before: Tensor, after: Tensor, own: list[int],
+                         finite: Tensor | None = None) -> None:
+    """Every row but ``own`` is unchanged; ``finite`` (the round's scan) spares a NaN-aware rescan."""
     name = attack.state_key
     if after.shape != before.shape:
         raise RuntimeError(f"{name}.poison_updates returned shape {tuple(after.shape)} for updates of "
                            f"shape {tuple(before.shape)}; return the same [K, N] shape")
     own_set = set(own)
     for row in range(before.shape[0]):
-        if row in own_set:
+        if row in own_set or torch.equal(before[row], after[row]):
             continue
-        same = torch.equal(before[row], after[row]) or torch.allclose(
-            before[row], after[row], rtol=0.0, atol=0.0, equal_nan=True)
-        if not same:
+        # a finite row that is not equal has changed; only a row with NaN needs the NaN-aware compare
+        known_finite = finite is not None and bool(finite[row])
+        if known_finite or not torch.allclose(before[row], after[row], rtol=0.0, atol=0.0, equal_nan=True):
             raise RuntimeError(f"{name}.poison_updates changed row {row}, which is not one of its "
                                f"attackers' rows {own}; write only rows from attacker_rows(ctx)")
 

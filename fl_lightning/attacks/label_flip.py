@@ -8,6 +8,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from fl_lightning.attacks.base import Attack, ClientSpec
+from fl_lightning.checks import check_optional_int
 from fl_lightning.context import SetupContext
 from fl_lightning.metrics.attack_success import AttackSuccessRate
 
@@ -25,11 +26,11 @@ class LabelFlip(Attack):
 
     def __init__(self, source: int | None = None, target: int | None = None, clients: ClientSpec = 4,
                  extra_epochs: int = 5, lr: float | None = 0.25,
-                 rounds: Sequence[int] | range | None = None, batch_size: int | None = None) -> None:
+                 rounds: Sequence[int] | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size)
-        self.source = source
-        self.target = target
+        self.source = check_optional_int(source, "source", "LabelFlip", minimum=0)
+        self.target = check_optional_int(target, "target", "LabelFlip", minimum=0)
         self._num_classes = 0
 
     @property
@@ -46,7 +47,7 @@ class LabelFlip(Attack):
         if ctx.num_classes < 2:
             raise ValueError(f"LabelFlip needs a dataset with at least 2 classes, got {ctx.num_classes}")
         for role, cls in (("source", self.source), ("target", self.target)):
-            if cls is not None and not 0 <= cls < ctx.num_classes:
+            if cls is not None and cls >= ctx.num_classes:
                 raise ValueError(f"LabelFlip: {role} class {cls} does not exist; the dataset has "
                                  f"classes 0..{ctx.num_classes - 1}")
         if self.source is not None and self.target is not None and self.source == self.target:

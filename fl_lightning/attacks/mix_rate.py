@@ -6,8 +6,9 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from fl_lightning.attacks.base import Attack, ClientSpec, is_number
-from fl_lightning.context import RoundContext, SetupContext
+from fl_lightning.attacks.base import Attack, ClientSpec
+from fl_lightning.checks import check_choice, check_fraction
+from fl_lightning.context import RoundContext
 
 #: how :class:`MixRate` builds the honest model it blends into
 BLEND_WITH = ("residual_reweight", "mean")
@@ -29,21 +30,13 @@ class MixRate(Attack):
     """
 
     def __init__(self, rate: float = 0.1, clients: ClientSpec | None = None,
-                 rounds: Sequence[int] | range | None = None, of: str | Attack | None = None,
+                 rounds: Sequence[int] | None = None, of: str | Attack | None = None,
                  blend_with: str = "residual_reweight", extra_epochs: int = 0, lr: float | None = None,
                  batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)
-        self.rate = rate
-        self.blend_with = blend_with
-
-    def setup(self, ctx: SetupContext) -> None:
-        """Check ``rate`` and ``blend_with``, then draw the attackers."""
-        if not (is_number(self.rate) and 0 <= self.rate <= 1):
-            raise ValueError(f"MixRate: rate must be in [0, 1], got {self.rate!r}")
-        if self.blend_with not in BLEND_WITH:
-            raise ValueError(f"MixRate: unknown blend_with {self.blend_with!r}; choose one of {BLEND_WITH}")
-        super().setup(ctx)
+        self.rate = check_fraction(rate, "rate", "MixRate")
+        self.blend_with = check_choice(blend_with, BLEND_WITH, "blend_with", "MixRate")
 
     def honest_model(self, honest: Tensor) -> Tensor:
         """The ``[N]`` honest update the attackers blend into (``honest`` is ``[H, N]``)."""

@@ -5,8 +5,9 @@ from typing import Sequence
 
 from torch import Tensor
 
-from fl_lightning.attacks.base import Attack, ClientSpec, is_number
-from fl_lightning.context import RoundContext, SetupContext
+from fl_lightning.attacks.base import Attack, ClientSpec
+from fl_lightning.checks import check_positive
+from fl_lightning.context import RoundContext
 
 
 class ModelReplacement(Attack):
@@ -28,18 +29,12 @@ class ModelReplacement(Attack):
 
     joins_active_rounds = True
 
-    def __init__(self, scale: float = 100.0, rounds: Sequence[int] | range | None = (6,),
+    def __init__(self, scale: float = 100.0, rounds: Sequence[int] | None = (6,),
                  clients: ClientSpec | None = None, of: str | Attack | None = None,
                  extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)
-        self.scale = scale
-
-    def setup(self, ctx: SetupContext) -> None:
-        """Check the scale, then take the attacker set (from ``of`` or ``clients``)."""
-        if not (is_number(self.scale) and self.scale > 0):
-            raise ValueError(f"ModelReplacement: scale must be a finite number > 0, got {self.scale!r}")
-        super().setup(ctx)
+        self.scale = check_positive(scale, "scale", "ModelReplacement")
 
     def poison_updates(self, updates: Tensor, ctx: RoundContext) -> Tensor:
         """A copy of ``updates`` whose attacker rows are multiplied by ``scale``."""

@@ -6,8 +6,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from fl_lightning.attacks.base import Attack, ClientSpec, is_number
-from fl_lightning.context import RoundContext, SetupContext
+from fl_lightning.attacks import functional as F
+from fl_lightning.attacks.base import Attack, ClientSpec
+from fl_lightning.checks import check_number
+from fl_lightning.context import RoundContext
 
 
 class GaussianNoise(Attack):
@@ -20,24 +22,19 @@ class GaussianNoise(Attack):
     """
 
     def __init__(self, sigma: float = 1.0, clients: ClientSpec | None = None,
-                 rounds: Sequence[int] | range | None = None, of: str | Attack | None = None,
+                 rounds: Sequence[int] | None = None, of: str | Attack | None = None,
                  extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)
-        self.sigma = sigma
-
-    def setup(self, ctx: SetupContext) -> None:
-        """Check ``sigma``, then draw the attackers."""
-        if not (is_number(self.sigma) and self.sigma >= 0):
-            raise ValueError(f"GaussianNoise: sigma must be a finite number >= 0, got {self.sigma!r}")
-        super().setup(ctx)
+        self.sigma = check_number(sigma, "sigma", "GaussianNoise", low=0.0)
 
     def poison_updates(self, updates: Tensor, ctx: RoundContext) -> Tensor:
         """A copy of ``updates`` whose attacker rows hold ``model * N(1, sigma^2) - global``."""
         out = updates.clone()
-        global_params = ctx.global_params.to(device=updates.device, dtype=updates.dtype)
-        for row in self.attacker_rows(ctx):
-            z = torch.randn(updates.shape[1], generator=self.round_generator(ctx, "noise", ctx.client_ids[row]))
-            model = global_params + updates[row]
-            out[row] = updates[row] + self.sigma * model * z.to(device=updates.device, dtype=updates.dtype)
+        rows = self.attacker_rows(ctx)
+        if not rows:
+            return out
+        noise = torch.stack([torch.randn(updates.shape[1], generator=self.round_generator(ctx, "noise", ctx.client_ids[row]))
+                             for row in rows])
+        out[rows] = F.gaussian_noise(updates[rows], ctx.global_params, self.sigma, noise)
         return out

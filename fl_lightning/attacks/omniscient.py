@@ -1,51 +1,40 @@
-"""Update-crafting attacks from the Byzantine-robustness literature: sign flip, ALIE and IPM.
+"""Update-crafting attacks from the Byzantine-robustness literature: sign flip, ALIE, IPM, Mimic and Inf.
 
-ALIE and IPM are omniscient: they read the round's other rows, which they treat as honest (an
-attack knows only its own clients). Honest rows are never written; every attack returns a copy.
-With no other row in a round, ALIE and IPM leave their rows as they are.
+ALIE, IPM and Mimic are omniscient: they read the round's other finite rows, which they treat as
+honest (an attack knows only its own clients). Honest rows are never written; every attack returns
+a copy. With no other row in a round, the omniscient attacks leave their rows as they are. The
+maths lives in :mod:`fl_lightning.attacks.functional`.
 """
 from __future__ import annotations
 
-import math
-from typing import Sequence
+from typing import Any, Sequence
 
-import torch
 from torch import Tensor
 
-from fl_lightning.attacks.base import Attack, ClientSpec, is_number
+from fl_lightning.attacks import functional as F
+from fl_lightning.attacks.base import Attack, ClientSpec, ModelPoisoningAttack
+from fl_lightning.checks import check_int, check_number, check_positive
 from fl_lightning.context import RoundContext, SetupContext
 
 
-def _check_positive(name: str, field: str, value: object) -> None:
-    if not (is_number(value) and value > 0):
-        raise ValueError(f"{name}: {field} must be a finite number > 0, got {value!r}")
-
-
-class SignFlip(Attack):
+class SignFlip(ModelPoisoningAttack):
     """Each attacker sends its own update reversed and scaled: ``-scale * U[k]`` (not omniscient)."""
 
+    omniscient = False
+
     def __init__(self, scale: float = 1.0, clients: ClientSpec | None = None,
-                 rounds: Sequence[int] | range | None = None, of: str | Attack | None = None,
+                 rounds: Sequence[int] | None = None, of: str | Attack | None = None,
                  extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)
-        self.scale = scale
+        self.scale = check_positive(scale, "scale", "SignFlip")
 
-    def setup(self, ctx: SetupContext) -> None:
-        """Check ``scale``, then draw the attackers."""
-        _check_positive("SignFlip", "scale", self.scale)
-        super().setup(ctx)
-
-    def poison_updates(self, updates: Tensor, ctx: RoundContext) -> Tensor:
-        """A copy of ``updates`` whose attacker rows are ``-scale`` times themselves."""
-        out = updates.clone()
-        rows = self.attacker_rows(ctx)
-        if rows:
-            out[rows] = -self.scale * updates[rows]
-        return out
+    def craft(self, honest: Tensor, own: Tensor, ctx: RoundContext) -> Tensor:
+        """:func:`~fl_lightning.attacks.functional.sign_flip` of the attackers' own rows."""
+        return F.sign_flip(own, self.scale)
 
 
-class ALIE(Attack):
+class ALIE(ModelPoisoningAttack):
     """"A little is enough" (Baruch et al. 2019): every attacker sends ``mean - z * std`` of the honest rows.
 
     ``mean`` and ``std`` (unbiased; 0 with a single honest row) are per coordinate. ``z=None`` takes
@@ -55,56 +44,105 @@ class ALIE(Attack):
     """
 
     def __init__(self, z: float | None = None, clients: ClientSpec | None = None,
-                 rounds: Sequence[int] | range | None = None, of: str | Attack | None = None,
+                 rounds: Sequence[int] | None = None, of: str | Attack | None = None,
                  extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)
-        self.z = z
+        self.z = None if z is None else check_number(z, "z", "ALIE", low=0.0)
 
-    def setup(self, ctx: SetupContext) -> None:
-        """Check ``z``, then draw the attackers."""
-        if self.z is not None and not (is_number(self.z) and self.z >= 0):
-            raise ValueError(f"ALIE: z must be a finite number >= 0 or None (the paper's z), got {self.z!r}")
-        super().setup(ctx)
+    paper_z = staticmethod(F.alie_paper_z)
 
-    @staticmethod
-    def paper_z(n: int, f: int) -> float:
-        """Baruch et al.'s ``z`` for ``n`` clients of which ``f`` are attackers."""
-        s = max(math.floor(n / 2 + 1) - f, 1)
-        return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor((n - s) / n, dtype=torch.float64)))
-
-    def poison_updates(self, updates: Tensor, ctx: RoundContext) -> Tensor:
-        """A copy of ``updates`` whose attacker rows are all ``mean - z * std`` of the other rows."""
-        rows, others = self.attacker_rows(ctx), self.other_rows(ctx)
-        out = updates.clone()
-        if not rows or not others:
-            return out
-        honest = updates[others]
-        z = self.z if self.z is not None else self.paper_z(updates.shape[0], len(rows))
-        std = honest.std(dim=0) if len(others) > 1 else torch.zeros_like(honest[0])
-        out[rows] = (honest.mean(dim=0) - z * std).to(updates.dtype)
-        return out
+    def craft(self, honest: Tensor, own: Tensor, ctx: RoundContext) -> Tensor:
+        """:func:`~fl_lightning.attacks.functional.alie` with ``n`` the round's usable rows."""
+        z = self.z if self.z is not None else F.alie_paper_z(honest.shape[0] + own.shape[0], own.shape[0])
+        return F.alie(honest, own.shape[0], z)
 
 
-class IPM(Attack):
+class IPM(ModelPoisoningAttack):
     """Inner-product manipulation (Xie et al. 2020): every attacker sends ``-epsilon`` times the honest mean."""
 
     def __init__(self, epsilon: float = 0.5, clients: ClientSpec | None = None,
-                 rounds: Sequence[int] | range | None = None, of: str | Attack | None = None,
+                 rounds: Sequence[int] | None = None, of: str | Attack | None = None,
                  extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
                          batch_size=batch_size, of=of)
-        self.epsilon = epsilon
+        self.epsilon = check_positive(epsilon, "epsilon", "IPM")
+
+    def craft(self, honest: Tensor, own: Tensor, ctx: RoundContext) -> Tensor:
+        """:func:`~fl_lightning.attacks.functional.ipm`."""
+        return F.ipm(honest, own.shape[0], self.epsilon)
+
+
+class Mimic(ModelPoisoningAttack):
+    """Mimic (Karimireddy, He & Jaggi, ICLR 2022): every attacker sends a copy of one honest client's update.
+
+    Copying one client over-weights its data, which hurts most under heterogeneity, while each row
+    looks perfectly honest. ``victim`` names the client id to copy; ``None`` chooses it the first
+    round the attack acts, as the honest client furthest out along the honest rows' top principal
+    direction (:func:`~fl_lightning.attacks.functional.mimic_victim`), and keeps it for the run
+    (saved in checkpoints). In a round without the victim the choice is made again among that
+    round's clients and kept from then on.
+    """
+
+    def __init__(self, victim: int | None = None, clients: ClientSpec | None = None,
+                 rounds: Sequence[int] | None = None, of: str | Attack | None = None,
+                 extra_epochs: int = 0, lr: float | None = None, batch_size: int | None = None) -> None:
+        super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
+                         batch_size=batch_size, of=of)
+        self.victim = None if victim is None else check_int(victim, "victim", "Mimic", minimum=0)
+        self._chosen: int | None = None
 
     def setup(self, ctx: SetupContext) -> None:
-        """Check ``epsilon``, then draw the attackers."""
-        _check_positive("IPM", "epsilon", self.epsilon)
+        """Forget a victim chosen in an earlier fit, then draw the attackers."""
+        self._chosen = None
         super().setup(ctx)
 
+    @property
+    def chosen_victim(self) -> int | None:
+        """The client id being copied (``victim``, or the one chosen so far; ``None`` before any round)."""
+        return self.victim if self.victim is not None else self._chosen
+
     def poison_updates(self, updates: Tensor, ctx: RoundContext) -> Tensor:
-        """A copy of ``updates`` whose attacker rows are ``-epsilon * mean`` of the other rows."""
-        rows, others = self.attacker_rows(ctx), self.other_rows(ctx)
+        """A copy of ``updates`` whose attacker rows copy the victim's row."""
+        rows = self.attacker_rows(ctx)
+        honest_rows = self.honest_rows(updates, ctx) if rows else []
+        if not honest_rows:
+            return updates.clone()
+        ids = [ctx.client_ids[row] for row in honest_rows]
+        honest = updates[honest_rows]
+        if self.victim is None and self._chosen not in ids:
+            self._chosen = ids[F.mimic_victim(honest)]
         out = updates.clone()
-        if rows and others:
-            out[rows] = -self.epsilon * updates[others].mean(dim=0)
+        target = self.chosen_victim
+        if target in ids:
+            out[rows] = F.mimic(honest, len(rows), ids.index(target)).to(updates.dtype)
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The attacker set and the chosen victim."""
+        return {**super().state_dict(), "victim": self._chosen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the attacker set and the chosen victim."""
+        super().load_state_dict(state)
+        self._chosen = state.get("victim", self._chosen)
+
+
+class Inf(ModelPoisoningAttack):
+    """Every attacker sends ``+inf`` in every coordinate (ByzFL's ``Inf``): the server must drop such rows.
+
+    The trainer drops non-finite rows before aggregation, so this attack tests that guard; it
+    needs no other row.
+    """
+
+    omniscient = False
+
+    def __init__(self, clients: ClientSpec | None = None, rounds: Sequence[int] | None = None,
+                 of: str | Attack | None = None, extra_epochs: int = 0, lr: float | None = None,
+                 batch_size: int | None = None) -> None:
+        super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
+                         batch_size=batch_size, of=of)
+
+    def craft(self, honest: Tensor, own: Tensor, ctx: RoundContext) -> Tensor:
+        """:func:`~fl_lightning.attacks.functional.inf`."""
+        return F.inf(own, own.shape[0])

@@ -23,7 +23,7 @@ from fl_lightning.engines import Engine, get_engine
 from fl_lightning.engines.base import ClientOutcome, ClientTask
 from fl_lightning.evaluation import evaluate
 from fl_lightning.param_layout import ParamLayout
-from fl_lightning.rounds import AttackPlan
+from fl_lightning.attacks.plan import AttackPlan
 from fl_lightning.seeding import derive_seed, numpy_rng, seed_everything as seed_global_generators
 import fl_lightning.trainer.round_metrics as round_metrics
 from fl_lightning.trainer.boundary import as_list, check_result, dropped_clients, input_shape, setup_data
@@ -276,9 +276,15 @@ class FederatedTrainer:
                            layout=self.layout, global_params=self.global_params, seed=self.seed,
                            num_clients=len(self.datamodule.clients),
                            reference_update=self._reference_update(round_idx))
-        # 2. attacks poison the updates; 3. unusable rows are dropped (one finite scan per round)
+        # 2. attacks poison the updates; 3. unusable rows are dropped. The [K, N] matrix is scanned for
+        # non-finite rows once; after poisoning only the attackers' rows, the ones attacks may rewrite
+        trained = torch.tensor([o.ok for o in outcomes], dtype=torch.bool)
+        ctx.finite = torch.isfinite(updates).all(dim=1) & trained
         updates = self._poison_trained(updates, ctx, outcomes)
-        ctx.finite = torch.isfinite(updates).all(dim=1) & torch.tensor([o.ok for o in outcomes], dtype=torch.bool)
+        attacker_rows = [row for row, cid in enumerate(client_ids) if self.plan.is_attacker(cid)]
+        if attacker_rows:
+            rows = torch.tensor(attacker_rows, dtype=torch.long)
+            ctx.finite[rows] = torch.isfinite(updates.index_select(0, rows)).all(dim=1) & trained[rows]
         record = RoundRecord(round_idx, client_ids, {}, dropped=dropped_clients(outcomes, ctx.finite))
         keep = [row for row, cid in enumerate(client_ids) if cid not in record.dropped]
         # 4. aggregate and step the global model

@@ -41,7 +41,7 @@ def test_predicate_over_labels(make_setup):
     (11, "asked for 11 attackers but only 10 of the 10 clients are eligible"),
     ([3, 10], r"client ids \[10\] do not exist"),
     (1.5, r"fraction of clients must be in \[0, 1\]"),
-    (-1, "must be >= 0"),
+    (-1, "clients must be an int >= 0"),
 ])
 def test_bad_client_specs(make_setup, spec, message):
     with pytest.raises(ValueError, match=message):
@@ -52,13 +52,13 @@ def test_bad_rounds_and_training_overrides(make_setup):
     with pytest.raises(ValueError, match=r"rounds \[5\] are outside the run's rounds 0..4"):
         SignFlip(rounds=[1, 5]).setup(make_setup(rounds=5))
     with pytest.raises(TypeError, match="rounds must be a list or range"):
-        SignFlip(rounds=3).setup(make_setup())
-    with pytest.raises(ValueError, match="extra_epochs must be >= 0"):
-        SignFlip(extra_epochs=-1).setup(make_setup())
-    with pytest.raises(ValueError, match="lr must be > 0"):
-        SignFlip(lr=0.0).setup(make_setup())
-    with pytest.raises(ValueError, match="batch_size must be > 0"):
-        SignFlip(batch_size=0).setup(make_setup())
+        SignFlip(rounds=3)
+    with pytest.raises(ValueError, match="extra_epochs must be an int >= 0"):
+        SignFlip(extra_epochs=-1)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        SignFlip(lr=0.0)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        SignFlip(batch_size=0)
 
 
 def test_schedule_and_local_config():

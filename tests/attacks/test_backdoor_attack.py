@@ -106,16 +106,24 @@ def test_pixel_setup_errors(make_setup):
         (PixelBackdoor(target=1, size=9), {}, "the 9x9 pattern is larger than the 8x8 images"),
         (PixelBackdoor(target=1, size=3), dict(input_shape=(1, 8, 2)), "larger than the 8x2 images"),
         (PixelBackdoor(target=1, pattern="star"), {}, "unknown pattern 'star'"),
-        (PixelBackdoor(target=1, size=0), {}, "size must be a positive int"),
-        (PixelBackdoor(target=1, location="middle"), {}, "unknown location 'middle'"),
+        (PixelBackdoor(target=1, size=0), {}, "size must be an int >= 1"),
         (PixelBackdoor(target=1), dict(input_shape=(20,)), "needs image inputs"),
         (PixelBackdoor(target=1, value=[1.0, 2.0]), dict(input_shape=(3, 8, 8)), "2 values for 3 channels"),
-        (PixelBackdoor(target=1, poison_per_batch=0), {}, "poison_per_batch must be >= 1"),
         (PixelBackdoor(target=1, clients=11), {}, "asked for 11 attackers"),
     ]
     for attack, kw, message in cases:
         with pytest.raises(ValueError, match=message):
             attack.setup(make_setup(**kw))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(location="middle"), "unknown location 'middle'"),
+    (dict(poison_per_batch=0), "poison_per_batch must be an int >= 1"),
+    (dict(target=-1), "target must be an int >= 0"),
+])
+def test_pixel_settings_are_checked_when_built(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PixelBackdoor(**{"target": 1, **kwargs})
 
 
 def test_feature_backdoor_sets_exact_features(make_setup):

@@ -14,7 +14,8 @@ from fl_lightning.data.base import TensorData
 
 def test_registry_names_every_attack():
     assert set(ATTACKS) == {"LabelFlip", "PixelBackdoor", "FeatureBackdoor", "ModelReplacement",
-                            "GaussianNoise", "MixRate", "SignFlip", "ALIE", "IPM"}
+                            "GaussianNoise", "MixRate", "SignFlip", "ALIE", "IPM", "Mimic", "Inf", "MinMax",
+                            "MinSum", "FangKrum", "FangTrimmedMean", "OptimalALIE", "OptimalIPM"}
     assert all(issubclass(cls, Attack) for cls in ATTACKS.values())
 
 

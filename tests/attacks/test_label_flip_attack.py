@@ -67,7 +67,7 @@ def test_scheduled_flip_acts_on_batches_only_in_its_rounds(make_setup):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(source=10, target=7), r"source class 10 does not exist; the dataset has classes 0..9"),
-    (dict(source=1, target=-1), r"target class -1 does not exist"),
+    (dict(source=1, target=-1), r"LabelFlip: target must be an int >= 0, got -1"),  # now when built
     (dict(source=3, target=3), r"source and target are the same class \(3\)"),
     (dict(source=None, target=3), "give a source class when a target is given"),
     (dict(source=1, target=7, clients=3), "asked for 3 attackers but only 2 of the 10 clients are eligible"),

@@ -81,13 +81,18 @@ def test_deterministic(make_setup, make_round, updates):
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("attack, message", [
-    (SignFlip(scale=0), "SignFlip: scale must be a finite number > 0, got 0"),
-    (SignFlip(scale=-1.0), "scale must be a finite number > 0"),
-    (IPM(epsilon=0.0), "IPM: epsilon must be a finite number > 0, got 0.0"),
-    (ALIE(z=-1.0), "ALIE: z must be a finite number >= 0 or None"),
-    (ALIE(z=float("nan")), "z must be a finite number"),
+@pytest.mark.parametrize("cls, kwargs, message", [
+    (SignFlip, dict(scale=0), "SignFlip: scale must be a finite number > 0, got 0"),
+    (SignFlip, dict(scale=-1.0), "scale must be a finite number > 0"),
+    (IPM, dict(epsilon=0.0), "IPM: epsilon must be a finite number > 0, got 0.0"),
+    (ALIE, dict(z=-1.0), "ALIE: z must be a finite number >= 0"),
+    (ALIE, dict(z=float("nan")), "z must be a finite number"),
 ])
-def test_setup_errors(make_setup, attack, message):
+def test_settings_are_checked_when_built(cls, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        attack.setup(make_setup())
+        cls(**kwargs)
+
+
+def test_a_setting_of_the_wrong_type_is_a_type_error():
+    with pytest.raises(TypeError, match="IPM: epsilon must be a number"):
+        IPM(epsilon="big")

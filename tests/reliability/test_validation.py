@@ -50,7 +50,10 @@ def test_label_flip_source_class_outside_the_dataset(tmp_path):
 
 
 def test_label_flip_target_class_outside_the_dataset(tmp_path):
-    _fit_fails(tmp_path, "LabelFlip: target class -1 does not exist", attacks=[LabelFlip(source=1, target=-1)])
+    # a negative class is refused when the attack is built; one beyond the data's classes at fit() start
+    with pytest.raises(ValueError, match="LabelFlip: target must be an int >= 0, got -1"):
+        LabelFlip(source=1, target=-1)
+    _fit_fails(tmp_path, "LabelFlip: target class 99 does not exist", attacks=[LabelFlip(source=1, target=99)])
 
 
 def test_label_flip_source_class_no_client_holds(tmp_path):

@@ -10,6 +10,8 @@ from fl_lightning.attacks.base import Attack
 from fl_lightning.context import BatchPoisoner, LocalConfig, RoundContext
 from fl_lightning.data.base import TensorData
 
+__all__ = ["AttackPlan"]
+
 
 class AttackPlan:
     """Every (set-up) attack of a run over the run's clients; honest clients pass through untouched."""
@@ -18,7 +20,8 @@ class AttackPlan:
         self.attacks = list(attacks)
         self.clients = clients
         self.attacker_ids = frozenset(compose.all_attacker_ids(self.attacks))
-        # data poisoning happens once per attacking client, not every round
+        # data poisoning happens once per attacking client, not every round (only attacks that override
+        # poison_dataset touch the data; the others leave the client's own object in place)
         self._poisoned = {cid: compose.poison_client_data(self.attacks, cid, clients[cid])
                           for cid in sorted(self.attacker_ids)}
 

@@ -67,7 +67,8 @@ class SetupContext:
     """What an attack may read at ``fit()`` start to resolve and validate its clients."""
 
     num_clients: int
-    rounds: int
+    #: how many rounds the run has (an attack's ``rounds=`` is its schedule, a set of round indices)
+    num_rounds: int
     seed: int
     client_targets: list[Tensor]
     num_classes: int

@@ -130,10 +130,10 @@ class Attack:
 
     def _check_rounds_fit(self, ctx: SetupContext) -> None:
         if self.rounds is not None:
-            bad = [r for r in self.rounds if not 0 <= r < ctx.rounds]
+            bad = [r for r in self.rounds if not 0 <= r < ctx.num_rounds]
             if bad:
                 raise ValueError(f"{type(self).__name__}: rounds {bad} are outside the run's rounds "
-                                 f"0..{ctx.rounds - 1}; pass rounds within the run or raise rounds=")
+                                 f"0..{ctx.num_rounds - 1}; pass rounds within the run or raise rounds=")
 
     def is_attacker(self, client_id: int) -> bool:
         """Whether ``client_id`` belongs to this attack."""

@@ -217,7 +217,7 @@ class FederatedTrainer:
         if per_round > num_clients:
             raise ValueError(f"FederatedTrainer: clients_per_round={per_round} is more than the {num_clients} "
                              "clients of the data")
-        setup_ctx = SetupContext(num_clients=num_clients, rounds=self.rounds, seed=self.seed,
+        setup_ctx = SetupContext(num_clients=num_clients, num_rounds=self.rounds, seed=self.seed,
                                  client_targets=[c.targets for c in datamodule.clients],
                                  num_classes=datamodule.num_classes, input_shape=input_shape(datamodule),
                                  layout=self.layout, clients_per_round=per_round)

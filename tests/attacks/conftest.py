@@ -19,7 +19,7 @@ def setup_context(num_clients: int = 10, rounds: int = 10, seed: int = 0, num_cl
     if client_targets is None:
         client_targets = [torch.tensor([i % num_classes, (i + 1) % num_classes] * 3)
                           for i in range(num_clients)]
-    return SetupContext(num_clients=num_clients, rounds=rounds, seed=seed,
+    return SetupContext(num_clients=num_clients, num_rounds=rounds, seed=seed,
                         client_targets=client_targets, num_classes=num_classes,
                         input_shape=tuple(input_shape), layout=LAYOUT)
 

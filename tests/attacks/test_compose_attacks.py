@@ -149,7 +149,7 @@ def test_honest_rows_never_change_and_results_repeat(k, attackers, which, seed):
     from fl_lightning.context import SetupContext, RoundContext
     from fl_lightning.param_layout import ParamLayout
 
-    setup = SetupContext(num_clients=10, rounds=3, seed=seed, client_targets=[torch.tensor([0])] * 10,
+    setup = SetupContext(num_clients=10, num_rounds=3, seed=seed, client_targets=[torch.tensor([0])] * 10,
                          num_classes=2, input_shape=(4,))
     attacks = [MODEL_ATTACKS[i](sorted(attackers)) for i in which]
     setup_attacks(attacks, setup)

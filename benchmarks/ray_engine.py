@@ -262,7 +262,7 @@ def data_move(repeats: int) -> None:
         for worker in workers.values():
             ray.kill(worker)
         print(json.dumps({"data_move": results, "repeats": repeats,
-                          "cluster": "2 raylets on this machine, 1 CPU each, object stores 200 MB, loopback",
+                          "cluster": "2 raylets on this machine, 1 CPU each, object stores 200 MB (Ray binds them to the machine's own IP)",
                           "machine": {"cpus": os.cpu_count(), "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
                                       "torch": torch.__version__, "ray": ray.__version__}}, indent=1))
     finally:

@@ -167,6 +167,8 @@ class RobustStrategy(Strategy):
         reference = [self._global[k].numpy() for k in keys]
         accepted: list[tuple[int, list[np.ndarray], float, RecordDict]] = []
         replies = list(replies)
+        if not replies and self.fraction_train == 0.0:  # training switched off: nothing to report
+            return None, None
         for reply in replies:
             node = int(reply.metadata.src_node_id)
             problem, parsed = self._parse_train_reply(reply, keys, reference)

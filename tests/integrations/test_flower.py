@@ -287,7 +287,9 @@ def test_sampling_follows_the_seed() -> None:
     again = [[m.metadata.dst_node_id for m in RobustStrategy(FedAvg(), fraction_train=0.25, seed=7)
               .configure_train(r, _model(), ConfigRecord(), grid)] for r in (1, 2)]
     assert picks == again and len(picks[0]) == 5 and picks[0] != picks[1]
-    assert RobustStrategy(FedAvg(), fraction_train=0.0).configure_train(1, _model(), ConfigRecord(), grid) == []
+    off = RobustStrategy(FedAvg(), fraction_train=0.0)
+    assert off.configure_train(1, _model(), ConfigRecord(), grid) == []
+    assert off.aggregate_train(1, []) == (None, None)  # training switched off: no warning, no metrics
 
 
 def test_bad_arguments_say_what_to_do() -> None:

@@ -165,19 +165,25 @@ def _free_port() -> int:
 
 
 def _start_two_node_cluster(log_dir: str) -> tuple[str, list, int]:
-    """``ray start --block`` twice (head, second node) on loopback; returns address, processes, second node's port."""
+    """``ray start --block`` twice (head, second node); returns address, processes, second node's port.
+
+    Both nodes keep their sessions under ``log_dir/ray`` (``--temp-dir``), not ``/tmp/ray``: a
+    killed ``ray start --head`` would leave ``/tmp/ray/ray_current_cluster`` behind, and every
+    later ``ray.init()`` on the machine would try to join the dead cluster.
+    """
     import subprocess
     import sys
 
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
     gcs, second_port = _free_port(), _free_port()
+    temp_dir = os.path.join(log_dir, "ray")  # short enough for Ray's socket paths (under 108 bytes)
 
     def node(extra: list[str], name: str) -> subprocess.Popen:
         ports = [f"--{n}={_free_port()}" for n in ("object-manager-port", "dashboard-agent-listen-port",
                                                    "dashboard-agent-grpc-port", "metrics-export-port",
                                                    "runtime-env-agent-port")]
         args = ["ray", "start", "--block", "--num-cpus=1", f"--object-store-memory={200 * 2**20}",
-                "--node-ip-address=127.0.0.1", "--disable-usage-stats", *ports, *extra]
+                "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports, *extra]
         with open(os.path.join(log_dir, f"{name}.log"), "wb") as log:
             return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -217,7 +223,7 @@ def data_move(repeats: int) -> None:
     from fl_lightning.layout import ParamLayout, flatten, module_tensors
     from fl_lightning.models import PaperCNN
 
-    log_dir = tempfile.mkdtemp(prefix="ray-data-move-")
+    log_dir = tempfile.mkdtemp(prefix="ray-dm-", dir="/tmp")
     address, processes, second_port = _start_two_node_cluster(log_dir)
     try:
         ray.init(address=address, log_to_driver=False)
@@ -269,6 +275,9 @@ def data_move(repeats: int) -> None:
         if ray.is_initialized():
             ray.shutdown()
         _stop(processes)
+        import shutil
+
+        shutil.rmtree(os.path.join(log_dir, "ray"), ignore_errors=True)  # the logs next to it stay
 
 
 if __name__ == "__main__":

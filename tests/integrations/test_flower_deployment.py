@@ -5,7 +5,7 @@ round's diagnostics to a JSON file, from which the test reads the attacker's wei
 not three: with three clients a line through the ranked values fits any single outlier at an end,
 so residual reweighting has nothing to go on (it weighs three clients equally).
 
-Marked slow: on a shared 2-core machine it took about 2.5 minutes (every SuperNode starts a fresh
+Marked slow: on a shared 2-core machine it took 82-140 s (every SuperNode starts a fresh
 ClientApp process, which imports torch, for each message).
 """
 from __future__ import annotations

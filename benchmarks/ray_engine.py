@@ -14,6 +14,16 @@ memory and the driver's live object references (all must stay flat: nothing is k
 
     python benchmarks/ray_engine.py                      # ~5 min on a quiet 2-core machine
     python benchmarks/ray_engine.py --timing-rounds 2 --memory-rounds 5   # smoke run
+
+``--data-move`` measures instead what a client costs the first time it trains on a node that has
+not trained it before: a two-node Ray cluster is started on this machine (two raylets, one CPU
+each, ``ray start --block`` on free loopback ports, killed at the end), the driver puts a client's
+data on the head node, and a worker pinned to the second node trains it with 0 local epochs
+twice: the first call pulls the data across (object-store transfer between the raylets), the
+second reads the node's copy. Their difference is the cost of moving the data, once per client and
+node; the same pair on the head node (no move) is the control.
+
+    python benchmarks/ray_engine.py --data-move                           # ~2 min
 """
 from __future__ import annotations
 
@@ -32,8 +42,13 @@ def main() -> None:
     parser.add_argument("--memory-rounds", type=int, default=50, help="rounds of the memory run")
     parser.add_argument("--epochs", type=int, default=5, help="local epochs per client")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--data-move", action="store_true", help="measure moving a client's data to a new node")
+    parser.add_argument("--repeats", type=int, default=7, help="clients per data size (--data-move)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
+    if args.data_move:
+        data_move(args.repeats)
+        return
 
     import ray
     import torch
@@ -139,6 +154,130 @@ def main() -> None:
         "memory_rounds": args.memory_rounds,
         "ray_engine_stats": stats,
     }, indent=1))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_two_node_cluster(log_dir: str) -> tuple[str, list, int]:
+    """``ray start --block`` twice (head, second node); returns address, processes, second node's port.
+
+    Both nodes keep their sessions under ``log_dir/ray`` (``--temp-dir``), not ``/tmp/ray``: a
+    killed ``ray start --head`` would leave ``/tmp/ray/ray_current_cluster`` behind, and every
+    later ``ray.init()`` on the machine would try to join the dead cluster.
+    """
+    import subprocess
+    import sys
+
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    gcs, second_port = _free_port(), _free_port()
+    temp_dir = os.path.join(log_dir, "ray")  # short enough for Ray's socket paths (under 108 bytes)
+
+    def node(extra: list[str], name: str) -> subprocess.Popen:
+        ports = [f"--{n}={_free_port()}" for n in ("object-manager-port", "dashboard-agent-listen-port",
+                                                   "dashboard-agent-grpc-port", "metrics-export-port",
+                                                   "runtime-env-agent-port")]
+        args = ["ray", "start", "--block", "--num-cpus=1", f"--object-store-memory={200 * 2**20}",
+                "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--temp-dir={temp_dir}", *ports, *extra]
+        with open(os.path.join(log_dir, f"{name}.log"), "wb") as log:
+            return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    head = node(["--head", f"--port={gcs}", "--include-dashboard=false",
+                 f"--ray-client-server-port={_free_port()}", f"--node-manager-port={_free_port()}"], "head")
+    time.sleep(5)
+    second = node([f"--address=127.0.0.1:{gcs}", f"--node-manager-port={second_port}"], "second")
+    return f"127.0.0.1:{gcs}", [head, second], second_port
+
+
+def _stop(processes: list) -> None:
+    """SIGKILL each node's process group (the raylet, its workers) and wait for the ``ray start`` processes."""
+    import signal
+
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=20)
+        except Exception:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def data_move(repeats: int) -> None:
+    """Time a worker's first (data pulled from another node) and second (node-local) call per client and size."""
+    import tempfile
+
+    import numpy as np
+    import ray
+    import torch
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from fl_lightning.context import LocalConfig
+    from fl_lightning.engines.ray import ClientWorker, _WorkerTask
+    from fl_lightning.param_layout import ParamLayout, flatten, module_tensors
+    from fl_lightning.models import PaperCNN
+
+    log_dir = tempfile.mkdtemp(prefix="ray-dm-", dir="/tmp")
+    address, processes, second_port = _start_two_node_cluster(log_dir)
+    try:
+        ray.init(address=address, log_to_driver=False)
+        deadline = time.monotonic() + 120
+        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the second node never joined; logs in {log_dir}")
+            time.sleep(0.5)
+        nodes = {("second" if n["NodeManagerPort"] == second_port else "head"): n["NodeID"]
+                 for n in ray.nodes() if n["Alive"]}
+        torch.manual_seed(0)
+        module = PaperCNN(lr=0.05, momentum=0.5)
+        layout = ParamLayout.from_module(module)
+        module_ref = ray.put(module)
+        global_ref = ray.put({"params": flatten(module_tensors(module, layout.params, "params")).numpy(),
+                              "buffers": flatten(module_tensors(module, layout.buffers, "buffers")).numpy(),
+                              "int_buffers": []})
+        workers = {where: ray.remote(ClientWorker).options(
+            num_cpus=1, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(
+                module_ref, layout, 1) for where, node_id in nodes.items()}
+        ray.get([w.ready.remote() for w in workers.values()])
+        task = _WorkerTask(0, LocalConfig(epochs=0, batch_size=128), 0, None)
+        rng = np.random.default_rng(0)
+        results = {}
+        for samples in (40, 600, 6000):  # an MNIST5k client, an MNIST client of 100, one of 10
+            timings: dict[str, dict[str, list[float]]] = {w: {"first": [], "again": []} for w in workers}
+            for _ in range(repeats + 1):
+                for where, worker in workers.items():
+                    data = ray.put({"inputs": rng.random((samples, 1, 28, 28), dtype=np.float32),
+                                    "targets": rng.integers(0, 10, samples)})
+                    for call in ("first", "again"):
+                        started = time.perf_counter()
+                        ray.get(worker.train.remote(global_ref, data, task))
+                        timings[where][call].append(time.perf_counter() - started)
+                    del data
+            results[f"{samples}_samples"] = {
+                "data_mb": round(samples * (784 * 4 + 8) / 2**20, 3),
+                **{f"{where}_{call}_ms": round(1000 * statistics.median(v[call][1:]), 2)  # drop a warm-up
+                   for where, v in timings.items() for call in ("first", "again")},
+                "move_cost_ms": round(1000 * (statistics.median(timings["second"]["first"][1:])
+                                              - statistics.median(timings["second"]["again"][1:])), 2)}
+        for worker in workers.values():
+            ray.kill(worker)
+        print(json.dumps({"data_move": results, "repeats": repeats,
+                          "cluster": "2 raylets on this machine, 1 CPU each, object stores 200 MB (Ray binds them to the machine's own IP)",
+                          "machine": {"cpus": os.cpu_count(), "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
+                                      "torch": torch.__version__, "ray": ray.__version__}}, indent=1))
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        _stop(processes)
+        import shutil
+
+        shutil.rmtree(os.path.join(log_dir, "ray"), ignore_errors=True)  # the logs next to it stay
 
 
 if __name__ == "__main__":

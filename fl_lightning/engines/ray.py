@@ -111,7 +111,8 @@ class ClientWorker:
         except Exception as exc:  # a failing client is dropped by the driver, the actor stays usable
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
         return {"params": flatten(self._params).numpy(), "buffers": flatten(self._buffers).numpy(),
-                "loss": loss, "seconds": time.perf_counter() - started, "pid": os.getpid()}
+                "loss": loss, "seconds": time.perf_counter() - started, "pid": os.getpid(),
+                "node_id": ray.get_runtime_context().get_node_id()}
 
     def _load(self, state: dict[str, Any]) -> None:
         load_flat_(self._params, _to_tensor(state["params"]))
@@ -129,6 +130,11 @@ class RayEngine(Engine):
     never initialised twice: an already running Ray is used as is. The pool holds at most
     ``max_concurrency`` actors (default: as many as the cluster's CPUs / GPUs allow for
     ``num_cpus_per_client`` / ``num_gpus_per_client``), and no more than a round's clients.
+
+    On a cluster the actors are spread over the nodes (Ray's ``SPREAD`` scheduling) and each
+    client's outcome records the node that trained it (``outcome.extras["node_id"]``). A node lost
+    mid-round costs the clients it was training (dropped for that round, like any dead worker); the
+    pool shrinks to the surviving nodes and the next round runs there.
 
     A client whose training raises, whose actor dies, or that runs longer than
     ``client_timeout_s`` seconds is dropped for the round (its outcome carries the error, a
@@ -205,8 +211,11 @@ class RayEngine(Engine):
                             "keep unpicklable objects (open files, locks, loggers) out of the module's "
                             "attributes") from exc
         self._capacity = self._cluster_capacity()
+        # SPREAD: on a cluster the pool's actors go to as many nodes as possible, so one node's loss
+        # costs the fewest workers and every node's CPUs train
         self._actor_cls = ray.remote(ClientWorker).options(
-            num_cpus=self.num_cpus_per_client, num_gpus=self.num_gpus_per_client, max_restarts=0)
+            num_cpus=self.num_cpus_per_client, num_gpus=self.num_gpus_per_client, max_restarts=0,
+            scheduling_strategy="SPREAD")
 
     def warm_up(self, num_workers: int | None = None) -> int:
         """Start the pool (``num_workers`` actors, default: as many as the cluster allows) and wait until ready.
@@ -414,7 +423,7 @@ class RayEngine(Engine):
         out_params[row].copy_(_to_tensor(result["params"]))
         out_buffers[row].copy_(_to_tensor(result["buffers"]))
         outcome.train_loss = result["loss"]
-        outcome.extras.update(worker_pid=result["pid"], train_seconds=result["seconds"])
+        outcome.extras.update(worker_pid=result["pid"], train_seconds=result["seconds"], node_id=result["node_id"])
         return True
 
     def _drop(self, task: ClientTask, outcome: ClientOutcome, reason: str) -> None:

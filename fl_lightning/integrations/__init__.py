@@ -5,12 +5,16 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    # Flower is an optional extra: import it only when RobustStrategy is asked for
+    # Flower is an optional extra: import it only when a strategy is asked for
     if name == "RobustStrategy":
         from fl_lightning.integrations.flower import RobustStrategy
 
         return RobustStrategy
+    if name == "LegacyRobustStrategy":
+        from fl_lightning.integrations.flower_legacy import LegacyRobustStrategy
+
+        return LegacyRobustStrategy
     raise AttributeError(f"module 'fl_lightning.integrations' has no attribute {name!r}")
 
 
-__all__ = ["RobustStrategy"]
+__all__ = ["LegacyRobustStrategy", "RobustStrategy"]

@@ -1,193 +1,327 @@
-"""Any fl_lightning aggregator as a Flower ``Strategy``: robust aggregation inside a Flower server.
+"""Any fl_lightning aggregator as a Flower Message-API ``Strategy`` (``flwr.serverapp.strategy``, Flower >= 1.21).
 
-Flower clients send whole models; :class:`RobustStrategy` turns them into the ``[K, N]`` updates
-relative to the current global model (the layout every aggregator here expects), aggregates them
-with the given :class:`~fl_lightning.aggregators.Aggregator` and adds the result to the global
-model. The aggregator object lives as long as the strategy, so rules with memory (FoolsGold) see
-every round; Flower's string client ids are mapped to stable integers for them.
+Flower clients reply with whole models (an ``ArrayRecord``) and a ``MetricRecord`` holding their
+weight (``num-examples``). :class:`RobustStrategy` turns the models into the ``[K, N]`` updates
+relative to the global model it sent this round (the layout every aggregator here expects),
+aggregates them with the given :class:`~fl_lightning.aggregators.Aggregator` and adds the result
+to the global model. The aggregator lives as long as the strategy, so rules with memory
+(FoolsGold) see every round; Flower's node ids are mapped to stable integer client ids for them.
+
+A reply that carries an error, or whose records are missing, misshapen or non-finite, is dropped
+with a ``RuntimeWarning`` and the round goes on with the others.
 """
 from __future__ import annotations
 
 import math
+import time
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 try:
-    from flwr.common import FitRes, Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
-    from flwr.server.client_manager import ClientManager
-    from flwr.server.client_proxy import ClientProxy
-    from flwr.server.strategy import FedAvg
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+    from flwr.serverapp import Grid
+    from flwr.serverapp.strategy import Strategy
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError("RobustStrategy needs Flower: pip install 'fl-lightning[flower]'") from exc
+    raise ImportError("RobustStrategy needs Flower >= 1.21: pip install 'fl-lightning[flower]'") from exc
 
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
+from fl_lightning.checks import check_fraction, check_instance, check_int, check_optional_int, check_seed
 from fl_lightning.context import RoundContext
+from fl_lightning.integrations.flower_legacy import LegacyRobustStrategy
 from fl_lightning.param_layout import ParamLayout
+from fl_lightning.seeding import numpy_rng
 
-#: ``on_diagnostics(server_round, result)``: called after every aggregation with the full result
-DiagnosticsHook = Callable[[int, AggregationResult], None]
+#: ``on_aggregate(server_round, node_ids, result)``: called after every aggregation, rows in ``node_ids`` order
+AggregateHook = Callable[[int, list[int], AggregationResult], None]
+#: ``(replies' RecordDicts, weighting key) -> MetricRecord``, as Flower's ``*_metrics_aggr_fn``
+MetricsAggregation = Callable[[list[RecordDict], str], MetricRecord]
+
+_OWNER = "RobustStrategy"
 
 
-class RobustStrategy(FedAvg):
-    """Flower's ``FedAvg`` client sampling and evaluation, with ``aggregate_fit`` done by ``aggregator``.
+class RobustStrategy(Strategy):
+    """Flower's Message-API strategy with the model aggregation done by an fl_lightning ``aggregator``.
 
     Args:
         aggregator: any fl_lightning aggregator; the same object serves every round.
-        fraction_fit, fraction_evaluate, min_fit_clients, min_evaluate_clients, min_available_clients,
-        evaluate_fn, on_fit_config_fn, on_evaluate_config_fn, accept_failures,
-        fit_metrics_aggregation_fn, evaluate_metrics_aggregation_fn: as in ``flwr``'s ``FedAvg``.
-        initial_parameters: the initial global model (``Parameters`` or a list of arrays); without
-            it Flower asks one client for its model, which this strategy also picks up.
-        on_diagnostics: ``(server_round, AggregationResult) -> None``, e.g. to log the client weights.
-        names: a name per model array (the layout aggregators see; default ``array_0``, ``array_1``...).
-        num_clients: the federation's size if known (``RoundContext.num_clients``; default: clients seen).
-        seed: the seed of ``RoundContext.generator`` (randomised aggregators).
+        fraction_train, fraction_evaluate: the share of connected nodes sampled per round (at
+            least ``min_train_nodes`` / ``min_evaluate_nodes``); 0 skips that phase.
+        min_train_nodes: default: what the aggregator needs (at least 2); a smaller value is refused.
+        min_evaluate_nodes, min_available_nodes: as in Flower's ``FedAvg``; sampling waits until
+            ``min_available_nodes`` nodes are connected.
+        weighted_by_key: the ``MetricRecord`` key holding a reply's sample count (``num-examples``).
+        arrayrecord_key, configrecord_key: the keys of the records sent to the clients.
+        train_metrics_aggr_fn, evaluate_metrics_aggr_fn: reduce the clients' own metrics (default:
+            average weighted by ``weighted_by_key``, over the accepted replies).
+        on_aggregate: ``(server_round, node_ids, AggregationResult) -> None`` after each aggregation.
+        num_clients: the federation's size if known (``RoundContext.num_clients``; default: nodes seen).
+        seed: the seed of node sampling and of ``RoundContext.generator`` (randomised aggregators).
 
-    Float arrays are aggregated; integer arrays (e.g. BatchNorm's ``num_batches_tracked``) keep the
-    global model's value. ``min_fit_clients`` defaults to what the aggregator needs (at least 2).
+    Start it as any Message-API strategy: ``strategy.start(grid, initial_arrays, num_rounds,
+    train_config=..., evaluate_fn=...)``. Each round's train ``MetricRecord`` (in the returned
+    ``Result.train_metrics_clientapp``) holds the clients' averaged metrics and the aggregation's
+    diagnostics: ``node-ids`` and ``client-weights`` (row by row), ``flagged-node-ids``,
+    ``num-flagged``, ``num-clients``, ``num-dropped``, ``update-norm`` and every scalar diagnostic.
+    Float arrays are aggregated; integer arrays (BatchNorm's ``num_batches_tracked``) keep the
+    global model's value.
     """
 
-    def __init__(self, aggregator: Aggregator, *, fraction_fit: float = 1.0, fraction_evaluate: float = 1.0,
-                 min_fit_clients: int | None = None, min_evaluate_clients: int = 2,
-                 min_available_clients: int | None = None,
-                 initial_parameters: Parameters | Sequence[np.ndarray] | None = None,
-                 on_diagnostics: DiagnosticsHook | None = None, names: Sequence[str] | None = None,
-                 num_clients: int | None = None, seed: int = 0, evaluate_fn: Callable | None = None,
-                 on_fit_config_fn: Callable[[int], dict[str, Scalar]] | None = None,
-                 on_evaluate_config_fn: Callable[[int], dict[str, Scalar]] | None = None,
-                 accept_failures: bool = True, fit_metrics_aggregation_fn: Callable | None = None,
-                 evaluate_metrics_aggregation_fn: Callable | None = None) -> None:
-        if not isinstance(aggregator, Aggregator):
-            raise TypeError(f"RobustStrategy needs an fl_lightning Aggregator (e.g. ResidualReweight()), "
-                            f"got {type(aggregator).__name__}")
-        min_fit = max(2, aggregator.min_clients) if min_fit_clients is None else min_fit_clients
-        aggregator.validate(min_fit)
-        min_available = max(min_fit, min_evaluate_clients) if min_available_clients is None else min_available_clients
-        if initial_parameters is not None and not isinstance(initial_parameters, Parameters):
-            initial_parameters = ndarrays_to_parameters([np.asarray(a) for a in initial_parameters])
-        super().__init__(fraction_fit=fraction_fit, fraction_evaluate=fraction_evaluate,
-                         min_fit_clients=min_fit, min_evaluate_clients=min_evaluate_clients,
-                         min_available_clients=min_available, evaluate_fn=evaluate_fn,
-                         on_fit_config_fn=on_fit_config_fn, on_evaluate_config_fn=on_evaluate_config_fn,
-                         accept_failures=accept_failures, initial_parameters=initial_parameters,
-                         fit_metrics_aggregation_fn=fit_metrics_aggregation_fn,
-                         evaluate_metrics_aggregation_fn=evaluate_metrics_aggregation_fn)
+    #: seconds between two looks at the connected nodes while fewer than needed are connected
+    poll_interval_s: float = 1.0
+
+    def __init__(self, aggregator: Aggregator, *, fraction_train: float = 1.0, fraction_evaluate: float = 1.0,
+                 min_train_nodes: int | None = None, min_evaluate_nodes: int = 2,
+                 min_available_nodes: int | None = None, weighted_by_key: str = "num-examples",
+                 arrayrecord_key: str = "arrays", configrecord_key: str = "config",
+                 train_metrics_aggr_fn: MetricsAggregation | None = None,
+                 evaluate_metrics_aggr_fn: MetricsAggregation | None = None,
+                 on_aggregate: AggregateHook | None = None, num_clients: int | None = None,
+                 seed: int = 0) -> None:
+        check_instance(aggregator, Aggregator, "aggregator", _OWNER,
+                       "pass an fl_lightning Aggregator, e.g. ResidualReweight()")
+        self.fraction_train = check_fraction(fraction_train, "fraction_train", _OWNER)
+        self.fraction_evaluate = check_fraction(fraction_evaluate, "fraction_evaluate", _OWNER)
+        needed = max(2, aggregator.min_clients)
+        min_train = needed if min_train_nodes is None else check_int(min_train_nodes, "min_train_nodes", _OWNER, 1)
+        aggregator.validate(min_train)
+        self.min_train_nodes = min_train
+        self.min_evaluate_nodes = check_int(min_evaluate_nodes, "min_evaluate_nodes", _OWNER, 0)
+        self.min_available_nodes = check_optional_int(min_available_nodes, "min_available_nodes", _OWNER, 1) or max(
+            self.min_train_nodes, self.min_evaluate_nodes)
+        for name, value in (("weighted_by_key", weighted_by_key), ("arrayrecord_key", arrayrecord_key),
+                            ("configrecord_key", configrecord_key)):
+            check_instance(value, str, name, _OWNER)
+        self.weighted_by_key, self.arrayrecord_key, self.configrecord_key = (
+            weighted_by_key, arrayrecord_key, configrecord_key)
+        self.train_metrics_aggr_fn = train_metrics_aggr_fn or weighted_metrics
+        self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn or weighted_metrics
         self.aggregator = aggregator
-        self.on_diagnostics = on_diagnostics
-        self.names = list(names) if names is not None else None
-        self.num_clients = num_clients
-        self.seed = seed
-        #: Flower client id (``ClientProxy.cid``) -> the integer id aggregators see, in order of first result
-        self.client_index: dict[str, int] = {}
-        self._global: list[np.ndarray] | None = (
-            parameters_to_ndarrays(initial_parameters) if initial_parameters is not None else None)
+        self.on_aggregate = on_aggregate
+        self.num_clients = check_optional_int(num_clients, "num_clients", _OWNER, 1)
+        self.seed = check_seed(seed, _OWNER)
+        #: Flower node id -> the integer client id aggregators see, in order of first accepted reply
+        self.client_index: dict[int, int] = {}
+        self._global: ArrayRecord | None = None
 
     def __repr__(self) -> str:
-        return f"RobustStrategy(aggregator={self.aggregator!r}, accept_failures={self.accept_failures})"
+        return (f"RobustStrategy(aggregator={self.aggregator!r}, fraction_train={self.fraction_train}, "
+                f"min_train_nodes={self.min_train_nodes})")
 
-    # -- the global model, as Flower hands it over -----------------------------------------------------
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        """The initial global model (remembered as the reference of round 1's updates)."""
-        parameters = super().initialize_parameters(client_manager)
-        if parameters is not None:
-            self._global = parameters_to_ndarrays(parameters)
-        return parameters
+    def summary(self) -> None:
+        """Log the sampling settings and the aggregator (Flower calls it when the strategy starts)."""
+        from flwr.common.logger import log
+        from logging import INFO
 
-    def configure_fit(self, server_round: int, parameters: Parameters,
-                      client_manager: ClientManager) -> list[tuple[ClientProxy, Any]]:
-        """FedAvg's sampling; the ``parameters`` sent to clients are this round's global model."""
-        self._global = parameters_to_ndarrays(parameters)
-        return super().configure_fit(server_round, parameters, client_manager)
+        log(INFO, "\t├──> Aggregator: %r", self.aggregator)
+        log(INFO, "\t├──> Sampling: fraction train %.2f | evaluate %.2f; min nodes train %d | evaluate %d | "
+            "available %d", self.fraction_train, self.fraction_evaluate, self.min_train_nodes,
+            self.min_evaluate_nodes, self.min_available_nodes)
+        log(INFO, "\t└──> Weighted by '%s'", self.weighted_by_key)
 
-    @property
-    def global_ndarrays(self) -> list[np.ndarray] | None:
-        """The current global model as Flower arrays (``None`` before the first round)."""
-        return self._global
+    # -- sending --------------------------------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """Sample this round's training nodes; ``arrays`` (the global model) is the reference of their updates."""
+        self._global = arrays
+        if self.fraction_train == 0.0:
+            return []
+        nodes = self._sample(grid, self.fraction_train, self.min_train_nodes, server_round, "train")
+        return self._messages(arrays, config, server_round, nodes, MessageType.TRAIN)
 
-    # -- aggregation -------------------------------------------------------------------------------------
-    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-                      failures: list[tuple[ClientProxy, FitRes] | BaseException]
-                      ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        """Robustly aggregate the clients' models into the next global model, plus scalar diagnostics."""
-        if not results:
-            return None, {}
-        if not self.accept_failures and failures:
-            return None, {}
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """Sample this round's evaluation nodes and send them the global model."""
+        if self.fraction_evaluate == 0.0:
+            return []
+        nodes = self._sample(grid, self.fraction_evaluate, self.min_evaluate_nodes, server_round, "evaluate")
+        return self._messages(arrays, config, server_round, nodes, MessageType.EVALUATE)
+
+    def _sample(self, grid: Grid, fraction: float, minimum: int, server_round: int, purpose: str) -> list[int]:
+        """``max(minimum, fraction * connected)`` nodes, drawn from the seed (waits for enough nodes)."""
+        wanted = max(minimum, self.min_available_nodes)
+        while len(nodes := sorted(grid.get_node_ids())) < wanted:
+            time.sleep(self.poll_interval_s)
+        size = min(len(nodes), max(minimum, int(len(nodes) * fraction)))
+        rng = numpy_rng(self.seed, f"flower-sample-{purpose}", server_round)
+        return sorted(nodes[i] for i in rng.choice(len(nodes), size=size, replace=False))
+
+    def _messages(self, arrays: ArrayRecord, config: ConfigRecord, server_round: int, nodes: list[int],
+                  message_type: str) -> list[Message]:
+        config = ConfigRecord(dict(config))
+        config["server-round"] = server_round
+        content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return [Message(content=content, dst_node_id=node, message_type=message_type) for node in nodes]
+
+    # -- training replies ------------------------------------------------------------------------------------
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Robustly aggregate the accepted replies' models into the next global model, plus diagnostics."""
         if self._global is None:
-            raise RuntimeError("RobustStrategy.aggregate_fit needs the current global model: pass "
-                               "initial_parameters=..., or let the Flower server call configure_fit first")
-        results = sorted(results, key=lambda r: self._client_id(r[0].cid))
-        cids = [proxy.cid for proxy, _ in results]
-        floats = [i for i, a in enumerate(self._global) if np.issubdtype(a.dtype, np.floating)]
-        layout = self._layout(floats)
-        updates = torch.empty(len(results), layout.num_params, dtype=torch.float32)
-        for row, (proxy, fit_res) in enumerate(results):
-            arrays = self._check_arrays(proxy.cid, parameters_to_ndarrays(fit_res.parameters))
+            raise RuntimeError("RobustStrategy.aggregate_train needs the global model it sent: it is taken "
+                               "from configure_train(server_round, arrays, ...), which start() calls first")
+        keys = list(self._global.keys())
+        reference = [self._global[k].numpy() for k in keys]
+        accepted: list[tuple[int, list[np.ndarray], float, RecordDict]] = []
+        replies = list(replies)
+        if not replies and self.fraction_train == 0.0:  # training switched off: nothing to report
+            return None, None
+        for reply in replies:
+            node = int(reply.metadata.src_node_id)
+            problem, parsed = self._parse_train_reply(reply, keys, reference)
+            if problem is not None:
+                warnings.warn(f"round {server_round}: node {node} is dropped: {problem}", RuntimeWarning,
+                              stacklevel=2)
+                continue
+            arrays, weight = parsed
+            accepted.append((node, arrays, weight, reply.content))
+        dropped = len(replies) - len(accepted)
+        if len(accepted) < self.aggregator.min_clients or not accepted:
+            warnings.warn(f"round {server_round}: {len(accepted)} usable replies, but {type(self.aggregator).__name__} "
+                          f"needs {self.aggregator.min_clients}; keeping the previous global model",
+                          RuntimeWarning, stacklevel=2)
+            return None, MetricRecord({"num-clients": len(accepted), "num-dropped": dropped})
+        accepted.sort(key=lambda item: item[0])
+        node_ids = [node for node, *_ in accepted]
+        floats = [i for i, a in enumerate(reference) if np.issubdtype(a.dtype, np.floating)]
+        layout = ParamLayout.from_shapes([keys[i] for i in floats], [reference[i].shape for i in floats])
+        updates = torch.empty(len(accepted), layout.num_params, dtype=torch.float32)
+        for row, (_, arrays, _, _) in enumerate(accepted):
             for i, spec in zip(floats, layout.params):
-                delta = np.asarray(arrays[i], dtype=self._global[i].dtype) - self._global[i]
+                delta = np.asarray(arrays[i], dtype=reference[i].dtype) - reference[i]
                 updates[row, spec.slice] = torch.from_numpy(np.ascontiguousarray(delta).reshape(-1)).float()
-        global_flat = _flat([self._global[i] for i in floats], layout.num_params)
-        ctx = RoundContext(round=server_round, client_ids=[self.client_index[c] for c in cids],
-                           num_samples=torch.tensor([float(r.num_examples) for _, r in results]),
-                           layout=layout, global_params=global_flat, seed=self.seed,
-                           num_clients=self.num_clients or len(self.client_index),
-                           extras={"flower_cids": cids})
+        ids = [self._client_id(node) for node in node_ids]
+        ctx = RoundContext(round=server_round, client_ids=ids,
+                           num_samples=torch.tensor([w for _, _, w, _ in accepted], dtype=torch.float32),
+                           layout=layout, global_params=_flat([reference[i] for i in floats], layout.num_params),
+                           seed=self.seed, num_clients=self.num_clients or len(self.client_index),
+                           extras={"flower_node_ids": node_ids})
         result = self.aggregator.aggregate(updates, ctx)
         update = result.update.detach().reshape(-1)
         if update.numel() != layout.num_params or not bool(torch.isfinite(update).all()):
             warnings.warn(f"round {server_round}: {type(self.aggregator).__name__} returned a non-finite or "
                           f"misshapen update; keeping the previous global model", RuntimeWarning, stacklevel=2)
-            return None, {"num_clients": len(results), "kept_previous_model": True}
-        new = [a.copy() for a in self._global]
+            return None, MetricRecord({"num-clients": len(accepted), "num-dropped": dropped})
+        new = {k: Array(a) for k, a in zip(keys, reference)}
         for i, spec in zip(floats, layout.params):
-            step = update[spec.slice].numpy().astype(self._global[i].dtype, copy=False).reshape(spec.shape)
-            new[i] = self._global[i] + step
-        self._global = new
-        metrics = _metrics(result, update, cids, len(failures))
-        if self.fit_metrics_aggregation_fn is not None:
-            metrics.update(self.fit_metrics_aggregation_fn([(r.num_examples, r.metrics) for _, r in results]))
-        if self.on_diagnostics is not None:
-            self.on_diagnostics(server_round, result)
-        return ndarrays_to_parameters(new), metrics
+            step = update[spec.slice].numpy().astype(reference[i].dtype, copy=False).reshape(spec.shape)
+            new[keys[i]] = Array(np.asarray(reference[i] + step, dtype=reference[i].dtype))
+        metrics = self.train_metrics_aggr_fn([content for *_, content in accepted], self.weighted_by_key)
+        for key, value in diagnostics_metrics(result, update, node_ids, dropped).items():
+            metrics[key] = value
+        if self.on_aggregate is not None:
+            self.on_aggregate(server_round, node_ids, result)
+        return ArrayRecord(new), metrics
 
-    def _client_id(self, cid: str) -> int:
-        if cid not in self.client_index:
+    def _parse_train_reply(self, reply: Message, keys: list[str], reference: list[np.ndarray]
+                           ) -> tuple[str | None, Any]:
+        """``(None, (arrays, weight))`` for a usable reply, else ``(why it is dropped, None)``."""
+        if reply.has_error():
+            return f"its reply is an error ({reply.error.reason})", None
+        if not reply.has_content():
+            return "its reply has no content", None
+        content = reply.content
+        if len(content.array_records) != 1:
+            return f"its reply holds {len(content.array_records)} ArrayRecords, expected 1", None
+        problem, weight = self._reply_weight(content)
+        if problem is not None:
+            return problem, None
+        record = next(iter(content.array_records.values()))
+        if list(record.keys()) != keys:
+            return f"its ArrayRecord has keys {list(record.keys())}, the global model's are {keys}", None
+        try:
+            arrays = [record[k].numpy() for k in keys]
+        except Exception as exc:  # undecodable bytes
+            return f"its ArrayRecord could not be decoded ({type(exc).__name__}: {exc})", None
+        for key, have, want in zip(keys, arrays, reference):
+            if have.shape != want.shape:
+                return f"its array {key!r} has shape {have.shape}, the global model's is {want.shape}", None
+            if np.issubdtype(want.dtype, np.floating) and not np.isfinite(have).all():
+                return f"its array {key!r} holds NaN or Inf", None
+        return None, (arrays, weight)
+
+    def _reply_weight(self, content: RecordDict) -> tuple[str | None, float]:
+        records = list(content.metric_records.values())
+        if len(records) != 1:
+            return f"its reply holds {len(records)} MetricRecords, expected 1 with {self.weighted_by_key!r}", 0.0
+        value = records[0].get(self.weighted_by_key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            return f"its MetricRecord's {self.weighted_by_key!r} is {value!r}, expected a number > 0", 0.0
+        return None, float(value)
+
+    def _client_id(self, node_id: int) -> int:
+        if node_id not in self.client_index:
             if self.num_clients is not None and len(self.client_index) >= self.num_clients:
-                raise ValueError(f"RobustStrategy(num_clients={self.num_clients}) got a result from client "
-                                 f"{cid!r}, beyond the {self.num_clients} clients already seen; raise num_clients")
-            self.client_index[cid] = len(self.client_index)
-        return self.client_index[cid]
+                raise ValueError(f"RobustStrategy(num_clients={self.num_clients}) got a reply from node {node_id}, "
+                                 f"beyond the {self.num_clients} nodes already seen; raise num_clients")
+            self.client_index[node_id] = len(self.client_index)
+        return self.client_index[node_id]
 
-    def _layout(self, floats: list[int]) -> ParamLayout:
-        assert self._global is not None
-        names = self.names or [f"array_{i}" for i in range(len(self._global))]
-        if len(names) != len(self._global):
-            raise ValueError(f"RobustStrategy(names=...) has {len(names)} names but the model has "
-                             f"{len(self._global)} arrays")
-        return ParamLayout.from_shapes([names[i] for i in floats], [self._global[i].shape for i in floats])
-
-    def _check_arrays(self, cid: str, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        assert self._global is not None
-        want = [a.shape for a in self._global]
-        have = [a.shape for a in arrays]
-        if have != want:
-            raise ValueError(f"client {cid!r} sent arrays of shapes {have}, but the global model's are {want}; "
-                             "every client must send the whole model in the same order")
-        return arrays
+    # -- evaluation replies --------------------------------------------------------------------------------
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Average the clients' evaluation metrics, weighted by ``weighted_by_key``; bad replies are dropped."""
+        usable = []
+        for reply in replies:
+            problem = (f"its reply is an error ({reply.error.reason})" if reply.has_error() else
+                       "its reply has no content" if not reply.has_content() else
+                       self._reply_weight(reply.content)[0])
+            if problem is not None:
+                warnings.warn(f"round {server_round}: evaluation of node {reply.metadata.src_node_id} is dropped: "
+                              f"{problem}", RuntimeWarning, stacklevel=2)
+                continue
+            usable.append(reply.content)
+        return self.evaluate_metrics_aggr_fn(usable, self.weighted_by_key) if usable else None
 
     # -- checkpointing ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The aggregator's memory and the client-id mapping it is keyed by (to resume a Flower run)."""
+        """The aggregator's memory and the node-id mapping it is keyed by (to resume a Flower run)."""
         return {"aggregator": self.aggregator.state_dict(), "client_index": dict(self.client_index)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        self.client_index = dict(state.get("client_index", {}))
+        self.client_index = {int(k): int(v) for k, v in state.get("client_index", {}).items()}
         self.aggregator.load_state_dict(state.get("aggregator", {}))
+
+
+def weighted_metrics(records: Sequence[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Average every numeric metric the replies share, weighted by ``weighted_by_key`` (which is left out)."""
+    weights, rows = [], []
+    for content in records:
+        (record,) = content.metric_records.values()
+        weights.append(float(record[weighted_by_key]))
+        rows.append({k: v for k, v in record.items() if k != weighted_by_key})
+    total = sum(weights)
+    shared = set.intersection(*(set(r) for r in rows)) if rows else set()
+    out = MetricRecord()
+    for key in sorted(shared):
+        values = [r[key] for r in rows]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = sum(w * float(v) for w, v in zip(weights, values)) / total
+    return out
+
+
+def diagnostics_metrics(result: AggregationResult, update: Tensor, node_ids: list[int],
+                        num_dropped: int) -> dict[str, Any]:
+    """An aggregation result as ``MetricRecord`` values (numbers and lists of numbers only)."""
+    metrics: dict[str, Any] = {"num-clients": len(node_ids), "num-dropped": num_dropped,
+                               "update-norm": float(update.norm()), "node-ids": list(node_ids)}
+    if result.client_weights is not None:
+        metrics["client-weights"] = [float(w) for w in result.client_weights.detach().double().reshape(-1)]
+    for key, value in result.diagnostics.items():
+        if key == "flagged":
+            flagged = torch.as_tensor(value, dtype=torch.bool).reshape(-1).tolist()
+            metrics["flagged-node-ids"] = [n for n, f in zip(node_ids, flagged) if f]
+            metrics["num-flagged"] = int(sum(flagged))
+        elif isinstance(value, (bool, int)):
+            metrics[key] = int(value)
+        elif isinstance(value, float):
+            metrics[key] = value
+        elif isinstance(value, Tensor) and value.numel() == 1:
+            metrics[key] = float(value)
+    return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
 
 
 def _flat(arrays: list[np.ndarray], n: int) -> Tensor:
@@ -199,21 +333,4 @@ def _flat(arrays: list[np.ndarray], n: int) -> Tensor:
     return out
 
 
-def _metrics(result: AggregationResult, update: Tensor, cids: list[str], num_failures: int) -> dict[str, Scalar]:
-    """Flower metrics (scalars and strings only) from an aggregation result."""
-    metrics: dict[str, Scalar] = {"num_clients": len(cids), "num_failures": num_failures,
-                                  "update_norm": float(update.norm())}
-    for key, value in result.diagnostics.items():
-        if key == "flagged":
-            flagged = torch.as_tensor(value, dtype=torch.bool).reshape(-1)
-            metrics["num_flagged"] = int(flagged.sum())
-            metrics["flagged_cids"] = ",".join(c for c, f in zip(cids, flagged.tolist()) if f)
-        elif isinstance(value, (bool, int, float, str)):
-            metrics[key] = value
-        elif isinstance(value, Tensor) and value.numel() == 1:
-            metrics[key] = float(value)
-    if result.client_weights is not None:
-        weights = result.client_weights.detach().float().reshape(-1)
-        metrics["min_client_weight"] = float(weights.min())
-        metrics["max_client_weight"] = float(weights.max())
-    return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+__all__ = ["RobustStrategy", "LegacyRobustStrategy", "weighted_metrics", "diagnostics_metrics"]

@@ -1,190 +1,313 @@
-"""RobustStrategy inside Flower: the same aggregate as the aggregator called directly, memory across rounds."""
+"""RobustStrategy on Flower's Message API: the direct aggregate, memory across rounds, bad replies dropped, start()."""
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import Callable, Iterable
 
 import numpy as np
 import pytest
-import ray
 import torch
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server.client_proxy import ClientProxy
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from fl_lightning.aggregators import CoordinateMedian, FedAvg, FoolsGold, Krum, ResidualReweight
 from fl_lightning.context import RoundContext
-from fl_lightning.integrations.flower import RobustStrategy
+from fl_lightning.integrations import LegacyRobustStrategy as LazyLegacy
+from fl_lightning.integrations import RobustStrategy as LazyRobust
+from fl_lightning.integrations.flower import LegacyRobustStrategy, RobustStrategy
 from fl_lightning.param_layout import ParamLayout
 
-SHAPES = [(6, 5), (6,), (3, 6), (3,)]  # a 5 -> 6 -> 3 MLP: FoolsGold reads the (3, 6) output weight
-NAMES = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "bn.num_batches_tracked"]
+SHAPES = {"fc1.weight": (6, 5), "fc1.bias": (6,), "fc2.weight": (3, 6), "fc2.bias": (3,)}
+KEYS = [*SHAPES, "bn.num_batches_tracked"]
+N = sum(int(np.prod(s)) for s in SHAPES.values())
+# Flower node ids are unsigned 64-bit: some above 2**63 on purpose
+NODES = [2**64 - 5, 17, 9_000_000_000_000_000_001, 4, 2**63 + 11, 123456789]
 
 
-class Proxy(ClientProxy):
-    """The smallest ClientProxy: only ``cid`` is read by a strategy's aggregate_fit."""
+@pytest.fixture(autouse=True)
+def serverapp_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages read the run / task / node of the process, which a ServerApp process sets at start-up."""
+    from flwr.supercore.task_identity import TaskIdentity
 
-    def get_properties(self, ins, timeout, group_id):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def get_parameters(self, ins, timeout, group_id):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def fit(self, ins, timeout, group_id):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def evaluate(self, ins, timeout, group_id):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def reconnect(self, ins, timeout, group_id):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
+    for attr, value in (("_task_id", 1), ("_run_id", 1), ("_node_id", 1)):
+        monkeypatch.setattr(TaskIdentity, attr, value)
 
 
-def _model(seed: int = 0) -> list[np.ndarray]:
+def _model(seed: int = 0) -> ArrayRecord:
     rng = np.random.default_rng(seed)
-    arrays = [rng.normal(size=s).astype(np.float32) for s in SHAPES]
-    return arrays + [np.array(7, dtype=np.int64)]  # an integer array, as BatchNorm's num_batches_tracked
+    arrays = {k: Array(rng.normal(size=s).astype(np.float32)) for k, s in SHAPES.items()}
+    arrays["bn.num_batches_tracked"] = Array(np.array(7, dtype=np.int64))  # an integer array
+    return ArrayRecord(arrays)
 
 
 def _deltas(k: int, seed: int) -> np.ndarray:
     """``[K, N]`` honest client steps, the last client an outlier."""
     rng = np.random.default_rng(seed)
-    n = sum(int(np.prod(s)) for s in SHAPES)
-    deltas = rng.normal(scale=0.01, size=(k, n)).astype(np.float32) + 0.02
+    deltas = rng.normal(scale=0.01, size=(k, N)).astype(np.float32) + 0.02
     deltas[-1] = 5.0
     return deltas
 
 
-def _results(global_model: list[np.ndarray], deltas: np.ndarray, cids: list[str],
-             num_examples: list[int]) -> list[tuple[ClientProxy, FitRes]]:
-    results = []
-    for cid, delta, n in zip(cids, deltas, num_examples):
-        arrays, offset = [], 0
-        for array in global_model:
-            if np.issubdtype(array.dtype, np.floating):
-                arrays.append(array + delta[offset:offset + array.size].reshape(array.shape))
-                offset += array.size
-            else:
-                arrays.append(array + 100)  # a client's integer state is ignored
-        results.append((Proxy(cid), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), n, {})))
-    return results
+def _instruction(node: int, model: ArrayRecord, message_type: str = MessageType.TRAIN) -> Message:
+    return Message(RecordDict({"arrays": model, "config": ConfigRecord()}), dst_node_id=node,
+                   message_type=message_type)
 
 
-def _direct(aggregator, global_model: list[np.ndarray], deltas: np.ndarray, ids: list[int],
-            num_examples: list[int], server_round: int):
-    """The aggregator called by hand on the clients' ``local - global`` (as sent, so rounded) and the same context."""
-    layout = ParamLayout.from_shapes(NAMES[:4], SHAPES)
-    flat = torch.cat([torch.from_numpy(a.reshape(-1)) for a in global_model[:4]])
-    local = torch.cat([torch.from_numpy(a.reshape(-1)) for a in global_model[:4]]) + torch.from_numpy(deltas)
+def _local(model: ArrayRecord, delta: np.ndarray) -> ArrayRecord:
+    """``global + delta`` on the float arrays; a client's integer state differs (it must be ignored)."""
+    arrays, offset = {}, 0
+    for key in model.keys():
+        array = model[key].numpy()
+        if np.issubdtype(array.dtype, np.floating):
+            arrays[key] = Array(array + delta[offset:offset + array.size].reshape(array.shape))
+            offset += array.size
+        else:
+            arrays[key] = Array(np.asarray(array + 100))
+    return ArrayRecord(arrays)
+
+
+def _reply(node: int, model: ArrayRecord, delta: np.ndarray, num_examples: float, **metrics: float) -> Message:
+    content = RecordDict({"arrays": _local(model, delta),
+                          "metrics": MetricRecord({"num-examples": num_examples, **metrics})})
+    return Message(content, reply_to=_instruction(node, model))
+
+
+def _direct(aggregator, model: ArrayRecord, deltas: np.ndarray, ids: list[int], num_examples: list[float],
+            server_round: int):
+    """The aggregator called by hand on ``local - global`` (as sent, so rounded) and the same context."""
+    layout = ParamLayout.from_shapes(list(SHAPES), list(SHAPES.values()))
+    flat = torch.cat([torch.from_numpy(model[k].numpy().reshape(-1)) for k in SHAPES])
     ctx = RoundContext(round=server_round, client_ids=ids, num_samples=torch.tensor(num_examples, dtype=torch.float32),
                        layout=layout, global_params=flat, num_clients=len(ids))
-    result = aggregator.aggregate(local - flat, ctx)
-    new = [(a.reshape(-1) + result.update[s.slice].numpy()).reshape(a.shape)
-           for a, s in zip(global_model[:4], layout.params)]
-    return new + [global_model[4]], result
+    result = aggregator.aggregate((flat + torch.from_numpy(deltas)) - flat, ctx)
+    new = {k: (model[k].numpy().reshape(-1) + result.update[s.slice].numpy()).reshape(SHAPES[k])
+           for k, s in zip(SHAPES, layout.params)}
+    return new, result
+
+
+def _aggregate(strategy: RobustStrategy, server_round: int, model: ArrayRecord, replies: list[Message]):
+    strategy.configure_train(server_round, model, ConfigRecord(), _FakeGrid(sorted(r.metadata.src_node_id
+                                                                                   for r in replies)))
+    return strategy.aggregate_train(server_round, replies)
+
+
+class _FakeGrid(Grid):
+    """A Grid whose nodes are local functions: ``client(node, message) -> reply content or Error``."""
+
+    def __init__(self, nodes: list[int], client: Callable[[int, Message], RecordDict | Error] | None = None) -> None:
+        self.nodes, self.client, self.sent = list(nodes), client, []
+
+    def set_run(self, run) -> None:  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    @property
+    def run(self):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def create_message(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.nodes)
+
+    def push_messages(self, messages):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        self.sent.append(messages)
+        replies = []
+        for message in messages:
+            answer = self.client(message.metadata.dst_node_id, message)
+            replies.append(Message(answer, reply_to=message) if isinstance(answer, RecordDict)
+                           else Message(answer, reply_to=message))
+        return replies
 
 
 @pytest.mark.parametrize("make", [FedAvg, ResidualReweight, CoordinateMedian, lambda: Krum(f=1)],
                          ids=["fedavg", "residual_reweight", "median", "krum"])
 def test_same_aggregate_as_the_aggregator_called_directly(make) -> None:
     model, deltas = _model(), _deltas(6, seed=1)
-    cids = ["node-9", "node-3", "node-41", "node-7", "node-12", "node-5"]
     num_examples = [30, 10, 20, 25, 15, 40]
     seen = []
-    strategy = RobustStrategy(make(), initial_parameters=model, names=NAMES,
-                              on_diagnostics=lambda r, res: seen.append((r, res)))
-    parameters, metrics = strategy.aggregate_fit(1, _results(model, deltas, cids, num_examples), [])
-    want, result = _direct(make(), model, deltas, list(range(6)), num_examples, 1)
+    strategy = RobustStrategy(make(), on_aggregate=lambda r, nodes, res: seen.append((r, nodes, res)))
+    assert isinstance(strategy, Strategy)
+    replies = [_reply(n, model, d, w) for n, d, w in zip(NODES, deltas, num_examples)]
+    arrays, metrics = _aggregate(strategy, 1, model, replies)
 
-    have = parameters_to_ndarrays(parameters)
-    for h, w in zip(have, want):
-        assert h.dtype == w.dtype and h.shape == w.shape
-        np.testing.assert_array_equal(h, w)
-    assert strategy.client_index == {cid: i for i, cid in enumerate(cids)}
-    assert [r for r, _ in seen] == [1]
-    assert metrics["num_clients"] == 6 and metrics["num_failures"] == 0
+    order = sorted(range(6), key=lambda i: NODES[i])  # rows are ordered by node id
+    want, result = _direct(make(), model, deltas[order], list(range(6)), [num_examples[i] for i in order], 1)
+    assert list(arrays.keys()) == KEYS
+    for key in SHAPES:
+        have = arrays[key].numpy()
+        assert have.dtype == np.float32 and have.shape == SHAPES[key]
+        np.testing.assert_array_equal(have, want[key])
+    np.testing.assert_array_equal(arrays["bn.num_batches_tracked"].numpy(), np.array(7))  # the global's
+    sorted_nodes = sorted(NODES)
+    assert strategy.client_index == {node: i for i, node in enumerate(sorted_nodes)}
+    assert [(r, nodes) for r, nodes, _ in seen] == [(1, sorted_nodes)]
+    assert metrics["node-ids"] == sorted_nodes
+    assert metrics["num-clients"] == 6 and metrics["num-dropped"] == 0
+    if result.client_weights is None:  # e.g. the coordinate median weighs no client as a whole
+        assert "client-weights" not in metrics
+    else:
+        np.testing.assert_allclose(metrics["client-weights"], result.client_weights.double().numpy(), rtol=1e-12)
     flagged = result.diagnostics.get("flagged")
     if flagged is not None:
-        assert metrics["num_flagged"] == int(flagged.sum())
-        assert metrics["flagged_cids"] == ",".join(c for c, f in zip(cids, flagged.tolist()) if f)
-    assert all(isinstance(v, (bool, bytes, float, int, str)) for v in metrics.values())  # Flower's Scalar
+        assert metrics["num-flagged"] == int(flagged.sum())
+        assert metrics["flagged-node-ids"] == [n for n, f in zip(sorted_nodes, flagged.tolist()) if f]
+    MetricRecord.inflate(metrics.deflate())  # every value survives Flower's wire format
 
 
-def test_foolsgold_memory_persists_across_rounds() -> None:
-    """Two sybils look alike only over both rounds; the strategy must carry FoolsGold's memory between calls."""
+def test_a_byzantine_node_is_down_weighted() -> None:
+    model, deltas = _model(), _deltas(5, seed=2)  # the last node sends +5.0 everywhere
+    nodes = [11, 22, 33, 44, 55]
+    _, metrics = _aggregate(RobustStrategy(ResidualReweight()), 1, model,
+                            [_reply(n, model, d, 10) for n, d in zip(nodes, deltas)])
+    weights = dict(zip(metrics["node-ids"], metrics["client-weights"]))
+    assert weights[55] < 0.1 * min(weights[n] for n in nodes[:4])
+    assert 55 in metrics["flagged-node-ids"]
+
+
+def test_failed_malformed_and_non_finite_replies_are_dropped_and_the_round_goes_on() -> None:
+    model, deltas = _model(), _deltas(4, seed=3)
+    good = [_reply(n, model, d, 10, loss=float(n)) for n, d in zip([1, 2, 3, 4], deltas)]
+    nan = deltas[0].copy()
+    nan[3] = float("nan")
+    wrong_shape = RecordDict({"arrays": ArrayRecord({k: Array(np.zeros(2, np.float32)) for k in KEYS}),
+                              "metrics": MetricRecord({"num-examples": 10})})
+    missing_key = RecordDict({"arrays": ArrayRecord({k: model[k] for k in KEYS[:3]}),
+                              "metrics": MetricRecord({"num-examples": 10})})
+    no_weight = RecordDict({"arrays": _local(model, deltas[0]), "metrics": MetricRecord({"loss": 1.0})})
+    bad = [Message(Error(code=1, reason="client crashed"), reply_to=_instruction(90, model)),
+           _reply(91, model, nan, 10),
+           Message(wrong_shape, reply_to=_instruction(92, model)),
+           Message(missing_key, reply_to=_instruction(93, model)),
+           Message(no_weight, reply_to=_instruction(94, model)),
+           _reply(95, model, deltas[0], float("inf"))]
+    strategy = RobustStrategy(FedAvg())
+    with pytest.warns(RuntimeWarning) as caught:
+        arrays, metrics = _aggregate(strategy, 1, model, good + bad)
+    messages = " | ".join(str(w.message) for w in caught)
+    for node, why in [(90, "client crashed"), (91, "NaN or Inf"), (92, "has shape"), (93, "has keys"),
+                      (94, "'num-examples' is None"), (95, "'num-examples' is inf")]:
+        assert f"node {node} is dropped" in messages and why in messages
+    want, _ = _direct(FedAvg(), model, deltas, [0, 1, 2, 3], [10] * 4, 1)
+    for key in SHAPES:
+        np.testing.assert_array_equal(arrays[key].numpy(), want[key])
+    assert metrics["num-clients"] == 4 and metrics["num-dropped"] == 6 and metrics["node-ids"] == [1, 2, 3, 4]
+    assert metrics["loss"] == pytest.approx(2.5)  # the clients' own metrics, averaged over the accepted ones
+    assert set(strategy.client_index) == {1, 2, 3, 4}  # dropped nodes get no client id
+
+
+def test_too_few_usable_replies_keep_the_previous_model() -> None:
+    model, deltas = _model(), _deltas(3, seed=4)
+    replies = [_reply(1, model, deltas[0], 5), _reply(2, model, deltas[1], 5),
+               Message(Error(code=1, reason="lost"), reply_to=_instruction(3, model))]
+    with pytest.warns(RuntimeWarning) as caught:
+        arrays, metrics = _aggregate(RobustStrategy(ResidualReweight()), 1, model, replies)
+    assert [str(w.message) for w in caught] == [
+        "round 1: node 3 is dropped: its reply is an error (lost)",
+        "round 1: 2 usable replies, but ResidualReweight needs 3; keeping the previous global model"]
+    assert arrays is None and metrics["num-dropped"] == 1
+
+
+def test_foolsgold_memory_persists_across_rounds_and_survives_a_restore() -> None:
+    """Two sybils look alike only over both rounds: the memory between calls is what catches them."""
     model = _model()
-    cids = ["a", "b", "c", "sybil-1", "sybil-2"]
+    nodes = [501, 502, 503, 7001, 7002]  # the last two are the sybils
     rng = np.random.default_rng(3)
-    n = sum(int(np.prod(s)) for s in SHAPES)
-    round1 = rng.normal(scale=0.05, size=(5, n)).astype(np.float32)
-    round2 = rng.normal(scale=0.05, size=(5, n)).astype(np.float32)
+    round1 = rng.normal(scale=0.05, size=(5, N)).astype(np.float32)
+    round2 = rng.normal(scale=0.05, size=(5, N)).astype(np.float32)
     round2[4] = round1[3] + round2[3] - round1[4]  # the sybils' summed histories are identical
-    counts = [10, 10, 10, 10, 10]
 
-    strategy = RobustStrategy(FoolsGold(), initial_parameters=model, names=NAMES)
-    direct = FoolsGold()
-    params1, _ = strategy.aggregate_fit(1, _results(model, round1, cids, counts), [])
-    model1, _ = _direct(direct, model, round1, [0, 1, 2, 3, 4], counts, 1)
-    # round 2 from the new global; the results arrive in another order, the client ids must not move
-    global1 = parameters_to_ndarrays(params1)
-    order = [4, 2, 0, 3, 1]
-    results2 = _results(global1, round2[order], [cids[i] for i in order], counts)
-    params2, metrics2 = strategy.aggregate_fit(2, results2, [])
-    model2, result2 = _direct(direct, model1, round2, [0, 1, 2, 3, 4], counts, 2)
+    strategy = RobustStrategy(FoolsGold())
+    arrays1, _ = _aggregate(strategy, 1, model, [_reply(n, model, d, 10) for n, d in zip(nodes, round1)])
+    restored = RobustStrategy(FoolsGold())
+    restored.load_state_dict(strategy.state_dict())
+    order = [4, 2, 0, 3, 1]  # round 2's replies arrive in another order: the client ids must not move
+    replies2 = [_reply(nodes[i], arrays1, round2[i], 10) for i in order]
+    _, metrics2 = _aggregate(strategy, 2, arrays1, replies2)
+    _, metrics_restored = _aggregate(restored, 2, arrays1, replies2)
 
-    for h, w in zip(parameters_to_ndarrays(params2), model2):
-        np.testing.assert_allclose(h, w, rtol=0, atol=1e-6)
-    assert strategy.client_index == {c: i for i, c in enumerate(cids)}
-    assert metrics2["flagged_cids"] == "sybil-1,sybil-2"
-    assert set(strategy.aggregator.state_dict()["client_ids"].tolist()) == {0, 1, 2, 3, 4}
-    # without the memory, round 2 alone flags nobody: the persisted history is what caught them
-    _, fresh = _direct(FoolsGold(), model1, round2, [0, 1, 2, 3, 4], counts, 2)
-    assert not fresh.diagnostics["flagged"][3:].all()
-    assert result2.diagnostics["flagged"][3:].all()
+    assert strategy.client_index == {n: i for i, n in enumerate(nodes)} == restored.client_index
+    assert metrics2["flagged-node-ids"] == [7001, 7002]
+    assert metrics_restored["flagged-node-ids"] == [7001, 7002]
+    assert metrics_restored["client-weights"] == metrics2["client-weights"]
+    fresh = RobustStrategy(FoolsGold())  # no memory: round 2 alone does not flag both sybils
+    _, metrics_fresh = _aggregate(fresh, 2, arrays1, replies2)
+    assert metrics_fresh.get("flagged-node-ids") != [7001, 7002]
 
 
-def test_state_dict_round_trip_keeps_memory_and_ids() -> None:
-    model = _model()
-    strategy = RobustStrategy(FoolsGold(), initial_parameters=model, names=NAMES)
-    strategy.aggregate_fit(1, _results(model, _deltas(3, 0), ["x", "y", "z"], [1, 1, 1]), [])
-    state = strategy.state_dict()
-    restored = RobustStrategy(FoolsGold(), initial_parameters=model, names=NAMES)
-    restored.load_state_dict(state)
-    assert restored.client_index == {"x": 0, "y": 1, "z": 2}
-    assert torch.equal(restored.aggregator.state_dict()["memory"], state["aggregator"]["memory"])
+def test_start_runs_rounds_with_sampling_config_evaluation_and_diagnostics_in_the_result() -> None:
+    nodes = [10, 20, 30, 40, 50, 60]
+    byzantine = 60
+    configs: list[tuple[int, int, str]] = []
+
+    def client(node: int, message: Message) -> RecordDict | Error:
+        arrays, config = message.content["arrays"], message.content["config"]
+        configs.append((node, int(config["server-round"]), message.metadata.message_type))
+        if message.metadata.message_type == MessageType.EVALUATE:
+            return RecordDict({"metrics": MetricRecord({"num-examples": node, "acc": float(node)})})
+        if node == 30:
+            return Error(code=1, reason="out of memory")
+        step = 100.0 if node == byzantine else float(config["lr"])
+        return RecordDict({"arrays": _local(arrays, np.full(N, step, np.float32)),
+                           "metrics": MetricRecord({"num-examples": 10})})
+
+    grid = _FakeGrid(nodes, client)
+    evaluated = []
+    strategy = RobustStrategy(CoordinateMedian(), fraction_train=1.0, fraction_evaluate=0.5, min_evaluate_nodes=2)
+    with pytest.warns(RuntimeWarning, match="node 30 is dropped: its reply is an error \\(out of memory\\)"):
+        result = strategy.start(grid, _model(), num_rounds=2, train_config=ConfigRecord({"lr": 0.5}),
+                                evaluate_fn=lambda r, arrays: evaluated.append(r) or MetricRecord({"r": r}))
+    start = _model()
+    for key in SHAPES:  # two rounds of the honest step, the 100.0 node and the failed node ignored
+        np.testing.assert_allclose(result.arrays[key].numpy(), start[key].numpy() + 1.0, rtol=0, atol=1e-5)
+    assert sorted(result.train_metrics_clientapp) == [1, 2]
+    for metrics in result.train_metrics_clientapp.values():
+        assert metrics["node-ids"] == [10, 20, 40, 50, 60] and metrics["num-dropped"] == 1
+    assert evaluated == [0, 1, 2] and result.evaluate_metrics_serverapp[2]["r"] == 2
+    evaluate_calls = [(n, r) for n, r, kind in configs if kind == MessageType.EVALUATE]
+    assert len(evaluate_calls) == 6 and {r for _, r in evaluate_calls} == {1, 2}  # half of 6 nodes, each round
+    assert 10 <= result.evaluate_metrics_clientapp[1]["acc"] <= 60
+    assert [m.metadata.dst_node_id for m in grid.sent[0]] == nodes  # fraction 1.0: every node trains
 
 
-def test_global_model_is_taken_from_configure_fit() -> None:
-    model = _model()
-
-    class Manager:
-        def num_available(self) -> int:
-            return 3
-
-        def sample(self, num_clients: int, min_num_clients: int | None = None) -> list[ClientProxy]:
-            return [Proxy(str(i)) for i in range(num_clients)]
-
-    strategy = RobustStrategy(FedAvg())  # no initial_parameters: the server got them from a client
-    with pytest.raises(RuntimeError, match="needs the current global model"):
-        strategy.aggregate_fit(1, _results(model, _deltas(3, 0), ["0", "1", "2"], [1, 1, 1]), [])
-    assert len(strategy.configure_fit(1, ndarrays_to_parameters(model), Manager())) == 3
-    parameters, _ = strategy.aggregate_fit(1, _results(model, _deltas(3, 0), ["0", "1", "2"], [1, 1, 1]), [])
-    assert parameters is not None and strategy.global_ndarrays is not None
+def test_sampling_follows_the_seed() -> None:
+    grid = _FakeGrid(list(range(100, 120)))
+    strategy = RobustStrategy(FedAvg(), fraction_train=0.25, seed=7)
+    picks = [[m.metadata.dst_node_id for m in strategy.configure_train(r, _model(), ConfigRecord(), grid)]
+             for r in (1, 2)]
+    again = [[m.metadata.dst_node_id for m in RobustStrategy(FedAvg(), fraction_train=0.25, seed=7)
+              .configure_train(r, _model(), ConfigRecord(), grid)] for r in (1, 2)]
+    assert picks == again and len(picks[0]) == 5 and picks[0] != picks[1]
+    off = RobustStrategy(FedAvg(), fraction_train=0.0)
+    assert off.configure_train(1, _model(), ConfigRecord(), grid) == []
+    assert off.aggregate_train(1, []) == (None, None)  # training switched off: no warning, no metrics
 
 
-def test_bad_inputs_say_what_to_do() -> None:
-    model = _model()
-    strategy = RobustStrategy(FedAvg(), initial_parameters=model, accept_failures=False)
-    assert strategy.aggregate_fit(1, _results(model, _deltas(2, 0), ["0", "1"], [1, 1]), [RuntimeError()]) == (None, {})
-    assert strategy.aggregate_fit(1, [], []) == (None, {})
-    bad = _results(model, _deltas(2, 0), ["0", "1"], [1, 1])
-    bad[1] = (bad[1][0], FitRes(Status(Code.OK, ""), ndarrays_to_parameters(model[:2]), 1, {}))
-    with pytest.raises(ValueError, match="client '1' sent arrays of shapes"):
-        strategy.aggregate_fit(1, bad, [])
+def test_bad_arguments_say_what_to_do() -> None:
     with pytest.raises(ValueError, match="at least 3 clients"):
-        RobustStrategy(ResidualReweight(), min_fit_clients=2)
-    with pytest.raises(TypeError, match="needs an fl_lightning Aggregator"):
+        RobustStrategy(ResidualReweight(), min_train_nodes=2)
+    with pytest.raises(TypeError, match="RobustStrategy: aggregator must be a Aggregator"):
         RobustStrategy("fedavg")  # type: ignore[arg-type]
-    assert RobustStrategy(ResidualReweight()).min_fit_clients == 3
+    with pytest.raises(ValueError, match="RobustStrategy: fraction_train must be"):
+        RobustStrategy(FedAvg(), fraction_train=1.5)
+    assert RobustStrategy(ResidualReweight()).min_train_nodes == 3
+    with pytest.raises(RuntimeError, match="needs the global model it sent"):
+        RobustStrategy(FedAvg()).aggregate_train(1, [])
+
+
+def test_legacy_strategy_is_re_exported_and_deprecated() -> None:
+    assert LazyRobust is RobustStrategy and LazyLegacy is LegacyRobustStrategy
+    with pytest.warns(DeprecationWarning, match="use fl_lightning.integrations.flower.RobustStrategy"):
+        LegacyRobustStrategy(FedAvg())
 
 
 def test_clear_error_without_flower(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,38 +316,3 @@ def test_clear_error_without_flower(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "fl_lightning.integrations.flower")
     with pytest.raises(ImportError, match=r"pip install 'fl-lightning\[flower\]'"):
         importlib.import_module("fl_lightning.integrations.flower")
-
-
-def test_flower_simulation_with_a_byzantine_client() -> None:
-    """A real Flower run (simulation on Ray): 4 honest clients step +1, one sends 1e6; the median holds."""
-    from flwr.client import ClientApp, NumPyClient
-    from flwr.common import Context
-    from flwr.server import ServerApp, ServerAppComponents, ServerConfig
-    from flwr.simulation import run_simulation
-
-    rounds, seen = 2, []
-
-    class Client(NumPyClient):
-        def __init__(self, partition: int) -> None:
-            self.partition = partition
-
-        def fit(self, parameters, config):  # type: ignore[no-untyped-def]
-            step = 1e6 if self.partition == 4 else 1.0
-            return [p + step for p in parameters], 10, {}
-
-    def client_fn(context: Context):  # type: ignore[no-untyped-def]
-        return Client(int(context.node_config["partition-id"])).to_client()
-
-    def server_fn(context: Context) -> ServerAppComponents:
-        strategy = RobustStrategy(CoordinateMedian(), initial_parameters=[np.zeros((3, 2), np.float32)],
-                                  min_fit_clients=5, min_available_clients=5, fraction_evaluate=0.0,
-                                  on_diagnostics=lambda r, result: seen.append(result.update.clone()))
-        return ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
-
-    run_simulation(server_app=ServerApp(server_fn=server_fn), client_app=ClientApp(client_fn=client_fn),
-                   num_supernodes=5, backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                                     "init_args": {"num_cpus": 2, "include_dashboard": False}})
-    assert len(seen) == rounds
-    assert not ray.is_initialized()  # Flower shut its Ray down: the next test module may start its own
-    for update in seen:
-        assert torch.equal(update, torch.ones(6))  # the median ignores the 1e6 client

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from fl_lightning.aggregators import (
     Krum, MultiKrum, NormClipping, ResidualReweight, TrimmedMean, get_aggregator,
 )
 from fl_lightning.aggregators import functional as F
-from fl_lightning.context import RoundContext
+from fl_lightning.context import RoundContext, SetupContext
 from fl_lightning.layout import ParamLayout
 
 LAYOUT = ParamLayout.from_module(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
@@ -163,35 +164,61 @@ def test_foolsgold_rejects_a_changed_feature_size_and_bad_state():
         fg.load_state_dict({"memory": torch.zeros(2, 3)})
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: TrimmedMean(beta=0.6), "TrimmedMean: beta"),
-    (lambda: ResidualReweight(lambda_=0), "ResidualReweight: lambda_ must be"),
-    (lambda: ResidualReweight(estimator="ols"), "ResidualReweight: unknown estimator 'ols'; valid: "
-                                                "repeated_median, theil_sen, median"),
-    (lambda: ResidualReweight(thresh=2), "ResidualReweight: thresh must be"),
-    (lambda: Krum(f=-1), "Krum: f (the number of Byzantine clients tolerated) must be an int >= 0"),
-    (lambda: Krum(f=1, m=0), "Krum: m (the number of clients averaged) must be an int >= 1"),
-    (lambda: Bulyan(f=1.5), "Bulyan: f (the number of Byzantine clients tolerated) must be an int"),
-    (lambda: GeometricMedian(tol=0), "GeometricMedian: tol must be a number > 0"),
-    (lambda: GeometricMedian(max_iter=0), "GeometricMedian: max_iter must be an int >= 1"),
-    (lambda: CenteredClipping(center="zero"), "CenteredClipping: unknown center 'zero'; valid: median, previous"),
-    (lambda: CenteredClipping(tau=-1), "CenteredClipping: tau (the clipping radius) must be a number > 0"),
-    (lambda: NormClipping(max_norm=0), "NormClipping: max_norm must be a number > 0"),
-    (lambda: FoolsGold(confidence=0), "FoolsGold: confidence (the logit's scale) must be a number > 0"),
-    (lambda: FoolsGold(use_memory="yes"), "FoolsGold: use_memory must be True or False"),
-    (lambda: FedAvg(weighted=1), "FedAvg: weighted must be True or False"),
+# a value of the wrong type raises TypeError, a value of the right type out of range ValueError
+# (fl_lightning.checks); the messages name the class and the setting
+@pytest.mark.parametrize("build, error, message", [
+    (lambda: TrimmedMean(beta=0.6), ValueError, "TrimmedMean: beta (the share trimmed at each end) must be"),
+    (lambda: TrimmedMean(beta="0.2"), TypeError, "TrimmedMean: beta (the share trimmed at each end) must be"),
+    (lambda: TrimmedMean(beta=0.1, f=1), ValueError, "TrimmedMean: give beta (a share) or f"),
+    (lambda: TrimmedMean(f=-1), ValueError, "TrimmedMean: f (the values trimmed at each end) must be an int >= 0"),
+    (lambda: ResidualReweight(lambda_=0), ValueError, "ResidualReweight: lambda_ must be"),
+    (lambda: ResidualReweight(estimator="ols"), ValueError, "ResidualReweight: unknown estimator 'ols'"),
+    (lambda: ResidualReweight(thresh=2), ValueError, "ResidualReweight: thresh must be"),
+    (lambda: Krum(f=-1), ValueError, "Krum: f (the number of Byzantine clients tolerated) must be an int >= 0"),
+    (lambda: Krum(f=1, m=0), ValueError, "Krum: m (the number of clients averaged) must be an int >= 1"),
+    (lambda: Bulyan(f=1.5), TypeError, "Bulyan: f (the number of Byzantine clients tolerated) must be an int"),
+    (lambda: GeometricMedian(tol=0), ValueError, "GeometricMedian: tol must be a finite number > 0"),
+    (lambda: GeometricMedian(tol=math.inf), ValueError, "GeometricMedian: tol must be a finite number > 0"),
+    (lambda: GeometricMedian(max_iter=0), ValueError, "GeometricMedian: max_iter must be an int >= 1"),
+    (lambda: CenteredClipping(center="zero"), ValueError, "CenteredClipping: unknown center 'zero'"),
+    (lambda: CenteredClipping(tau=-1), ValueError, "CenteredClipping: tau (the clipping radius) must be a finite number > 0"),
+    (lambda: CenteredClipping(tau=math.inf), ValueError, "CenteredClipping: tau (the clipping radius) must be a finite"),
+    (lambda: NormClipping(max_norm=0), ValueError, "NormClipping: max_norm must be a finite number > 0"),
+    (lambda: NormClipping(max_norm=math.inf), ValueError, "NormClipping: max_norm must be a finite number > 0"),
+    (lambda: FoolsGold(confidence=0), ValueError, "FoolsGold: confidence (the logit's scale) must be a finite number > 0"),
+    (lambda: FoolsGold(use_memory="yes"), TypeError, "FoolsGold: use_memory must be True or False"),
+    (lambda: FedAvg(weighted=1), TypeError, "FedAvg: weighted must be True or False"),
 ])
-def test_hyper_parameters_are_checked_when_built(build, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+def test_hyper_parameters_are_checked_when_built(build, error, message):
+    with pytest.raises(error, match=re.escape(message)):
         build()
 
 
+def test_foolsgold_checks_its_parameter_name_at_fit_start():
+    setup = SetupContext(num_clients=4, rounds=1, seed=0, client_targets=[], num_classes=2, input_shape=(4,),
+                         layout=LAYOUT, clients_per_round=4)
+    names = ", ".join(spec.name for spec in LAYOUT.params)
+    with pytest.raises(ValueError, match=re.escape(f"FoolsGold: unknown param (the parameter FoolsGold compares) "
+                                                   f"'2.weigth' (did you mean '2.weight'?); valid: {names}")):
+        FoolsGold(param="2.weigth").setup(setup)
+    FoolsGold(param="2.weight").setup(setup)
+
+
+def test_base_setup_checks_the_clients_per_round():
+    setup = SetupContext(num_clients=6, rounds=1, seed=0, client_targets=[], num_classes=2, input_shape=(4,),
+                         layout=LAYOUT, clients_per_round=6)
+    with pytest.raises(ValueError, match=re.escape("Krum needs K > 2f + 2 clients per round: with f=2 that is at "
+                                                   "least 7, got K=6")):
+        Krum(f=2).setup(setup)
+    Krum(f=1).setup(setup)
+
+
 def test_k_dependent_preconditions_are_checked_by_validate():
-    with pytest.raises(ValueError, match=r"Krum needs K > 2f \+ 2 clients per round \(f=2: at least 7\), got 6"):
+    with pytest.raises(ValueError, match=r"Krum needs K > 2f \+ 2 clients per round: with f=2 that is at least 7, got K=6"):
         Krum(f=2).validate(6)
     with pytest.raises(ValueError, match=r"Krum needs m <= K - f \(m=5, f=1\), got K=5"):
         Krum(f=1, m=5).validate(5)
-    with pytest.raises(ValueError, match=r"Bulyan needs K >= 4f \+ 3 clients per round \(f=1: at least 7\), got 6"):
+    with pytest.raises(ValueError, match=r"Bulyan needs K >= 4f \+ 3 clients per round: with f=1 that is at least 7, got K=6"):
         Bulyan(f=1).validate(6)
     with pytest.raises(ValueError, match="ResidualReweight needs at least 3 clients per round, got 2"):
         ResidualReweight().validate(2)

@@ -1,0 +1,125 @@
+"""Rules that pick clients by their pairwise distances: Krum, Multi-Krum, Bulyan."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from fl_lightning.checks import check_int, check_optional_int
+
+from fl_lightning.aggregators.functional._base import _all_or_mask, _check_updates, _map_columns, _pairwise_sq_distances, finite_rows
+from fl_lightning.aggregators.functional._rules import BULYAN, KRUM
+from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
+
+
+def _krum_order(scores: Tensor, dist: Tensor) -> Tensor:
+    """Indices by increasing Krum score; ties (mutual nearest neighbours) by the sum of all distances.
+
+    The second key keeps the choice independent of the clients' order.
+    """
+    by_total = torch.sort(dist.sum(dim=1), stable=True).indices
+    return by_total[torch.sort(scores[by_total], stable=True).indices]
+
+
+def krum_scores(updates: Tensor, f: int) -> Tensor:
+    """Krum scores (Blanchard et al. 2017): sum of squared distances to the ``K - f - 2`` nearest others.
+
+    Non-finite rows score ``+inf``; needs ``K > 2f + 2`` finite clients.
+    """
+    return krum_ranking(updates, f).scores
+
+
+class KrumRanking(NamedTuple):
+    """Krum scores ``[K]`` (``+inf`` for non-finite rows) and the finite rows' indices, best first."""
+
+    scores: Tensor
+    order: Tensor
+
+
+def krum_ranking(updates: Tensor, f: int) -> KrumRanking:
+    """Krum scores and the finite rows ranked by them (ties by the sum of all distances)."""
+    name = "krum"
+    _check_updates(updates, name)
+    check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
+    k_all = updates.shape[0]
+    mask = finite_rows(updates)
+    k = int(mask.sum())
+    KRUM.check(k, f, name)
+    dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
+    nearest = torch.sort(dist, dim=1).values[:, 1:k - f - 1]      # column 0 is the row itself
+    finite_scores = nearest.sum(dim=1)
+    scores = torch.full((k_all,), math.inf, dtype=torch.float64)
+    scores[mask] = finite_scores
+    index = torch.nonzero(mask).flatten()
+    return KrumRanking(scores, index[_krum_order(finite_scores, dist)])
+
+
+def krum(updates: Tensor, f: int, m: int = 1) -> Tensor:
+    """Krum (m=1) or Multi-Krum (mean of the m best-scored rows), Blanchard et al. 2017 / El Mhamdi et al. 2018.
+
+    Needs ``K > 2f + 2`` finite clients and ``1 <= m <= K - f``.
+    """
+    return updates[krum_select(updates, f, m)].mean(dim=0)
+
+
+def krum_select(updates: Tensor, f: int, m: int = 1) -> Tensor:
+    """Indices of the ``m`` rows with the lowest Krum scores (ties by the sum of all distances)."""
+    check_int(m, "m (the number of selected clients)", "krum", minimum=1)
+    order = krum_ranking(updates, f).order
+    if m > order.numel() - f:
+        raise ValueError(f"krum needs m <= K - f: m={m}, K={order.numel()} finite clients, f={f}")
+    return order[:m]
+
+
+def bulyan(updates: Tensor, f: int, *, chunk_size: int | None = None, selection: Tensor | None = None) -> Tensor:
+    """Bulyan (El Mhamdi et al. 2018): ``K - 2f`` rows picked by repeated Krum, then per coordinate the
+    mean of the ``K - 4f`` values closest to their median. Needs ``K >= 4f + 3`` finite clients.
+
+    ``selection`` may pass the result of :func:`bulyan_selection` computed before.
+    """
+    check_optional_int(chunk_size, "chunk_size", "bulyan", minimum=1)
+    k = _check_bulyan(updates, f)
+    selected = bulyan_selection(updates, f) if selection is None else selection
+    keep = k - 4 * f
+    chosen_rows = torch.zeros(updates.shape[0], dtype=torch.bool)
+    chosen_rows[selected] = True
+
+    def closest_mean(chunk: Tensor) -> Tensor:
+        closest = _stable_sort0((chunk - _median0(chunk)).abs())[1][:keep]
+        return torch.gather(chunk, 0, closest).mean(dim=0)
+
+    out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
+    return _map_columns(updates, chosen_rows, 24 * len(selected), chunk_size, out, closest_mean)
+
+
+def _check_bulyan(updates: Tensor, f: int) -> int:
+    name = "bulyan"
+    _check_updates(updates, name)
+    check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
+    k = int(finite_rows(updates).sum())
+    BULYAN.check(k, f, name)
+    return k
+
+
+def bulyan_selection(updates: Tensor, f: int) -> Tensor:
+    """Indices (into all rows) of the ``K - 2f`` finite rows Bulyan keeps, by Krum on the shrinking set.
+
+    Each pick scores the remaining ``r`` rows by their ``r - f - 2`` nearest remaining rows, at least
+    one (Krum's count reaches 0 in the last picks, where every score would tie).
+    """
+    _check_bulyan(updates, f)
+    mask = finite_rows(updates)
+    index = torch.nonzero(mask).flatten()
+    k = index.numel()
+    dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
+    remaining = torch.ones(k, dtype=torch.bool)
+    for _ in range(k - 2 * f):
+        alive = torch.nonzero(remaining).flatten()
+        sub = dist[alive][:, alive]
+        near = max(alive.numel() - f - 2, 1)
+        scores = torch.sort(sub, dim=1).values[:, 1:1 + near].sum(dim=1)
+        remaining[alive[_krum_order(scores, sub)[0]]] = False
+    return index[~remaining]
+

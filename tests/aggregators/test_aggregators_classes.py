@@ -20,10 +20,11 @@ from fl_lightning.layout import ParamLayout
 LAYOUT = ParamLayout.from_module(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
 
 
-def _ctx(k: int, ids: list[int] | None = None, samples: torch.Tensor | None = None) -> RoundContext:
+def _ctx(k: int, ids: list[int] | None = None, samples: torch.Tensor | None = None,
+         reference: torch.Tensor | None = None) -> RoundContext:
     return RoundContext(round=0, client_ids=ids if ids is not None else list(range(k)),
                         num_samples=samples if samples is not None else torch.arange(1.0, k + 1),
-                        layout=LAYOUT, global_params=torch.zeros(LAYOUT.num_params))
+                        layout=LAYOUT, global_params=torch.zeros(LAYOUT.num_params), reference_update=reference)
 
 
 def _updates(k: int = 9, seed: int = 0) -> torch.Tensor:
@@ -35,7 +36,8 @@ def test_every_aggregator_returns_a_well_formed_result(name):
     k = 9
     u = _updates(k)
     u[4, 3] = math.nan
-    result = AGGREGATORS[name]().aggregate(u, _ctx(k))
+    reference = torch.cat([u[:4], u[5:]]).mean(dim=0)           # the server's update (FLTrust reads it)
+    result = AGGREGATORS[name]().aggregate(u, _ctx(k, reference=reference))
     assert isinstance(result, AggregationResult)
     assert result.update.shape == (LAYOUT.num_params,) and torch.isfinite(result.update).all()
     if result.client_weights is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from fl_lightning.aggregators.functional._base import (  # noqa: F401
     _MIB, _PARALLEL_MIN_BYTES, _TARGET_ROW_ELEMENTS, _all_or_mask, _check_updates, _chunk_columns,
-    _column_chunks, _finite_mask, _finite_weights, _map_chunks, _map_columns, _pairwise_sq_distances,
+    _column_chunks, _finite_mask, _finite_weights, _gram, _map_chunks, _map_columns, _pairwise_sq_distances,
     _require_finite, _row_sq_distances, _single_threaded_ops, _weighted_rows, finite_rows, row_distances,
 )
 from fl_lightning.aggregators.functional._order import (  # noqa: F401
@@ -29,7 +29,7 @@ from fl_lightning.aggregators.functional._rules import (  # noqa: F401
     BULYAN, ClientRule, KRUM, MAJORITY,
 )
 from fl_lightning.aggregators.functional.coordinate import (  # noqa: F401
-    check_trim_share, coordinate_median, fedavg, repeated_median, trimmed_count, trimmed_mean,
+    check_trim_share, coordinate_median, fedavg, meamed, repeated_median, trimmed_count, trimmed_mean,
 )
 from fl_lightning.aggregators.functional.residual import (  # noqa: F401
     ESTIMATORS, LineFit, ResidualReweightDetails, ResidualReweightResult, VARIANTS, WEIGHTINGS, _ChunkTotals,
@@ -41,8 +41,9 @@ from fl_lightning.aggregators.functional.foolsgold import (  # noqa: F401
     _SIMILARITY_NOISE, foolsgold_weights,
 )
 from fl_lightning.aggregators.functional.distance import (  # noqa: F401
-    KrumRanking, _check_bulyan, _krum_order, bulyan, bulyan_selection, krum, krum_ranking, krum_scores,
-    krum_select,
+    KrumRanking, MAX_SUBSETS, SubsetResult, _check_bulyan, _full_mask, _krum_order, _subsets, bulyan,
+    bulyan_selection, check_byzantine_count, krum, krum_ranking, krum_scores, krum_select, mda, mda_selection,
+    monna, monna_selection,
 )
 from fl_lightning.aggregators.functional.geometric import (  # noqa: F401
     WeiszfeldResult, geometric_median, weiszfeld,
@@ -50,13 +51,29 @@ from fl_lightning.aggregators.functional.geometric import (  # noqa: F401
 from fl_lightning.aggregators.functional.clipping import (  # noqa: F401
     centered_clipping, norm_clipping,
 )
+from fl_lightning.aggregators.functional.spectral import (  # noqa: F401
+    CAFResult, _centred_gram, caf, caf_details, dnc, dnc_selection, smea, smea_selection,
+)
+from fl_lightning.aggregators.functional.flame import (  # noqa: F401
+    FlameResult, cosine_distances, flame, flame_details,
+)
+from fl_lightning.aggregators.functional.fltrust import (  # noqa: F401
+    FLTrustResult, _dots, fltrust, fltrust_details,
+)
+from fl_lightning.aggregators.functional.pre import (  # noqa: F401
+    arc, arc_clip_count, arc_scales, bucket_indices, bucketing, nnm, nnm_weights,
+)
 
 __all__ = [
-    "BULYAN", "ESTIMATORS", "KRUM", "MAJORITY", "VARIANTS", "WEIGHTINGS", "bulyan", "bulyan_selection",
-    "centered_clipping", "check_residual_reweight_options", "check_trim_share", "ClientRule",
-    "coordinate_median", "fedavg", "finite_rows", "foolsgold_weights", "geometric_median", "krum",
-    "krum_ranking", "krum_scores", "krum_select", "KrumRanking", "LineFit", "norm_clipping",
-    "repeated_median", "residual_reweight", "residual_reweight_details", "ResidualReweightDetails",
-    "ResidualReweightResult", "robust_line", "row_distances", "trimmed_count", "trimmed_mean", "weiszfeld",
-    "WeiszfeldResult",
+    "BULYAN", "ESTIMATORS", "KRUM", "MAJORITY", "MAX_SUBSETS", "VARIANTS", "WEIGHTINGS", "arc",
+    "arc_clip_count", "arc_scales", "bucket_indices", "bucketing", "bulyan", "bulyan_selection", "caf",
+    "caf_details", "CAFResult", "centered_clipping", "check_byzantine_count",
+    "check_residual_reweight_options", "check_trim_share", "ClientRule", "coordinate_median",
+    "cosine_distances", "dnc", "dnc_selection", "fedavg", "finite_rows", "flame", "flame_details",
+    "FlameResult", "fltrust", "fltrust_details", "FLTrustResult", "foolsgold_weights", "geometric_median",
+    "krum", "krum_ranking", "krum_scores", "krum_select", "KrumRanking", "LineFit", "mda", "mda_selection",
+    "meamed", "monna", "monna_selection", "nnm", "nnm_weights", "norm_clipping", "repeated_median",
+    "residual_reweight", "residual_reweight_details", "ResidualReweightDetails", "ResidualReweightResult",
+    "robust_line", "row_distances", "smea", "smea_selection", "SubsetResult", "trimmed_count", "trimmed_mean",
+    "weiszfeld", "WeiszfeldResult",
 ]

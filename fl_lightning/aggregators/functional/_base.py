@@ -164,16 +164,22 @@ def _row_sq_distances(updates: Tensor, mask: Tensor | None, center: Tensor | Non
     return total
 
 
-def _pairwise_sq_distances(updates: Tensor, mask: Tensor | None) -> Tensor:
-    """``[K_f, K_f]`` float64 squared distances of the finite rows from one Gram matrix."""
+def _gram(updates: Tensor, mask: Tensor | None) -> Tensor:
+    """``[K_f, K_f]`` float64 inner products of the finite rows, accumulated over column chunks."""
     gram = None
     for _, _, chunk in _column_chunks(updates, mask, 16 * updates.shape[0]):
         block = chunk.double()
         part = block @ block.T
         gram = part if gram is None else gram + part
-    if gram is None:                     # no columns: every pair is at distance 0
+    if gram is None:                     # no columns: every inner product is 0
         k = updates.shape[0] if mask is None else int(mask.sum())
         return torch.zeros(k, k, dtype=torch.float64)
+    return gram
+
+
+def _pairwise_sq_distances(updates: Tensor, mask: Tensor | None) -> Tensor:
+    """``[K_f, K_f]`` float64 squared distances of the finite rows from one Gram matrix."""
+    gram = _gram(updates, mask)
     sq = gram.diagonal()
     dist = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * gram).clamp_min_(0).fill_diagonal_(0)
     return (dist + dist.T) / 2          # exactly symmetric: mutual nearest neighbours tie exactly

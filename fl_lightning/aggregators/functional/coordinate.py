@@ -10,6 +10,7 @@ from fl_lightning.checks import check_int, check_number, check_optional_int
 
 from fl_lightning.aggregators.functional._base import _all_or_mask, _check_updates, _finite_mask, _finite_weights, _map_columns, _weighted_rows
 from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
+from fl_lightning.aggregators.functional._rules import MAJORITY
 
 
 def fedavg(updates: Tensor, weights: Tensor | None = None) -> Tensor:
@@ -85,3 +86,27 @@ def repeated_median(updates: Tensor, *, chunk_size: int | None = None) -> Tensor
     """
     return coordinate_median(updates, chunk_size=chunk_size)
 
+
+
+def meamed(updates: Tensor, f: int, *, chunk_size: int | None = None) -> Tensor:
+    """Mean around the median (Xie et al. 2018, "Generalized Byzantine-tolerant SGD", Definition 5):
+    per coordinate, the mean of the ``K - f`` values closest to the coordinate median.
+
+    The median of an even count is the mean of the two middle values; equal distances are broken by
+    row index. Needs ``K > 2f`` finite clients.
+    """
+    name = "meamed"
+    check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
+    check_optional_int(chunk_size, "chunk_size", name, minimum=1)
+    _check_updates(updates, name)
+    mask = _finite_mask(updates, name)
+    k = int(mask.sum())
+    MAJORITY.check(k, f, name)
+    keep = k - f
+
+    def closest_mean(chunk: Tensor) -> Tensor:
+        closest = _stable_sort0((chunk - _median0(chunk)).abs())[1][:keep]
+        return torch.gather(chunk, 0, closest).mean(dim=0)
+
+    out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
+    return _map_columns(updates, _all_or_mask(mask), 24 * k, chunk_size, out, closest_mean)

@@ -1,6 +1,7 @@
 """Rules that pick clients by their pairwise distances: Krum, Multi-Krum, Bulyan."""
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -9,8 +10,10 @@ from torch import Tensor
 
 from fl_lightning.checks import check_int, check_optional_int
 
-from fl_lightning.aggregators.functional._base import _all_or_mask, _check_updates, _map_columns, _pairwise_sq_distances, finite_rows
-from fl_lightning.aggregators.functional._rules import BULYAN, KRUM
+from fl_lightning.aggregators.functional._base import (
+    _all_or_mask, _check_updates, _map_columns, _pairwise_sq_distances, _require_finite, _row_sq_distances, finite_rows,
+)
+from fl_lightning.aggregators.functional._rules import BULYAN, KRUM, MAJORITY
 from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
 
 
@@ -123,3 +126,98 @@ def bulyan_selection(updates: Tensor, f: int) -> Tensor:
         remaining[alive[_krum_order(scores, sub)[0]]] = False
     return index[~remaining]
 
+
+
+class SubsetResult(NamedTuple):
+    """The aggregate ``[N]`` and the ``[K]`` bool mask of the rows it averages (False for non-finite rows)."""
+
+    aggregate: Tensor
+    selected: Tensor
+
+
+def check_byzantine_count(f: int, owner: str) -> int:
+    """``f`` if it is an int >= 0 (the number of Byzantine clients a rule tolerates)."""
+    return check_int(f, "f (the number of Byzantine clients tolerated)", owner, minimum=0)
+
+
+#: subsets MDA and SMEA examine at most (each is a batched small matrix op)
+MAX_SUBSETS = 2_000_000
+
+
+def _subsets(k: int, size: int, owner: str, batch: int = 4096):
+    """Batches ``[B, size]`` of the ``size``-subsets of ``range(k)`` in lexicographic order."""
+    total = math.comb(k, size)
+    if total > MAX_SUBSETS:
+        raise ValueError(f"{owner} examines every subset of K - f clients: C({k}, {size}) = {total} is more than "
+                         f"{MAX_SUBSETS}; use fewer clients per round or another rule")
+    combos = itertools.combinations(range(k), size)
+    while True:
+        chunk = list(itertools.islice(combos, batch))
+        if not chunk:
+            return
+        yield torch.tensor(chunk, dtype=torch.long).reshape(len(chunk), size)
+
+
+def _full_mask(mask: Tensor, chosen: Tensor) -> Tensor:
+    """``[K]`` bool over all rows from ``chosen`` indices into the finite rows ``mask`` selects."""
+    full = torch.zeros(mask.numel(), dtype=torch.bool)
+    full[torch.nonzero(mask).flatten()[chosen]] = True
+    return full
+
+
+def mda_selection(updates: Tensor, f: int) -> SubsetResult:
+    """Minimum-diameter averaging (El Mhamdi et al. 2018, "The hidden vulnerability", eq. MDA):
+    the mean of the ``K - f`` rows whose largest pairwise distance (diameter) is smallest.
+
+    Every subset is examined (``C(K, f)`` of them); ties go to the first subset in lexicographic order
+    of row indices. Needs ``K > 2f`` finite clients.
+    """
+    name = "mda"
+    check_byzantine_count(f, name)
+    values, mask = _require_finite(updates, 1, name)
+    k = values.shape[0]
+    MAJORITY.check(k, f, name)
+    dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
+    best, best_subset = math.inf, None
+    for subsets in _subsets(k, k - f, name):
+        inner = dist[subsets.unsqueeze(2), subsets.unsqueeze(1)]            # [B, m, m]
+        diameters = inner.flatten(1).max(dim=1).values if subsets.shape[1] > 0 else torch.zeros(len(subsets))
+        index = int(torch.argmin(diameters))                               # first of equal minima
+        if float(diameters[index]) < best:
+            best, best_subset = float(diameters[index]), subsets[index]
+    return SubsetResult(values[best_subset].mean(dim=0), _full_mask(mask, best_subset))
+
+
+def mda(updates: Tensor, f: int) -> Tensor:
+    """Minimum-diameter averaging: see :func:`mda_selection`."""
+    return mda_selection(updates, f).aggregate
+
+
+def monna_selection(updates: Tensor, f: int, trusted: int = 0) -> SubsetResult:
+    """MoNNA (Farhadkhani et al. 2023, "Robust collaborative learning with linear gradient overhead",
+    Algorithm 1): the mean of the ``K - f`` rows nearest to the trusted row ``trusted`` (itself included).
+
+    Equal distances are broken by row index. Needs ``K > 2f`` finite clients and a finite trusted row.
+    """
+    name = "monna"
+    check_byzantine_count(f, name)
+    _check_updates(updates, name)
+    check_int(trusted, "trusted (the trusted client's row)", name, minimum=0, maximum=updates.shape[0] - 1)
+    mask = finite_rows(updates)
+    if not bool(mask[trusted]):
+        raise ValueError(f"{name}: the trusted row {trusted} holds NaN or Inf")
+    k = int(mask.sum())
+    MAJORITY.check(k, f, name)
+    rows = _all_or_mask(mask)
+    position = int(mask[:trusted].sum())
+    center = updates[trusted]
+    dist = _row_sq_distances(updates, rows, center)
+    dist[position] = 0.0                                  # exactly: the trusted row is its own neighbour
+    chosen = torch.sort(dist, stable=True).indices[:k - f]
+    values = updates if rows is None else updates[mask]
+    return SubsetResult(values[chosen].mean(dim=0), _full_mask(mask, chosen))
+
+
+def monna(updates: Tensor, f: int, trusted: int = 0) -> Tensor:
+    """MoNNA: see :func:`monna_selection`."""
+    return monna_selection(updates, f, trusted).aggregate

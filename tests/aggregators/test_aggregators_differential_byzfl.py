@@ -46,12 +46,24 @@ def test_subset_rules_match_byzfl(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_spectral_rules_match_byzfl_in_one_dimension(seed):
-    # ByzFL estimates the top eigenpair by one power-iteration step from a random vector; in one
+def test_smea_matches_byzfl_in_one_dimension(seed):
+    # ByzFL estimates the top eigenvalue by one power-iteration step from a random vector; in one
     # dimension that step is exact, so the rules must agree there
     for u in _inputs(seed, n=1):
         _close(F.smea(u, 2), byzfl.SMEA(f=2)(u.clone()))
-        _close(F.caf(u, 2), byzfl.CAF(f=2)(u.clone()))
+
+
+def test_caf_convention_differs_from_byzfl_only_in_the_shrinking_maximum():
+    # CAF shrinks c_i *= 1 - tau_i / tau_max. ByzFL takes tau_max over every client, including those
+    # already at c = 0; we take it over the clients still weighted (the multiplicative filter's rule),
+    # so each step zeroes one more client. With one step (f=1, and the first step already brings
+    # sum c under K - 2f) no zeroed client exists yet and the two must agree.
+    u = torch.tensor([[0.0], [1.0], [2.0], [3.0], [4.0]], dtype=torch.float64)
+    _close(F.caf(u, 1), byzfl.CAF(f=1)(u.clone()))
+    # a client far away, once zeroed, would keep ByzFL's maximum and shrink the others by ~1e-8 a
+    # step; ours ends within K steps and drops it
+    far = torch.cat([u, torch.tensor([[-1e4]], dtype=torch.float64)])
+    assert F.caf_details(far, 2).client_weights[5] == 0
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -58,7 +58,11 @@ def caf_details(updates: Tensor, f: int) -> CAFResult:
             break                                              # no spread left: nothing more to filter
         # <x_i - mu_c, v> for v = D^T C^1/2 u / ||.||: (D D^T C^1/2 u)_i / sqrt(sum c * lambda)
         tau = (centred @ (root * u)).square() / (float(c.sum()) * top)
-        c = c * (1 - tau / tau.max())
+        # the largest tau among the clients still weighted: a client already at c = 0 far away would
+        # otherwise keep the maximum and shrink the others by ever smaller steps (ByzFL takes the max
+        # over all clients and can loop for very long; the two agree whenever the max is a weighted one)
+        c = c * (1 - tau / tau[c > 0].max())
+        c = c.clamp_min(0)
     weights = best_c / best_c.sum()
     full = torch.zeros(mask.numel(), dtype=updates.dtype)
     full[mask] = best_c.to(updates.dtype)

@@ -38,8 +38,21 @@ def test_coordinate_rules_match_byzfl(seed):
         _close(F.meamed(u, 2), byzfl.Meamed(f=2)(u.clone()))
 
 
+def test_mda_tie_breaking_differs_from_byzfl_only_between_equal_diameters():
+    # on 0, 1, 2.8, 3, 4, dropping 0 or dropping 4 both leave a diameter of 3. ByzFL keeps the first
+    # subset in lexicographic order (drops 4); we first prefer the smaller sum of squared distances
+    # (drops 0: 1, 2.8, 3, 4 are tighter), which does not depend on the clients' order
+    u = torch.tensor([[0.0], [1.0], [2.8], [3.0], [4.0]], dtype=torch.float64)
+    _close(torch.as_tensor(byzfl.MDA(f=1)(u.clone())), u[:4].mean(dim=0))
+    ours = F.mda_selection(u, 1)
+    assert ours.selected.tolist() == [False, True, True, True, True]
+    # with the tighter subset first in row order too, the two agree
+    _close(F.mda(u.flip(0), 1), byzfl.MDA(f=1)(u.flip(0).clone()))
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_subset_rules_match_byzfl(seed):
+    # random inputs: no two subsets share the smallest diameter here, so the tie-breaking above never acts
     for u in _inputs(seed):
         _close(F.mda(u, 2), byzfl.MDA(f=2)(u.clone()))
         _close(F.monna(u, 2, trusted=0), byzfl.MoNNA(f=2, idx=0)(u.clone()))

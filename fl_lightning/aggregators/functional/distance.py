@@ -169,8 +169,11 @@ def mda_selection(updates: Tensor, f: int) -> SubsetResult:
     """Minimum-diameter averaging (El Mhamdi et al. 2018, "The hidden vulnerability", eq. MDA):
     the mean of the ``K - f`` rows whose largest pairwise distance (diameter) is smallest.
 
-    Every subset is examined (``C(K, f)`` of them); ties go to the first subset in lexicographic order
-    of row indices. Needs ``K > 2f`` finite clients.
+    Every subset is examined (``C(K, f)`` of them). Equal diameters are common (when the two farthest
+    points are apart from the next farthest pair, dropping either leaves the same diameter): they are
+    broken by the smaller sum of squared pairwise distances, so the choice does not depend on the
+    clients' order, then by the first subset in lexicographic order of row indices (ByzFL's only
+    rule). Needs ``K > 2f`` finite clients.
     """
     name = "mda"
     check_byzantine_count(f, name)
@@ -178,13 +181,15 @@ def mda_selection(updates: Tensor, f: int) -> SubsetResult:
     k = values.shape[0]
     MAJORITY.check(k, f, name)
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
-    best, best_subset = math.inf, None
+    best, best_subset = (math.inf, math.inf), None
     for subsets in _subsets(k, k - f, name):
-        inner = dist[subsets.unsqueeze(2), subsets.unsqueeze(1)]            # [B, m, m]
-        diameters = inner.flatten(1).max(dim=1).values if subsets.shape[1] > 0 else torch.zeros(len(subsets))
-        index = int(torch.argmin(diameters))                               # first of equal minima
-        if float(diameters[index]) < best:
-            best, best_subset = float(diameters[index]), subsets[index]
+        inner = dist[subsets.unsqueeze(2), subsets.unsqueeze(1)].flatten(1)   # [B, m * m]
+        diameters = inner.max(dim=1).values if inner.shape[1] else torch.zeros(len(subsets), dtype=dist.dtype)
+        spread = inner.sum(dim=1)
+        for index in torch.nonzero(diameters == diameters.min()).flatten().tolist():
+            key = (float(diameters[index]), float(spread[index]))
+            if key < best:
+                best, best_subset = key, subsets[index]
     return SubsetResult(values[best_subset].mean(dim=0), _full_mask(mask, best_subset))
 
 

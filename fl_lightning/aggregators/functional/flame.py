@@ -27,7 +27,10 @@ def cosine_distances(updates: Tensor) -> Tensor:
     scale = torch.where(norms > 0, 1 / norms, torch.zeros_like(norms))
     cosine = (gram * scale.unsqueeze(0) * scale.unsqueeze(1)).clamp(-1, 1)
     distances = (1 - cosine).fill_diagonal_(0.0)
-    return (distances + distances.T) / 2
+    distances = (distances + distances.T) / 2
+    # rounding of the norms leaves ~1e-16 where two rows point the same way: call that 0, so that the
+    # clustering does not depend on it (nor on a common scale factor of the updates)
+    return distances.masked_fill_(distances < 1e-12, 0.0)
 
 
 def flame_details(updates: Tensor, *, noise: float = 0.001, generator: torch.Generator | None = None) -> FlameResult:

@@ -6,7 +6,9 @@ from torch import Tensor
 
 from fl_lightning.aggregators._common import check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
-from fl_lightning.aggregators.functional import SubsetResult, check_byzantine_count, mda_selection, monna_selection, smea_selection
+from fl_lightning.aggregators.functional import (
+    SubsetResult, check_byzantine_count, mda_selection, monna_selection, smea_selection,
+)
 from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.checks import check_optional_int
 from fl_lightning.context import RoundContext

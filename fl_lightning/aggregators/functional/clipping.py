@@ -1,14 +1,14 @@
 """Rules that clip updates: centered clipping and norm clipping."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
-from fl_lightning.checks import check_int, check_positive
-
-from fl_lightning.aggregators.functional._base import _all_or_mask, _finite_mask, _finite_weights, _row_sq_distances, _weighted_rows
+from fl_lightning.aggregators.functional._base import (
+    _all_or_mask, _finite_mask, _finite_weights, _row_sq_distances, _weighted_rows,
+)
 from fl_lightning.aggregators.functional.coordinate import coordinate_median
+from fl_lightning.checks import check_int, check_positive
 
 
 def centered_clipping(updates: Tensor, *, tau: float = 1.0, iters: int = 3,

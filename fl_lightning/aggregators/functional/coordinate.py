@@ -6,11 +6,12 @@ import math
 import torch
 from torch import Tensor
 
-from fl_lightning.checks import check_int, check_number, check_optional_int
-
-from fl_lightning.aggregators.functional._base import _all_or_mask, _check_updates, _finite_mask, _finite_weights, _map_columns, _weighted_rows
+from fl_lightning.aggregators.functional._base import (
+    _all_or_mask, _check_updates, _finite_mask, _finite_weights, _map_columns, _weighted_rows,
+)
 from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
 from fl_lightning.aggregators.functional._rules import MAJORITY
+from fl_lightning.checks import check_int, check_number, check_optional_int
 
 
 def fedavg(updates: Tensor, weights: Tensor | None = None) -> Tensor:

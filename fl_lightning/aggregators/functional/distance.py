@@ -8,13 +8,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from fl_lightning.checks import check_int, check_optional_int
-
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _check_updates, _map_columns, _pairwise_sq_distances, _require_finite, _row_sq_distances, finite_rows,
+    _all_or_mask, _check_updates, _map_columns, _pairwise_sq_distances, _require_finite, _row_sq_distances,
+    finite_rows,
 )
-from fl_lightning.aggregators.functional._rules import BULYAN, KRUM, MAJORITY
 from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
+from fl_lightning.aggregators.functional._rules import BULYAN, KRUM, MAJORITY
+from fl_lightning.checks import check_int, check_optional_int
 
 
 def _krum_order(scores: Tensor, dist: Tensor) -> Tensor:

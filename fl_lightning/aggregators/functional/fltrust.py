@@ -6,7 +6,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators.functional._base import _all_or_mask, _finite_mask, _row_sq_distances, _weighted_rows
+from fl_lightning.aggregators.functional._base import (
+    _all_or_mask, _finite_mask, _row_sq_distances, _weighted_rows,
+)
 
 
 class FLTrustResult(NamedTuple):

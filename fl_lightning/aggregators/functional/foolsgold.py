@@ -1,13 +1,11 @@
 """FoolsGold's per-client weights from the similarity of the clients' histories."""
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor
 
-from fl_lightning.checks import check_positive
-
 from fl_lightning.aggregators.functional._base import _finite_mask
+from fl_lightning.checks import check_positive
 
 
 #: cosine similarities closer than this are equal (float64 rounding of a normalised dot product

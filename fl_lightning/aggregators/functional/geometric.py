@@ -6,10 +6,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from fl_lightning.checks import check_int, check_positive
-
-from fl_lightning.aggregators.functional._base import _all_or_mask, _finite_mask, _finite_weights, _row_sq_distances, _weighted_rows
+from fl_lightning.aggregators.functional._base import (
+    _all_or_mask, _finite_mask, _finite_weights, _row_sq_distances, _weighted_rows,
+)
 from fl_lightning.aggregators.functional.coordinate import coordinate_median
+from fl_lightning.checks import check_int, check_positive
 
 
 class WeiszfeldResult(NamedTuple):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators.functional._base import _all_or_mask, _pairwise_sq_distances, _require_finite, _row_sq_distances
+from fl_lightning.aggregators.functional._base import (
+    _all_or_mask, _pairwise_sq_distances, _require_finite, _row_sq_distances,
+)
 from fl_lightning.checks import check_int
 
 

@@ -9,10 +9,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from fl_lightning.checks import check_choice, check_fraction, check_optional_int, check_positive
-
-from fl_lightning.aggregators.functional._base import _all_or_mask, _check_updates, _chunk_columns, _map_chunks, _map_columns, _require_finite, _single_threaded_ops, finite_rows
+from fl_lightning.aggregators.functional._base import (
+    _all_or_mask, _check_updates, _chunk_columns, _map_chunks, _map_columns, _require_finite,
+    _single_threaded_ops, finite_rows,
+)
 from fl_lightning.aggregators.functional._order import _median0, _sorted_median, _stable_sort0
+from fl_lightning.checks import check_choice, check_fraction, check_optional_int, check_positive
 
 
 #: line estimators of residual reweighting (ALGORITHM.md section 2, Table 7 of the paper)

@@ -9,7 +9,9 @@ from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import _all_or_mask, _gram, _require_finite, _weighted_rows
 from fl_lightning.aggregators.functional._rules import MAJORITY
-from fl_lightning.aggregators.functional.distance import SubsetResult, _full_mask, _subsets, check_byzantine_count
+from fl_lightning.aggregators.functional.distance import (
+    SubsetResult, _full_mask, _subsets, check_byzantine_count,
+)
 from fl_lightning.checks import check_int, check_number
 
 # All three work on the K x K Gram matrix of the finite rows: the non-zero eigenvalues of a (weighted)

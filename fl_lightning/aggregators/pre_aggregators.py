@@ -80,6 +80,10 @@ class PreAggregator(Aggregator):
         """Own hyper-parameters plus ``inner`` as its repr."""
         return {**super().hparams(), "inner": repr(self.inner)}
 
+    def __repr__(self) -> str:
+        own = ", ".join(f"{k}={v!r}" for k, v in super().hparams().items())
+        return f"{type(self).__name__}({self.inner!r}, {own})"
+
     def state_dict(self) -> dict[str, Any]:
         """``inner``'s state."""
         return {"inner": self.inner.state_dict()}

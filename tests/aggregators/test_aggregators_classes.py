@@ -249,3 +249,18 @@ def test_registry_holds_aggregator_classes_with_documented_hparams():
         assert repr(aggregator).startswith(cls.__name__)
         assert all(not key.startswith("_") for key in aggregator.hparams())
     assert ResidualReweight(thresh=0.01).hparams()["thresh"] == 0.01
+
+
+def test_classes_use_the_round_loops_finite_mask_instead_of_scanning(monkeypatch):
+    import fl_lightning.aggregators._common as common
+
+    def no_scan(updates):
+        raise AssertionError("the class scanned the updates although ctx.finite was given")
+
+    monkeypatch.setattr(common, "finite_rows", no_scan)
+    u = _updates(5)
+    ctx = _ctx(5)
+    ctx.finite = torch.ones(5, dtype=torch.bool)
+    result = FedAvg(weighted=False).aggregate(u, ctx)
+    assert not bool(result.diagnostics["flagged"].any())
+    torch.testing.assert_close(result.update, u.mean(dim=0))

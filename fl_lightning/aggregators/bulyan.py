@@ -33,8 +33,9 @@ class Bulyan(Aggregator):
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """Bulyan's aggregate; ``flagged`` marks the clients its Krum stage did not select."""
-        check_updates(updates, "Bulyan", ctx)
-        selection = bulyan_selection(updates, self.f)
+        finite = check_updates(updates, "Bulyan", ctx)
+        selection = bulyan_selection(updates, self.f, finite=finite)
         flagged = torch.ones(updates.shape[0], dtype=torch.bool)
         flagged[selection] = False
-        return AggregationResult(bulyan(updates, self.f, selection=selection), None, {"flagged": flagged})
+        update = bulyan(updates, self.f, selection=selection, finite=finite)
+        return AggregationResult(update, None, {"flagged": flagged})

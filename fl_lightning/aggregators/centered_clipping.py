@@ -33,14 +33,14 @@ class CenteredClipping(Aggregator):
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """Clip every update around the center and average, ``iters`` times."""
-        check_updates(updates, "CenteredClipping", ctx)
+        finite = check_updates(updates, "CenteredClipping", ctx)
         start = self._previous if self.center == "previous" else None
         if start is not None and start.shape != updates.shape[1:]:
             start = None
-        update = centered_clipping(updates, tau=self.tau, iters=self.iters, center=start)
+        update = centered_clipping(updates, tau=self.tau, iters=self.iters, center=start, finite=finite)
         if self.center == "previous":
             self._previous = update.detach().clone()
-        distances = row_distances(updates, update)
+        distances = row_distances(updates, update, finite=finite)
         flagged = distances > self.tau
         return AggregationResult(update, None, {"flagged": flagged,
                                                 "clipped_fraction": float(flagged.float().mean())})

@@ -24,4 +24,4 @@ class FedAvg(Aggregator):
         """The weighted mean of the finite rows."""
         finite = check_updates(updates, "FedAvg", ctx)
         weights = client_weights(ctx, finite, self.weighted, "FedAvg")
-        return AggregationResult(fedavg(updates, weights), weights, {"flagged": ~finite})
+        return AggregationResult(fedavg(updates, weights, finite=finite), weights, {"flagged": ~finite})

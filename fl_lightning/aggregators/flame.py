@@ -29,7 +29,7 @@ class FLAME(Aggregator):
         """The noised mean of the clipped admitted updates."""
         finite = check_updates(updates, "FLAME", ctx)
         generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "flame", ctx.round))
-        result = flame_details(updates, noise=self.noise, generator=generator)
+        result = flame_details(updates, noise=self.noise, generator=generator, finite=finite)
         weights = result.admitted.float() / int(result.admitted.sum())
         return AggregationResult(result.aggregate, weights, {"flagged": ~result.admitted | ~finite,
                                                              "clip_bound": result.clip_bound})

@@ -30,7 +30,7 @@ class FLTrust(Aggregator):
         if reference is None:
             raise ValueError("FLTrust: the round context has no reference_update; the trainer must train the "
                              f"server's update on its root set ({self.root_samples} samples) each round")
-        result = fltrust_details(updates, reference)
+        result = fltrust_details(updates, reference, finite=finite)
         scores = result.trust_scores.double()
         weights = normalised(scores, finite) if float(scores.sum()) > 0 else None
         return AggregationResult(result.aggregate, weights, {"flagged": (scores <= 0) | ~finite,

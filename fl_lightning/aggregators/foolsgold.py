@@ -66,12 +66,12 @@ class FoolsGold(Aggregator):
             for row, cid in enumerate(ids):
                 if bool(finite[row]):
                     history[row] = self._remember(cid, feats[row])
-        wv = foolsgold_weights(history, confidence=self.confidence).double()
+        wv = foolsgold_weights(history, confidence=self.confidence, finite=finite).double()
         total = float(wv.sum())
         k = int(finite.sum())
         if total > 0:
             scale = 1.0 if self.normalize else total / k
-            update = fedavg(updates, wv) * scale
+            update = fedavg(updates, wv, finite=finite) * scale
             weights = (wv / total).float()
         else:
             update = torch.zeros(updates.shape[1], dtype=updates.dtype)

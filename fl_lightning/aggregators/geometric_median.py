@@ -33,6 +33,7 @@ class GeometricMedian(Aggregator):
         alpha = sample_weights(ctx, updates.shape[0], "GeometricMedian") if self.weighted else None
         if alpha is not None:
             alpha = torch.where(finite, alpha, torch.zeros_like(alpha))
-        result = weiszfeld(updates, alpha, tol=self.tol, max_iter=self.max_iter, eps=self.eps)
+        result = weiszfeld(updates, alpha, tol=self.tol, max_iter=self.max_iter, eps=self.eps,
+                           finite=finite)
         return weighted_result(result.median, result.client_weights, self.flag_fraction,
                                iterations=result.iterations)

@@ -39,7 +39,7 @@ class Krum(Aggregator):
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The mean of the ``m`` updates with the lowest Krum scores; the rest are flagged."""
         finite = check_updates(updates, type(self).__name__, ctx)
-        ranking = krum_ranking(updates, self.f)
+        ranking = krum_ranking(updates, self.f, finite=finite)
         k = int(finite.sum())
         m = self.m if self.m is not None else k - self.f
         if m > k - self.f:

@@ -17,4 +17,4 @@ class Meamed(_SubsetRule):
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The mean around the median of every column."""
         finite = check_updates(updates, "Meamed", ctx)
-        return unweighted_result(meamed(updates, self.f), finite)
+        return unweighted_result(meamed(updates, self.f, finite=finite), finite)

@@ -26,7 +26,7 @@ class NormClipping(Aggregator):
         """The (weighted) mean of the clipped updates."""
         finite = check_updates(updates, "NormClipping", ctx)
         weights = client_weights(ctx, finite, self.weighted, "NormClipping")
-        update = norm_clipping(updates, self.max_norm, weights)
-        flagged = row_distances(updates) > self.max_norm
+        update = norm_clipping(updates, self.max_norm, weights, finite=finite)
+        flagged = row_distances(updates, finite=finite) > self.max_norm
         return AggregationResult(update, weights, {"flagged": flagged,
                                                    "clipped_fraction": float(flagged.float().mean())})

@@ -16,6 +16,11 @@ from fl_lightning.context import RoundContext, SetupContext
 from fl_lightning.seeding import derive_seed
 
 
+def _all_rows(k: int) -> Tensor:
+    """The finite mask of rows built from finite rows only (the transformed rows ``inner`` sees)."""
+    return torch.ones(k, dtype=torch.bool)
+
+
 class PreAggregator(Aggregator):
     """Base of the pre-aggregators: drops non-finite rows, transforms the rest, aggregates them with
     ``inner`` and maps ``inner``'s client weights and flags back to the round's clients."""
@@ -59,7 +64,7 @@ class PreAggregator(Aggregator):
         finite = check_updates(updates, type(self).__name__, ctx)
         keep = torch.nonzero(finite).flatten()
         rows_in = updates if bool(finite.all()) else updates.index_select(0, keep)
-        sub_ctx = ctx.select(keep.tolist()) if not bool(finite.all()) else ctx
+        sub_ctx = dataclasses.replace(ctx.select(keep.tolist()), finite=_all_rows(keep.numel()))
         rows, inner_ctx, to_clients = self.transform(rows_in, sub_ctx)
         result = self.inner.aggregate(rows, inner_ctx)
         k = updates.shape[0]
@@ -121,7 +126,7 @@ class Bucketing(PreAggregator):
             to_clients[b, index] = 1.0 / index.numel()
         means = to_clients.to(updates.dtype) @ updates
         counts = torch.as_tensor(ctx.num_samples, dtype=torch.float64)
-        inner_ctx = dataclasses.replace(ctx, client_ids=list(range(len(buckets))), finite=None,
+        inner_ctx = dataclasses.replace(ctx, client_ids=list(range(len(buckets))), finite=_all_rows(len(buckets)),
                                         num_samples=torch.stack([counts[i].sum() for i in buckets]).float())
         return means, inner_ctx, to_clients
 
@@ -148,8 +153,8 @@ class NNM(PreAggregator):
 
     def transform(self, updates: Tensor, ctx: RoundContext) -> tuple[Tensor, RoundContext, Tensor]:
         """The mixed rows."""
-        mixing = nnm_weights(updates, self.f)
-        return mixing.to(updates.dtype) @ updates, dataclasses.replace(ctx, finite=None), mixing
+        mixing = nnm_weights(updates, self.f, finite=_all_rows(updates.shape[0]))
+        return mixing.to(updates.dtype) @ updates, dataclasses.replace(ctx, finite=_all_rows(len(mixing))), mixing
 
 
 class ARC(PreAggregator):
@@ -162,6 +167,7 @@ class ARC(PreAggregator):
 
     def transform(self, updates: Tensor, ctx: RoundContext) -> tuple[Tensor, RoundContext, Tensor]:
         """The clipped rows."""
-        scales = arc_scales(updates, self.f)
+        scales = arc_scales(updates, self.f, finite=_all_rows(updates.shape[0]))
         clipped = updates * scales.to(updates.dtype).unsqueeze(1)
-        return clipped, dataclasses.replace(ctx, finite=None), torch.eye(updates.shape[0], dtype=torch.float64)
+        k = updates.shape[0]
+        return clipped, dataclasses.replace(ctx, finite=_all_rows(k)), torch.eye(k, dtype=torch.float64)

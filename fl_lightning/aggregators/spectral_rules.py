@@ -21,7 +21,7 @@ class CAF(_SubsetRule):
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The filtered weighted mean."""
         finite = check_updates(updates, "CAF", ctx)
-        result = caf_details(updates, self.f)
+        result = caf_details(updates, self.f, finite=finite)
         return weighted_result(result.aggregate, normalised(result.client_weights, finite), self.flag_fraction)
 
 
@@ -45,5 +45,5 @@ class DnC(_SubsetRule):
         finite = check_updates(updates, "DnC", ctx)
         generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "dnc", ctx.round))
         selection = dnc_selection(updates, self.f, niters=self.niters, sub_dim=self.sub_dim, c=self.c,
-                                  generator=generator)
+                                  generator=generator, finite=finite)
         return self._result(selection, finite)

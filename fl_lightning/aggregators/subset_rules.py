@@ -1,7 +1,6 @@
 """Rules that average a subset of the clients: MDA, MoNNA and SMEA."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from fl_lightning.aggregators._common import check_updates
@@ -41,7 +40,7 @@ class MDA(_SubsetRule):
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The mean of the minimum-diameter subset."""
         finite = check_updates(updates, "MDA", ctx)
-        return self._result(mda_selection(updates, self.f), finite)
+        return self._result(mda_selection(updates, self.f, finite=finite), finite)
 
 
 class SMEA(_SubsetRule):
@@ -51,7 +50,7 @@ class SMEA(_SubsetRule):
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The mean of the subset with the smallest top covariance eigenvalue."""
         finite = check_updates(updates, "SMEA", ctx)
-        return self._result(smea_selection(updates, self.f), finite)
+        return self._result(smea_selection(updates, self.f, finite=finite), finite)
 
 
 class MoNNA(_SubsetRule):
@@ -78,4 +77,4 @@ class MoNNA(_SubsetRule):
         else:
             raise ValueError(f"MoNNA: the trusted client {self.trusted} is not among this round's clients {ids}; "
                              f"make it take part in every round or pass trusted=None")
-        return self._result(monna_selection(updates, self.f, trusted=row), finite)
+        return self._result(monna_selection(updates, self.f, trusted=row, finite=finite), finite)

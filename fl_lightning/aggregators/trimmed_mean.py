@@ -31,4 +31,4 @@ class TrimmedMean(Aggregator):
         """The trimmed mean of every column over the finite rows."""
         finite = check_updates(updates, "TrimmedMean", ctx)
         drop = trimmed_count(int(finite.sum()), self.beta, self.f, "TrimmedMean")
-        return unweighted_result(trimmed_mean(updates, f=drop), finite, trimmed_per_side=drop)
+        return unweighted_result(trimmed_mean(updates, f=drop, finite=finite), finite, trimmed_per_side=drop)

@@ -264,3 +264,26 @@ def test_classes_use_the_round_loops_finite_mask_instead_of_scanning(monkeypatch
     result = FedAvg(weighted=False).aggregate(u, ctx)
     assert not bool(result.diagnostics["flagged"].any())
     torch.testing.assert_close(result.update, u.mean(dim=0))
+
+
+@pytest.mark.parametrize("name", list(AGGREGATORS))
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_no_rule_rescans_the_rows_when_the_round_loop_gave_its_finite_mask(monkeypatch, name, wrapped):
+    import fl_lightning.aggregators._common as common
+    import fl_lightning.aggregators.functional._base as base
+
+    def no_scan(updates):
+        raise AssertionError("the updates were scanned for NaN/Inf although ctx.finite was given")
+
+    monkeypatch.setattr(common, "finite_rows", no_scan)
+    monkeypatch.setattr(base, "finite_rows", no_scan)
+    u = _updates(11)
+    u[4, 0] = math.nan                                           # the mask says so: row 4 is left out
+    ctx = _ctx(11, reference=u[:4].mean(dim=0))
+    ctx.finite = torch.arange(11) != 4
+    aggregator = AGGREGATORS[name]()
+    if wrapped:
+        from fl_lightning.aggregators import NNM
+        aggregator = NNM(aggregator, f=1)
+    result = aggregator.aggregate(u, ctx)
+    assert bool(torch.isfinite(result.update).all()) and bool(result.diagnostics["flagged"][4])

@@ -158,3 +158,15 @@ def test_robust_line_and_skip_columns_check_their_inputs():
         F.robust_line(_u(1))
     with pytest.raises(ValueError, match=re.escape("skip_columns must be a bool tensor of shape (4,)")):
         F.residual_reweight_details(_u(), skip_columns=torch.zeros(4))
+
+
+def test_a_given_finite_mask_is_checked_and_used_instead_of_a_scan():
+    u = _u(6)
+    u[2, 1] = math.nan
+    mask = torch.arange(6) != 2
+    torch.testing.assert_close(F.krum(u, 1, finite=mask), F.krum(u, 1))
+    torch.testing.assert_close(F.coordinate_median(u, finite=mask), F.coordinate_median(u))
+    with pytest.raises(ValueError, match=re.escape("krum: finite must be a bool tensor of shape (6,)")):
+        F.krum(u, 1, finite=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=re.escape("fedavg: finite must be a bool tensor of shape (6,)")):
+        F.fedavg(u, finite=mask.float())

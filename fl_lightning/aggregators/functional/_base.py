@@ -28,11 +28,23 @@ def _check_updates(updates: Tensor, name: str) -> Tensor:
     return updates
 
 
+def _given_or_scanned(updates: Tensor, finite: Tensor | None, name: str) -> Tensor:
+    """``finite`` (the caller's ``[K]`` mask of finite rows, e.g. the round loop's ``ctx.finite``) after
+    a shape check, or :func:`finite_rows` when it is None: the rows are scanned at most once a round."""
+    if finite is None:
+        return finite_rows(updates)
+    if not isinstance(finite, Tensor) or finite.dtype != torch.bool or tuple(finite.shape) != (updates.shape[0],):
+        shape = tuple(finite.shape) if isinstance(finite, Tensor) else type(finite).__name__
+        raise ValueError(f"{name}: finite must be a bool tensor of shape ({updates.shape[0]},) marking the finite "
+                         f"rows, got {shape}")
+    return finite.to(updates.device)
 
 
-def _require_finite(updates: Tensor, needed: int, name: str) -> tuple[Tensor, Tensor]:
+def _require_finite(updates: Tensor, needed: int, name: str,
+                    finite: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """The finite rows of ``updates`` and their mask; ``ValueError`` if fewer than ``needed``."""
-    mask = finite_rows(updates)
+    _check_updates(updates, name)
+    mask = _given_or_scanned(updates, finite, name)
     count = int(mask.sum())
     if count < needed:
         raise ValueError(f"{name} needs K >= {needed} finite clients, got {count}"
@@ -185,20 +197,20 @@ def _pairwise_sq_distances(updates: Tensor, mask: Tensor | None) -> Tensor:
     return (dist + dist.T) / 2          # exactly symmetric: mutual nearest neighbours tie exactly
 
 
-def row_distances(updates: Tensor, center: Tensor | None = None) -> Tensor:
+def row_distances(updates: Tensor, center: Tensor | None = None, *, finite: Tensor | None = None) -> Tensor:
     """``[K]`` L2 distance of each row to ``center`` (its norm if None); ``+inf`` for non-finite rows."""
     _check_updates(updates, "row_distances")
-    mask = finite_rows(updates)
+    mask = _given_or_scanned(updates, finite, "row_distances")
     out = torch.full((updates.shape[0],), math.inf, dtype=torch.float64)
     if bool(mask.any()):
         out[mask] = _row_sq_distances(updates, _all_or_mask(mask), center).sqrt()
     return out
 
 
-def _finite_mask(updates: Tensor, name: str) -> Tensor:
-    """:func:`finite_rows` of ``updates``; ``ValueError`` when no row is finite."""
+def _finite_mask(updates: Tensor, name: str, finite: Tensor | None = None) -> Tensor:
+    """The finite rows' mask (``finite`` if given, else scanned); ``ValueError`` when no row is finite."""
     _check_updates(updates, name)
-    mask = finite_rows(updates)
+    mask = _given_or_scanned(updates, finite, name)
     if not bool(mask.any()):
         raise ValueError(f"{name} needs at least 1 finite client, got 0 of {updates.shape[0]}")
     return mask

@@ -12,7 +12,7 @@ from fl_lightning.checks import check_int, check_positive
 
 
 def centered_clipping(updates: Tensor, *, tau: float = 1.0, iters: int = 3,
-                      center: Tensor | None = None) -> Tensor:
+                      center: Tensor | None = None, finite: Tensor | None = None) -> Tensor:
     """Centered clipping (Karimireddy et al. 2021): ``v += mean_k (x_k - v) min(1, tau / ||x_k - v||)``.
 
     Repeated ``iters`` times from ``center`` (default: the coordinate median).
@@ -20,11 +20,11 @@ def centered_clipping(updates: Tensor, *, tau: float = 1.0, iters: int = 3,
     name = "centered_clipping"
     check_positive(tau, "tau", name)
     check_int(iters, "iters", name, minimum=1)
-    mask = _finite_mask(updates, name)
+    mask = _finite_mask(updates, name, finite)
     k = int(mask.sum())
     n = updates.shape[1]
     if center is None:
-        v = coordinate_median(updates)
+        v = coordinate_median(updates, finite=mask)
     else:
         if not isinstance(center, Tensor) or tuple(center.shape) != (n,) or not bool(torch.isfinite(center).all()):
             raise ValueError(f"{name}: center must be a finite tensor of shape ({n},)")
@@ -38,11 +38,12 @@ def centered_clipping(updates: Tensor, *, tau: float = 1.0, iters: int = 3,
     return v
 
 
-def norm_clipping(updates: Tensor, max_norm: float, weights: Tensor | None = None) -> Tensor:
+def norm_clipping(updates: Tensor, max_norm: float, weights: Tensor | None = None,
+                  *, finite: Tensor | None = None) -> Tensor:
     """Mean of the updates after scaling each to L2 norm at most ``max_norm`` (Sun et al. 2019)."""
     name = "norm_clipping"
     check_positive(max_norm, "max_norm", name)
-    mask = _finite_mask(updates, name)
+    mask = _finite_mask(updates, name, finite)
     weights = _finite_weights(weights, mask, name)
     rows = _all_or_mask(mask)
     norms = _row_sq_distances(updates, rows).sqrt()

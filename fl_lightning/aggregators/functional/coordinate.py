@@ -14,16 +14,17 @@ from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.checks import check_int, check_number, check_optional_int
 
 
-def fedavg(updates: Tensor, weights: Tensor | None = None) -> Tensor:
+def fedavg(updates: Tensor, weights: Tensor | None = None, *, finite: Tensor | None = None) -> Tensor:
     """Weighted mean of the finite rows (McMahan et al. 2017); ``weights`` e.g. sample counts."""
-    mask = _finite_mask(updates, "fedavg")
+    mask = _finite_mask(updates, "fedavg", finite)
     return _weighted_rows(_finite_weights(weights, mask, "fedavg"), updates, _all_or_mask(mask))
 
 
-def coordinate_median(updates: Tensor, *, chunk_size: int | None = None) -> Tensor:
+def coordinate_median(updates: Tensor, *, chunk_size: int | None = None,
+                      finite: Tensor | None = None) -> Tensor:
     """Coordinate-wise median of the finite rows (Yin et al. 2018); even K: mean of the two middle values."""
     check_optional_int(chunk_size, "chunk_size", "coordinate_median", minimum=1)
-    mask = _finite_mask(updates, "coordinate_median")
+    mask = _finite_mask(updates, "coordinate_median", finite)
     out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
     return _map_columns(updates, _all_or_mask(mask), 8 * updates.shape[0], chunk_size, out,
                         lambda chunk: _median0(chunk, scratch=True))
@@ -55,7 +56,7 @@ def check_trim_share(beta: float, owner: str) -> float:
 
 
 def trimmed_mean(updates: Tensor, beta: float | None = None, *, f: int | None = None,
-                 chunk_size: int | None = None) -> Tensor:
+                 chunk_size: int | None = None, finite: Tensor | None = None) -> Tensor:
     """Coordinate-wise trimmed mean (Yin et al. 2018, Definition 2): drop the ``b`` smallest and ``b``
     largest values of each coordinate and average the rest.
 
@@ -68,28 +69,29 @@ def trimmed_mean(updates: Tensor, beta: float | None = None, *, f: int | None = 
     check_optional_int(chunk_size, "chunk_size", name, minimum=1)
     if beta is not None:
         check_trim_share(beta, name)
-    mask = _finite_mask(updates, name)
+    mask = _finite_mask(updates, name, finite)
     k = int(mask.sum())
     drop = trimmed_count(k, beta, f, name)
     if drop == 0:
-        return fedavg(updates)
+        return fedavg(updates, finite=mask)
     out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
     return _map_columns(updates, _all_or_mask(mask), 16 * k, chunk_size, out,
                         lambda chunk: _stable_sort0(chunk)[0][drop:k - drop].mean(dim=0))
 
 
-def repeated_median(updates: Tensor, *, chunk_size: int | None = None) -> Tensor:
+def repeated_median(updates: Tensor, *, chunk_size: int | None = None,
+                    finite: Tensor | None = None) -> Tensor:
     """Coordinate-wise repeated median (Siegel 1982) as the reference uses it: the line at the middle rank.
 
     The reference's line has ``intercept = med(y) - slope (K - 1) / 2``, so its value at the middle
     rank ``(K - 1) / 2`` is the coordinate median whatever the slope; it is computed as such, without
     the ``O(K^2)`` slope (see :func:`robust_line` for the line itself).
     """
-    return coordinate_median(updates, chunk_size=chunk_size)
+    return coordinate_median(updates, chunk_size=chunk_size, finite=finite)
 
 
 
-def meamed(updates: Tensor, f: int, *, chunk_size: int | None = None) -> Tensor:
+def meamed(updates: Tensor, f: int, *, chunk_size: int | None = None, finite: Tensor | None = None) -> Tensor:
     """Mean around the median (Xie et al. 2018, "Generalized Byzantine-tolerant SGD", Definition 5):
     per coordinate, the mean of the ``K - f`` values closest to the coordinate median.
 
@@ -100,7 +102,7 @@ def meamed(updates: Tensor, f: int, *, chunk_size: int | None = None) -> Tensor:
     check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
     check_optional_int(chunk_size, "chunk_size", name, minimum=1)
     _check_updates(updates, name)
-    mask = _finite_mask(updates, name)
+    mask = _finite_mask(updates, name, finite)
     k = int(mask.sum())
     MAJORITY.check(k, f, name)
     keep = k - f

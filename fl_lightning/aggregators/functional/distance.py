@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _check_updates, _map_columns, _pairwise_sq_distances, _require_finite, _row_sq_distances,
-    finite_rows,
+    _all_or_mask, _check_updates, _given_or_scanned, _map_columns, _pairwise_sq_distances,
+    _require_finite, _row_sq_distances,
 )
 from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
 from fl_lightning.aggregators.functional._rules import BULYAN, KRUM, MAJORITY
@@ -26,12 +26,12 @@ def _krum_order(scores: Tensor, dist: Tensor) -> Tensor:
     return by_total[torch.sort(scores[by_total], stable=True).indices]
 
 
-def krum_scores(updates: Tensor, f: int) -> Tensor:
+def krum_scores(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
     """Krum scores (Blanchard et al. 2017): sum of squared distances to the ``K - f - 2`` nearest others.
 
     Non-finite rows score ``+inf``; needs ``K > 2f + 2`` finite clients.
     """
-    return krum_ranking(updates, f).scores
+    return krum_ranking(updates, f, finite=finite).scores
 
 
 class KrumRanking(NamedTuple):
@@ -41,13 +41,13 @@ class KrumRanking(NamedTuple):
     order: Tensor
 
 
-def krum_ranking(updates: Tensor, f: int) -> KrumRanking:
+def krum_ranking(updates: Tensor, f: int, *, finite: Tensor | None = None) -> KrumRanking:
     """Krum scores and the finite rows ranked by them (ties by the sum of all distances)."""
     name = "krum"
     _check_updates(updates, name)
     check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
     k_all = updates.shape[0]
-    mask = finite_rows(updates)
+    mask = _given_or_scanned(updates, finite, name)
     k = int(mask.sum())
     KRUM.check(k, f, name)
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
@@ -59,32 +59,33 @@ def krum_ranking(updates: Tensor, f: int) -> KrumRanking:
     return KrumRanking(scores, index[_krum_order(finite_scores, dist)])
 
 
-def krum(updates: Tensor, f: int, m: int = 1) -> Tensor:
+def krum(updates: Tensor, f: int, m: int = 1, *, finite: Tensor | None = None) -> Tensor:
     """Krum (m=1) or Multi-Krum (mean of the m best-scored rows), Blanchard et al. 2017 / El Mhamdi et al. 2018.
 
     Needs ``K > 2f + 2`` finite clients and ``1 <= m <= K - f``.
     """
-    return updates[krum_select(updates, f, m)].mean(dim=0)
+    return updates[krum_select(updates, f, m, finite=finite)].mean(dim=0)
 
 
-def krum_select(updates: Tensor, f: int, m: int = 1) -> Tensor:
+def krum_select(updates: Tensor, f: int, m: int = 1, *, finite: Tensor | None = None) -> Tensor:
     """Indices of the ``m`` rows with the lowest Krum scores (ties by the sum of all distances)."""
     check_int(m, "m (the number of selected clients)", "krum", minimum=1)
-    order = krum_ranking(updates, f).order
+    order = krum_ranking(updates, f, finite=finite).order
     if m > order.numel() - f:
         raise ValueError(f"krum needs m <= K - f: m={m}, K={order.numel()} finite clients, f={f}")
     return order[:m]
 
 
-def bulyan(updates: Tensor, f: int, *, chunk_size: int | None = None, selection: Tensor | None = None) -> Tensor:
+def bulyan(updates: Tensor, f: int, *, chunk_size: int | None = None, selection: Tensor | None = None,
+           finite: Tensor | None = None) -> Tensor:
     """Bulyan (El Mhamdi et al. 2018): ``K - 2f`` rows picked by repeated Krum, then per coordinate the
     mean of the ``K - 4f`` values closest to their median. Needs ``K >= 4f + 3`` finite clients.
 
     ``selection`` may pass the result of :func:`bulyan_selection` computed before.
     """
     check_optional_int(chunk_size, "chunk_size", "bulyan", minimum=1)
-    k = _check_bulyan(updates, f)
-    selected = bulyan_selection(updates, f) if selection is None else selection
+    k = _check_bulyan(updates, f, finite=finite)
+    selected = bulyan_selection(updates, f, finite=finite) if selection is None else selection
     keep = k - 4 * f
     chosen_rows = torch.zeros(updates.shape[0], dtype=torch.bool)
     chosen_rows[selected] = True
@@ -97,23 +98,23 @@ def bulyan(updates: Tensor, f: int, *, chunk_size: int | None = None, selection:
     return _map_columns(updates, chosen_rows, 24 * len(selected), chunk_size, out, closest_mean)
 
 
-def _check_bulyan(updates: Tensor, f: int) -> int:
+def _check_bulyan(updates: Tensor, f: int, *, finite: Tensor | None = None) -> int:
     name = "bulyan"
     _check_updates(updates, name)
     check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
-    k = int(finite_rows(updates).sum())
+    k = int(_given_or_scanned(updates, finite, name).sum())
     BULYAN.check(k, f, name)
     return k
 
 
-def bulyan_selection(updates: Tensor, f: int) -> Tensor:
+def bulyan_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
     """Indices (into all rows) of the ``K - 2f`` finite rows Bulyan keeps, by Krum on the shrinking set.
 
     Each pick scores the remaining ``r`` rows by their ``r - f - 2`` nearest remaining rows, at least
     one (Krum's count reaches 0 in the last picks, where every score would tie).
     """
-    _check_bulyan(updates, f)
-    mask = finite_rows(updates)
+    _check_bulyan(updates, f, finite=finite)
+    mask = _given_or_scanned(updates, finite, "bulyan")
     index = torch.nonzero(mask).flatten()
     k = index.numel()
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
@@ -165,7 +166,7 @@ def _full_mask(mask: Tensor, chosen: Tensor) -> Tensor:
     return full
 
 
-def mda_selection(updates: Tensor, f: int) -> SubsetResult:
+def mda_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -> SubsetResult:
     """Minimum-diameter averaging (El Mhamdi et al. 2018, "The hidden vulnerability", eq. MDA):
     the mean of the ``K - f`` rows whose largest pairwise distance (diameter) is smallest.
 
@@ -177,7 +178,7 @@ def mda_selection(updates: Tensor, f: int) -> SubsetResult:
     """
     name = "mda"
     check_byzantine_count(f, name)
-    values, mask = _require_finite(updates, 1, name)
+    values, mask = _require_finite(updates, 1, name, finite)
     k = values.shape[0]
     MAJORITY.check(k, f, name)
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
@@ -193,12 +194,13 @@ def mda_selection(updates: Tensor, f: int) -> SubsetResult:
     return SubsetResult(values[best_subset].mean(dim=0), _full_mask(mask, best_subset))
 
 
-def mda(updates: Tensor, f: int) -> Tensor:
+def mda(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
     """Minimum-diameter averaging: see :func:`mda_selection`."""
-    return mda_selection(updates, f).aggregate
+    return mda_selection(updates, f, finite=finite).aggregate
 
 
-def monna_selection(updates: Tensor, f: int, trusted: int = 0) -> SubsetResult:
+def monna_selection(updates: Tensor, f: int, trusted: int = 0,
+                    *, finite: Tensor | None = None) -> SubsetResult:
     """MoNNA (Farhadkhani et al. 2023, "Robust collaborative learning with linear gradient overhead",
     Algorithm 1): the mean of the ``K - f`` rows nearest to the trusted row ``trusted`` (itself included).
 
@@ -208,7 +210,7 @@ def monna_selection(updates: Tensor, f: int, trusted: int = 0) -> SubsetResult:
     check_byzantine_count(f, name)
     _check_updates(updates, name)
     check_int(trusted, "trusted (the trusted client's row)", name, minimum=0, maximum=updates.shape[0] - 1)
-    mask = finite_rows(updates)
+    mask = _given_or_scanned(updates, finite, name)
     if not bool(mask[trusted]):
         raise ValueError(f"{name}: the trusted row {trusted} holds NaN or Inf")
     k = int(mask.sum())
@@ -223,6 +225,6 @@ def monna_selection(updates: Tensor, f: int, trusted: int = 0) -> SubsetResult:
     return SubsetResult(values[chosen].mean(dim=0), _full_mask(mask, chosen))
 
 
-def monna(updates: Tensor, f: int, trusted: int = 0) -> Tensor:
+def monna(updates: Tensor, f: int, trusted: int = 0, *, finite: Tensor | None = None) -> Tensor:
     """MoNNA: see :func:`monna_selection`."""
-    return monna_selection(updates, f, trusted).aggregate
+    return monna_selection(updates, f, trusted, finite=finite).aggregate

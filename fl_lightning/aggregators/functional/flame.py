@@ -19,9 +19,9 @@ class FlameResult(NamedTuple):
     clip_bound: float
 
 
-def cosine_distances(updates: Tensor) -> Tensor:
+def cosine_distances(updates: Tensor, *, finite: Tensor | None = None) -> Tensor:
     """``[K_f, K_f]`` float64 ``1 - cos`` between the finite rows (a zero row is at distance 1 from all)."""
-    values, mask = _require_finite(updates, 1, "cosine_distances")
+    values, mask = _require_finite(updates, 1, "cosine_distances", finite)
     gram = _gram(updates, _all_or_mask(mask))
     norms = gram.diagonal().sqrt()
     scale = torch.where(norms > 0, 1 / norms, torch.zeros_like(norms))
@@ -33,7 +33,8 @@ def cosine_distances(updates: Tensor) -> Tensor:
     return distances.masked_fill_(distances < 1e-12, 0.0)
 
 
-def flame_details(updates: Tensor, *, noise: float = 0.001, generator: torch.Generator | None = None) -> FlameResult:
+def flame_details(updates: Tensor, *, noise: float = 0.001, generator: torch.Generator | None = None,
+                  finite: Tensor | None = None) -> FlameResult:
     """FLAME (Nguyen et al., USENIX Security 2022, Algorithm 1) on client updates ``W_i - G``.
 
     1. HDBSCAN (scikit-learn, ``min_cluster_size = floor(K/2) + 1``, ``min_samples = 1``, single cluster
@@ -46,7 +47,7 @@ def flame_details(updates: Tensor, *, noise: float = 0.001, generator: torch.Gen
     """
     name = "flame"
     check_number(noise, "noise (lambda, the noise scale relative to the median norm)", name, low=0.0)
-    values, mask = _require_finite(updates, 1, name)
+    values, mask = _require_finite(updates, 1, name, finite)
     k = values.shape[0]
     admitted = torch.ones(k, dtype=torch.bool)
     if k >= 2:
@@ -55,7 +56,7 @@ def flame_details(updates: Tensor, *, noise: float = 0.001, generator: torch.Gen
         options = dict(min_cluster_size=k // 2 + 1, min_samples=1, metric="precomputed", allow_single_cluster=True)
         if "copy" in HDBSCAN().get_params():
             options["copy"] = False                # the distance matrix is ours to overwrite
-        labels = HDBSCAN(**options).fit(cosine_distances(updates).numpy()).labels_
+        labels = HDBSCAN(**options).fit(cosine_distances(updates, finite=mask).numpy()).labels_
         labels = torch.as_tensor(labels)
         clustered = labels[labels >= 0]
         if clustered.numel():
@@ -73,6 +74,7 @@ def flame_details(updates: Tensor, *, noise: float = 0.001, generator: torch.Gen
     return FlameResult(aggregate, full, bound)
 
 
-def flame(updates: Tensor, *, noise: float = 0.001, generator: torch.Generator | None = None) -> Tensor:
+def flame(updates: Tensor, *, noise: float = 0.001, generator: torch.Generator | None = None,
+          finite: Tensor | None = None) -> Tensor:
     """FLAME: see :func:`flame_details`."""
-    return flame_details(updates, noise=noise, generator=generator).aggregate
+    return flame_details(updates, noise=noise, generator=generator, finite=finite).aggregate

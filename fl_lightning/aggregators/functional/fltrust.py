@@ -18,7 +18,7 @@ class FLTrustResult(NamedTuple):
     trust_scores: Tensor
 
 
-def fltrust_details(updates: Tensor, reference: Tensor) -> FLTrustResult:
+def fltrust_details(updates: Tensor, reference: Tensor, *, finite: Tensor | None = None) -> FLTrustResult:
     """FLTrust (Cao et al., NDSS 2021, eq. 1-3) against the server's ``reference`` update ``g_0``.
 
     Trust score ``TS_i = ReLU(cos(g_i, g_0))`` (eq. 1); each update is rescaled to the reference's
@@ -26,7 +26,7 @@ def fltrust_details(updates: Tensor, reference: Tensor) -> FLTrustResult:
     and 0 when no client has a positive score. A zero update scores 0.
     """
     name = "fltrust"
-    mask = _finite_mask(updates, name)
+    mask = _finite_mask(updates, name, finite)
     n = updates.shape[1]
     if not isinstance(reference, Tensor) or tuple(reference.shape) != (n,) \
             or not bool(torch.isfinite(reference).all()):
@@ -55,6 +55,6 @@ def _dots(updates: Tensor, rows: Tensor | None, reference: Tensor) -> Tensor:
     return values.double() @ reference if values.shape[1] else torch.zeros(values.shape[0], dtype=torch.float64)
 
 
-def fltrust(updates: Tensor, reference: Tensor) -> Tensor:
+def fltrust(updates: Tensor, reference: Tensor, *, finite: Tensor | None = None) -> Tensor:
     """FLTrust: see :func:`fltrust_details`."""
-    return fltrust_details(updates, reference).aggregate
+    return fltrust_details(updates, reference, finite=finite).aggregate

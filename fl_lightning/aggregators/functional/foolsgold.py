@@ -13,7 +13,7 @@ from fl_lightning.checks import check_positive
 _SIMILARITY_NOISE = 1e-9
 
 
-def foolsgold_weights(features: Tensor, *, confidence: float = 1.0) -> Tensor:
+def foolsgold_weights(features: Tensor, *, confidence: float = 1.0, finite: Tensor | None = None) -> Tensor:
     """FoolsGold's per-client weights in [0, 1] (Fung et al. 2018, Algorithm 1), one round, ``[K]``.
 
     Cosine similarity of the clients' feature vectors (their summed updates of the output layer);
@@ -24,7 +24,7 @@ def foolsgold_weights(features: Tensor, *, confidence: float = 1.0) -> Tensor:
     """
     name = "foolsgold_weights"
     check_positive(confidence, "confidence", name)
-    mask = _finite_mask(features, name)
+    mask = _finite_mask(features, name, finite)
     k = features.shape[0]
     unit = (features if bool(mask.all()) else features[mask]).to(torch.float64, copy=True)
     unit /= unit.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _check_updates, _chunk_columns, _map_chunks, _map_columns, _require_finite,
-    _single_threaded_ops, finite_rows,
+    _all_or_mask, _check_updates, _chunk_columns, _given_or_scanned, _map_chunks, _map_columns,
+    _require_finite, _single_threaded_ops,
 )
 from fl_lightning.aggregators.functional._order import _median0, _sorted_median, _stable_sort0
 from fl_lightning.checks import check_choice, check_fraction, check_optional_int, check_positive
@@ -81,7 +81,7 @@ def _line_of_sorted(ys: Tensor, estimator: str, variant: str) -> tuple[Tensor, T
 
 
 def robust_line(updates: Tensor, *, estimator: str = "repeated_median", variant: str = "reference",
-                chunk_size: int | None = None) -> LineFit:
+                chunk_size: int | None = None, finite: Tensor | None = None) -> LineFit:
     """The robust line residual reweighting fits to each column's (rank, sorted value) points.
 
     Non-finite rows are ignored. A client's fitted value is ``intercept + slope * rank`` where rank is
@@ -92,7 +92,7 @@ def robust_line(updates: Tensor, *, estimator: str = "repeated_median", variant:
     check_choice(estimator, ESTIMATORS, "estimator", name)
     check_choice(variant, VARIANTS, "variant", name)
     check_optional_int(chunk_size, "chunk_size", name, minimum=1)
-    mask = finite_rows(updates)
+    mask = _given_or_scanned(updates, finite, name)
     k = int(mask.sum())
     if k < 2:
         raise ValueError(f"{name} needs K >= 2 finite clients, got {k}")
@@ -187,7 +187,8 @@ class _ChunkTotals:
 def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: float = 0.1,
                               estimator: str = "repeated_median", weighting: str = "huber",
                               variant: str = "reference", chunk_size: int | None = None,
-                              skip_columns: Tensor | None = None) -> ResidualReweightDetails:
+                              skip_columns: Tensor | None = None,
+                              finite: Tensor | None = None) -> ResidualReweightDetails:
     """:func:`residual_reweight` with its diagnostics (see :class:`ResidualReweightDetails`).
 
     ``skip_columns`` (bool ``[N]``) marks columns that take no part in the confidences and are never
@@ -200,7 +201,7 @@ def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: 
     if skip_columns is not None and (skip_columns.dtype != torch.bool or tuple(skip_columns.shape) != (n,)):
         raise ValueError(f"{name}: skip_columns must be a bool tensor of shape ({n},), "
                          f"got {skip_columns.dtype} of shape {tuple(skip_columns.shape)}")
-    values, finite = _require_finite(updates, 3, name)
+    values, finite = _require_finite(updates, 3, name, finite)
     k = values.shape[0]
     dtype, device = values.dtype, values.device
     paper = variant == "paper"
@@ -285,7 +286,8 @@ def _normalise_scores(scores: Tensor, paper: bool) -> Tensor:
 
 def residual_reweight(updates: Tensor, *, lambda_: float = 2.0, thresh: float = 0.1,
                       estimator: str = "repeated_median", weighting: str = "huber",
-                      variant: str = "reference", chunk_size: int | None = None) -> ResidualReweightResult:
+                      variant: str = "reference", chunk_size: int | None = None,
+                      finite: Tensor | None = None) -> ResidualReweightResult:
     """Residual-based reweighting (Fu et al. 2019, Algorithm 1): ``(aggregate [N], client_weights [K])``.
 
     Per column: a robust line through (rank, sorted value), residual confidences (eq. 3-6), extreme
@@ -295,6 +297,7 @@ def residual_reweight(updates: Tensor, *, lambda_: float = 2.0, thresh: float = 
     ``"paper"`` the printed algorithm (section 2). Needs at least 3 finite rows.
     """
     details = residual_reweight_details(updates, lambda_=lambda_, thresh=thresh, estimator=estimator,
-                                        weighting=weighting, variant=variant, chunk_size=chunk_size)
+                                        weighting=weighting, variant=variant, chunk_size=chunk_size,
+                                        finite=finite)
     return ResidualReweightResult(details.aggregate, details.client_weights)
 

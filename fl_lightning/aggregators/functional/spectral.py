@@ -32,7 +32,7 @@ class CAFResult(NamedTuple):
     client_weights: Tensor
 
 
-def caf_details(updates: Tensor, f: int) -> CAFResult:
+def caf_details(updates: Tensor, f: int, *, finite: Tensor | None = None) -> CAFResult:
     """Covariance-bound agnostic filter (Allouah et al. 2024, "Towards practical Byzantine-robust
     aggregation", Algorithm CAF): weights ``c_i = 1``; while ``sum c > K - 2f``, take the weighted mean
     ``mu_c`` and the top eigenpair ``(lambda, v)`` of the weighted covariance
@@ -43,7 +43,7 @@ def caf_details(updates: Tensor, f: int) -> CAFResult:
     """
     name = "caf"
     check_byzantine_count(f, name)
-    values, mask = _require_finite(updates, 1, name)
+    values, mask = _require_finite(updates, 1, name, finite)
     k = values.shape[0]
     MAJORITY.check(k, f, name)
     gram = _gram(updates, _all_or_mask(mask))
@@ -71,12 +71,12 @@ def caf_details(updates: Tensor, f: int) -> CAFResult:
     return CAFResult(_weighted_rows(weights, updates, _all_or_mask(mask)), full)
 
 
-def caf(updates: Tensor, f: int) -> Tensor:
+def caf(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
     """CAF: see :func:`caf_details`."""
-    return caf_details(updates, f).aggregate
+    return caf_details(updates, f, finite=finite).aggregate
 
 
-def smea_selection(updates: Tensor, f: int) -> SubsetResult:
+def smea_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -> SubsetResult:
     """Smallest maximum eigenvalue averaging (Allouah et al. 2024, Algorithm SMEA): the mean of the
     ``K - f`` rows whose empirical covariance has the smallest largest eigenvalue.
 
@@ -85,7 +85,7 @@ def smea_selection(updates: Tensor, f: int) -> SubsetResult:
     """
     name = "smea"
     check_byzantine_count(f, name)
-    values, mask = _require_finite(updates, 1, name)
+    values, mask = _require_finite(updates, 1, name, finite)
     k = values.shape[0]
     MAJORITY.check(k, f, name)
     gram = _gram(updates, _all_or_mask(mask))
@@ -101,13 +101,13 @@ def smea_selection(updates: Tensor, f: int) -> SubsetResult:
     return SubsetResult(values[best_subset].mean(dim=0), _full_mask(mask, best_subset))
 
 
-def smea(updates: Tensor, f: int) -> Tensor:
+def smea(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
     """SMEA: see :func:`smea_selection`."""
-    return smea_selection(updates, f).aggregate
+    return smea_selection(updates, f, finite=finite).aggregate
 
 
 def dnc_selection(updates: Tensor, f: int, *, niters: int = 5, sub_dim: int = 10000, c: float = 1.0,
-                  generator: torch.Generator | None = None) -> SubsetResult:
+                  generator: torch.Generator | None = None, finite: Tensor | None = None) -> SubsetResult:
     """Divide and conquer (Shejwalkar & Houmansadr, NDSS 2021, Algorithm 2).
 
     ``niters`` times: draw ``sub_dim`` of the ``N`` coordinates (all when ``sub_dim >= N``), centre the
@@ -120,7 +120,7 @@ def dnc_selection(updates: Tensor, f: int, *, niters: int = 5, sub_dim: int = 10
     check_int(niters, "niters", name, minimum=1)
     check_int(sub_dim, "sub_dim (coordinates per iteration)", name, minimum=1)
     check_number(c, "c (the filtering fraction)", name, low=0.0)
-    values, mask = _require_finite(updates, 1, name)
+    values, mask = _require_finite(updates, 1, name, finite)
     k, n = values.shape
     MAJORITY.check(k, f, name)
     remove = min(k - 1, int(math.floor(c * f * (1 + 1e-9))))
@@ -139,6 +139,7 @@ def dnc_selection(updates: Tensor, f: int, *, niters: int = 5, sub_dim: int = 10
 
 
 def dnc(updates: Tensor, f: int, *, niters: int = 5, sub_dim: int = 10000, c: float = 1.0,
-        generator: torch.Generator | None = None) -> Tensor:
+        generator: torch.Generator | None = None, finite: Tensor | None = None) -> Tensor:
     """DnC: see :func:`dnc_selection`."""
-    return dnc_selection(updates, f, niters=niters, sub_dim=sub_dim, c=c, generator=generator).aggregate
+    return dnc_selection(updates, f, niters=niters, sub_dim=sub_dim, c=c, generator=generator,
+                         finite=finite).aggregate

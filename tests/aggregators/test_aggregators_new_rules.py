@@ -222,3 +222,29 @@ aggregator:
     assert aggregator.inner.inner.beta == 0.1
     u = torch.randn(10, 3, generator=torch.Generator().manual_seed(3))
     assert aggregator.aggregate(u, _ctx(10, 3)).update.shape == (3,)
+
+
+@pytest.mark.parametrize("yaml_args, cls", [
+    ("class_path: MDA\n  init_args: {f: 2}", MDA),
+    ("class_path: MoNNA\n  init_args: {f: 1, trusted: 3}", MoNNA),
+    ("class_path: Meamed\n  init_args: {f: 1}", Meamed),
+    ("class_path: CAF\n  init_args: {f: 1}", CAF),
+    ("class_path: SMEA\n  init_args: {f: 1}", SMEA),
+    ("class_path: DnC\n  init_args: {f: 1, niters: 3, sub_dim: 100, c: 1.5}", DnC),
+    ("class_path: FLAME\n  init_args: {noise: 0.01}", FLAME),
+    ("class_path: FLTrust\n  init_args: {root_samples: 50}", FLTrust),
+    ("class_path: ARC\n  init_args: {f: 1, inner: {class_path: Krum, init_args: {f: 1}}}", ARC),
+])
+def test_every_new_class_builds_from_yaml_by_its_short_name(yaml_args, cls):
+    from jsonargparse import ArgumentParser
+
+    import fl_lightning.aggregators  # noqa: F401  (the CLI imports the package so short names resolve)
+
+    parser = ArgumentParser()
+    parser.add_argument("--aggregator", type=Aggregator)
+    aggregator = parser.instantiate_classes(parser.parse_string(f"aggregator:\n  {yaml_args}\n")).aggregator
+    assert type(aggregator) is cls
+    init = yaml_args.split("init_args: ", 1)[1]
+    if "inner" not in init:
+        for key, value in (item.split(": ") for item in init.strip("{}").split(", ")):
+            assert getattr(aggregator, key) == type(getattr(aggregator, key))(value)

@@ -216,7 +216,7 @@ aggregator:
             beta: 0.1
 """
     cfg = parser.parse_string(yaml)
-    aggregator = parser.instantiate_classes(cfg).aggregator
+    aggregator = parser.instantiate(cfg).aggregator
     assert isinstance(aggregator, NNM) and aggregator.f == 2
     assert isinstance(aggregator.inner, Bucketing) and isinstance(aggregator.inner.inner, TrimmedMean)
     assert aggregator.inner.inner.beta == 0.1
@@ -242,7 +242,7 @@ def test_every_new_class_builds_from_yaml_by_its_short_name(yaml_args, cls):
 
     parser = ArgumentParser()
     parser.add_argument("--aggregator", type=Aggregator)
-    aggregator = parser.instantiate_classes(parser.parse_string(f"aggregator:\n  {yaml_args}\n")).aggregator
+    aggregator = parser.instantiate(parser.parse_string(f"aggregator:\n  {yaml_args}\n")).aggregator
     assert type(aggregator) is cls
     init = yaml_args.split("init_args: ", 1)[1]
     if "inner" not in init:

@@ -97,3 +97,31 @@ def test_centered_clipping_from_zero_matches_byzfl(seed):
     for u in _inputs(seed):
         _close(F.centered_clipping(u, tau=2.0, iters=3, center=torch.zeros(u.shape[1], dtype=u.dtype)),
                byzfl.CenteredClipping(L=3, tau=2.0)(u.clone()))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_multi_krum_maps_to_byzfl_with_f_plus_one(seed):
+    # ByzFL's MultiKrum(f) scores n - f - 1 neighbours and averages the n - f best: with our K - f - 2
+    # neighbours that is our f + 1 less, so ours(f, m = K - f - 1) = theirs(f + 1)
+    for u in _inputs(seed):
+        k = u.shape[0]
+        _close(F.krum(u, 2, m=k - 3), byzfl.MultiKrum(f=3)(u.clone()))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_even_k_medians_match_byzfl_on_numpy_input(seed):
+    # for an even count torch.median (ByzFL's torch path) returns the lower middle value; its numpy path
+    # and ours take the mean of the two middle values, so the numpy path is the one to compare
+    for u in _inputs(seed, k=10):
+        _close(F.coordinate_median(u), byzfl.Median()(u.numpy().copy()))
+        _close(F.meamed(u, 2), byzfl.Meamed(f=2)(u.numpy().copy()))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_geometric_median_converges_to_byzfls_smoothed_fixed_point(seed):
+    # both run smoothed Weiszfeld (distances floored at nu = eps); ByzFL starts at 0 for T steps, we
+    # start at the coordinate median and stop on a small step: run both to convergence
+    u = _inputs(seed)[0]
+    ours = F.geometric_median(u, eps=0.1, tol=1e-13, max_iter=20000)
+    theirs = byzfl.GeometricMedian(nu=0.1, T=3000)(u.clone())
+    torch.testing.assert_close(ours.double(), torch.as_tensor(theirs).double(), rtol=1e-5, atol=1e-6)

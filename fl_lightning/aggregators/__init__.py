@@ -7,14 +7,21 @@ from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.bulyan import Bulyan
 from fl_lightning.aggregators.centered_clipping import CenteredClipping
 from fl_lightning.aggregators.fedavg import FedAvg
+from fl_lightning.aggregators.flame import FLAME
+from fl_lightning.aggregators.fltrust import FLTrust
 from fl_lightning.aggregators.foolsgold import FoolsGold
 from fl_lightning.aggregators.geometric_median import GeometricMedian
 from fl_lightning.aggregators.krum import Krum, MultiKrum
+from fl_lightning.aggregators.meamed import Meamed
 from fl_lightning.aggregators.median import CoordinateMedian
 from fl_lightning.aggregators.norm_clipping import NormClipping
+from fl_lightning.aggregators.pre_aggregators import ARC, NNM, Bucketing, PreAggregator
 from fl_lightning.aggregators.repeated_median import RepeatedMedian
 from fl_lightning.aggregators.residual_reweight import ResidualReweight
+from fl_lightning.aggregators.spectral_rules import CAF, DnC
+from fl_lightning.aggregators.subset_rules import MDA, SMEA, MoNNA
 from fl_lightning.aggregators.trimmed_mean import TrimmedMean
+from fl_lightning.checks import did_you_mean
 
 #: short name -> class, for configs and :func:`get_aggregator`
 AGGREGATORS: dict[str, type[Aggregator]] = {
@@ -30,7 +37,18 @@ AGGREGATORS: dict[str, type[Aggregator]] = {
     "geometric_median": GeometricMedian,
     "centered_clipping": CenteredClipping,
     "norm_clipping": NormClipping,
+    "mda": MDA,
+    "monna": MoNNA,
+    "meamed": Meamed,
+    "caf": CAF,
+    "smea": SMEA,
+    "dnc": DnC,
+    "flame": FLAME,
+    "fltrust": FLTrust,
 }
+
+#: rules that wrap another rule (``inner``); built by name with ``get_aggregator("nnm", inner=...)``
+PRE_AGGREGATORS: dict[str, type[PreAggregator]] = {"bucketing": Bucketing, "nnm": NNM, "arc": ARC}
 
 _ALIASES = {"coordinate_median": "median", "rr": "residual_reweight", "rfa": "geometric_median",
             "multikrum": "multi_krum"}
@@ -48,12 +66,19 @@ def get_aggregator(name_or_instance: str | Aggregator, **kwargs: Any) -> Aggrega
         key = _ALIASES.get(key, key)
         by_class = {cls.__name__.lower(): name for name, cls in AGGREGATORS.items()}
         key = by_class.get(key, key)
+        by_class.update({cls.__name__.lower(): name for name, cls in PRE_AGGREGATORS.items()})
+        key = by_class.get(key, key)
         if key in AGGREGATORS:
             return AGGREGATORS[key](**kwargs)
-    raise ValueError(f"get_aggregator: unknown aggregator {name_or_instance!r}; valid names: "
-                     f"{', '.join(AGGREGATORS)} (or an Aggregator instance)")
+        if key in PRE_AGGREGATORS:
+            return PRE_AGGREGATORS[key](**kwargs)
+    names = [*AGGREGATORS, *PRE_AGGREGATORS]
+    hint = did_you_mean(str(name_or_instance).strip().lower(), names) if isinstance(name_or_instance, str) else ""
+    raise ValueError(f"get_aggregator: unknown aggregator {name_or_instance!r}{hint}; valid names: "
+                     f"{', '.join(names)} (or an Aggregator instance)")
 
 
-__all__ = ["AGGREGATORS", "AggregationResult", "Aggregator", "Bulyan", "CenteredClipping", "CoordinateMedian",
-           "FedAvg", "FoolsGold", "GeometricMedian", "Krum", "MultiKrum", "NormClipping", "RepeatedMedian",
-           "ResidualReweight", "TrimmedMean", "get_aggregator"]
+__all__ = ["AGGREGATORS", "ARC", "CAF", "FLAME", "MDA", "NNM", "PRE_AGGREGATORS", "SMEA", "AggregationResult",
+           "Aggregator", "Bucketing", "Bulyan", "CenteredClipping", "CoordinateMedian", "DnC", "FLTrust", "FedAvg",
+           "FoolsGold", "GeometricMedian", "Krum", "Meamed", "MoNNA", "MultiKrum", "NormClipping", "PreAggregator",
+           "RepeatedMedian", "ResidualReweight", "TrimmedMean", "get_aggregator"]

@@ -7,17 +7,24 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.base import AggregationResult, flag_by_weight
-from fl_lightning.aggregators.functional import _check_choice, finite_rows
-
-#: ``ValueError`` naming ``what`` and the valid choices (shared with the functional API's checks)
-check_choice = _check_choice
+from fl_lightning.aggregators.functional import finite_rows
 
 
-def check_updates(updates: Tensor, name: str) -> Tensor:
-    """``[K]`` bool of the finite rows of a ``[K, N]`` floating-point update matrix (else ``ValueError``)."""
-    if not isinstance(updates, Tensor) or updates.dim() != 2 or not updates.is_floating_point():
-        shape = tuple(updates.shape) if isinstance(updates, Tensor) else type(updates).__name__
-        raise ValueError(f"{name}.aggregate expects a floating-point [K, N] tensor of updates, got {shape}")
+def check_updates(updates: Tensor, name: str, ctx: Any = None) -> Tensor:
+    """``[K]`` bool of the finite rows of a ``[K, N]`` floating-point update matrix.
+
+    The round loop scans the updates once per round and passes the mask as ``ctx.finite``; it is
+    used as is when given (and has one entry per row), so the rows are not scanned again.
+    """
+    if not isinstance(updates, Tensor):
+        raise TypeError(f"{name}.aggregate expects a floating-point [K, N] tensor of updates, "
+                        f"got {type(updates).__name__}")
+    if updates.dim() != 2 or not updates.is_floating_point():
+        raise ValueError(f"{name}.aggregate expects a floating-point [K, N] tensor of updates, "
+                         f"got {updates.dtype} of shape {tuple(updates.shape)}")
+    finite = getattr(ctx, "finite", None)
+    if finite is not None and tuple(finite.shape) == (updates.shape[0],):
+        return finite.to(device=updates.device, dtype=torch.bool)
     return finite_rows(updates)
 
 
@@ -32,10 +39,6 @@ def sample_weights(ctx: Any, k: int, name: str) -> Tensor:
     return counts
 
 
-def check_flag(value: Any, what: str, name: str) -> None:
-    """``ValueError`` naming the option unless ``value`` is ``True`` or ``False``."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}: {what} must be True or False, got {value!r}")
 
 
 def client_weights(ctx: Any, finite: Tensor, weighted: bool, name: str) -> Tensor:
@@ -63,18 +66,3 @@ def weighted_result(update: Tensor, weights: Tensor, fraction: float, **diagnost
 def unweighted_result(update: Tensor, finite: Tensor, **diagnostics: Any) -> AggregationResult:
     """An :class:`AggregationResult` without client weights; only non-finite rows are flagged."""
     return AggregationResult(update, None, {"flagged": ~finite, **diagnostics})
-
-
-def check_number(value: Any, what: str, name: str, low: float, high: float | None = None,
-                 low_inclusive: bool = False, integer: bool = False) -> None:
-    """``ValueError`` naming the hyper-parameter unless ``value`` is a number in the allowed range."""
-    kinds = (int,) if integer else (int, float)
-    ok = not isinstance(value, bool) and isinstance(value, kinds) and value == value
-    if ok:
-        ok = value >= low if low_inclusive else value > low
-        if ok and high is not None:
-            ok = value < high
-    if not ok:
-        bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
-        kind = "an int" if integer else "a number"
-        raise ValueError(f"{name}: {what} must be {kind} {bound}, got {value!r}")

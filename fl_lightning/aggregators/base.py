@@ -33,14 +33,21 @@ class Aggregator:
     min_clients: int = 1
     #: a client is flagged when its weight is below this fraction of the uniform weight 1/K
     flag_fraction: float = 0.5
+    #: training samples the server holds out as its root set and trains a reference update on each
+    #: round (passed as ``ctx.reference_update``); 0: the rule needs no reference (all but FLTrust)
+    root_samples: int = 0
+
+    def setup(self, ctx: SetupContext) -> None:
+        """Check, at ``fit()`` start and before any training, that the rule can run on this federation.
+
+        The base checks the number of clients per round (:meth:`validate`); a rule that needs the
+        model's layout (FoolsGold's ``param``) also checks it here.
+        """
+        self.validate(ctx.clients_per_round)
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """Aggregate the ``[K, N]`` updates of the clients ``ctx.client_ids``."""
         raise NotImplementedError(f"{type(self).__name__} must implement aggregate(updates, ctx)")
-
-    def setup(self, ctx: SetupContext) -> None:
-        """Called once at ``fit()`` start, before any training: check the rule against the run (default: :meth:`validate`)."""
-        self.validate(ctx.clients_per_round)
 
     def validate(self, clients_per_round: int) -> None:
         """Raise ``ValueError`` at ``fit()`` start if the rule cannot work with this many clients."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators._common import check_number, check_updates
+from fl_lightning.aggregators._common import check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import bulyan, bulyan_selection
+from fl_lightning.aggregators.functional._rules import BULYAN
+from fl_lightning.checks import check_int
 from fl_lightning.context import RoundContext
 
 
@@ -17,25 +19,23 @@ class Bulyan(Aggregator):
     """
 
     def __init__(self, f: int = 1) -> None:
-        check_number(f, "f (the number of Byzantine clients tolerated)", "Bulyan", 0, low_inclusive=True,
-                     integer=True)
+        check_int(f, "f (the number of Byzantine clients tolerated)", "Bulyan", minimum=0)
         self.f = f
 
     @property
     def min_clients(self) -> int:  # type: ignore[override]
         """``4f + 3``."""
-        return 4 * self.f + 3
+        return BULYAN.minimum(self.f)
 
     def validate(self, clients_per_round: int) -> None:
         """``ValueError`` unless ``K >= 4f + 3``."""
-        if clients_per_round < 4 * self.f + 3:
-            raise ValueError(f"Bulyan needs K >= 4f + 3 clients per round (f={self.f}: at least "
-                             f"{4 * self.f + 3}), got {clients_per_round}; lower f or sample more clients")
+        BULYAN.check(clients_per_round, self.f, "Bulyan", "clients per round")
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """Bulyan's aggregate; ``flagged`` marks the clients its Krum stage did not select."""
-        check_updates(updates, "Bulyan")
-        selection = bulyan_selection(updates, self.f)
+        finite = check_updates(updates, "Bulyan", ctx)
+        selection = bulyan_selection(updates, self.f, finite=finite)
         flagged = torch.ones(updates.shape[0], dtype=torch.bool)
         flagged[selection] = False
-        return AggregationResult(bulyan(updates, self.f, selection=selection), None, {"flagged": flagged})
+        update = bulyan(updates, self.f, selection=selection, finite=finite)
+        return AggregationResult(update, None, {"flagged": flagged})

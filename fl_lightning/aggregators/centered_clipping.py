@@ -5,9 +5,10 @@ from typing import Any
 
 from torch import Tensor
 
-from fl_lightning.aggregators._common import check_choice, check_number, check_updates
+from fl_lightning.aggregators._common import check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import centered_clipping, row_distances
+from fl_lightning.checks import check_choice, check_int, check_positive
 from fl_lightning.context import RoundContext
 
 CENTERS = ("median", "previous")
@@ -22,8 +23,8 @@ class CenteredClipping(Aggregator):
     """
 
     def __init__(self, tau: float = 1.0, iters: int = 3, center: str = "median") -> None:
-        check_number(tau, "tau (the clipping radius)", "CenteredClipping", 0.0)
-        check_number(iters, "iters", "CenteredClipping", 1, low_inclusive=True, integer=True)
+        check_positive(tau, "tau (the clipping radius)", "CenteredClipping")
+        check_int(iters, "iters", "CenteredClipping", minimum=1)
         check_choice(center, CENTERS, "center", "CenteredClipping")
         self.tau = tau
         self.iters = iters
@@ -32,14 +33,14 @@ class CenteredClipping(Aggregator):
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """Clip every update around the center and average, ``iters`` times."""
-        check_updates(updates, "CenteredClipping")
+        finite = check_updates(updates, "CenteredClipping", ctx)
         start = self._previous if self.center == "previous" else None
         if start is not None and start.shape != updates.shape[1:]:
             start = None
-        update = centered_clipping(updates, tau=self.tau, iters=self.iters, center=start)
+        update = centered_clipping(updates, tau=self.tau, iters=self.iters, center=start, finite=finite)
         if self.center == "previous":
             self._previous = update.detach().clone()
-        distances = row_distances(updates, update)
+        distances = row_distances(updates, update, finite=finite)
         flagged = distances > self.tau
         return AggregationResult(update, None, {"flagged": flagged,
                                                 "clipped_fraction": float(flagged.float().mean())})

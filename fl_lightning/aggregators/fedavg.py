@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from fl_lightning.aggregators._common import check_flag, check_updates, client_weights
+from fl_lightning.aggregators._common import check_updates, client_weights
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import fedavg
+from fl_lightning.checks import check_bool
 from fl_lightning.context import RoundContext
 
 
@@ -16,11 +17,11 @@ class FedAvg(Aggregator):
     """
 
     def __init__(self, weighted: bool = True) -> None:
-        check_flag(weighted, "weighted", "FedAvg")
+        check_bool(weighted, "weighted", "FedAvg")
         self.weighted = weighted
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The weighted mean of the finite rows."""
-        finite = check_updates(updates, "FedAvg")
+        finite = check_updates(updates, "FedAvg", ctx)
         weights = client_weights(ctx, finite, self.weighted, "FedAvg")
-        return AggregationResult(fedavg(updates, weights), weights, {"flagged": ~finite})
+        return AggregationResult(fedavg(updates, weights, finite=finite), weights, {"flagged": ~finite})

@@ -6,10 +6,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators._common import check_flag, check_number, check_updates
+from fl_lightning.aggregators._common import check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator, flag_by_weight
 from fl_lightning.aggregators.functional import fedavg, foolsgold_weights
-from fl_lightning.context import RoundContext
+from fl_lightning.checks import check_bool, check_choice, check_positive
+from fl_lightning.context import RoundContext, SetupContext
 
 
 class FoolsGold(Aggregator):
@@ -25,15 +26,22 @@ class FoolsGold(Aggregator):
     def __init__(self, param: str | None = None, use_memory: bool = True, normalize: bool = False,
                  confidence: float = 1.0) -> None:
         if param is not None and not isinstance(param, str):
-            raise ValueError(f"FoolsGold: param must be a parameter name or None, got {param!r}")
+            raise TypeError(f"FoolsGold: param must be a parameter name (str) or None, got {param!r}")
         for flag, value in (("use_memory", use_memory), ("normalize", normalize)):
-            check_flag(value, flag, "FoolsGold")
-        check_number(confidence, "confidence (the logit's scale)", "FoolsGold", 0.0)
+            check_bool(value, flag, "FoolsGold")
+        check_positive(confidence, "confidence (the logit's scale)", "FoolsGold")
         self.param = param
         self.use_memory = use_memory
         self.normalize = normalize
         self.confidence = confidence
         self._memory: dict[int, Tensor] = {}
+
+    def setup(self, ctx: SetupContext) -> None:
+        """Check the clients per round and, at ``fit()`` start, that ``param`` names a model parameter."""
+        super().setup(ctx)
+        if self.param is not None and ctx.layout is not None:
+            names = [spec.name for spec in ctx.layout.params]
+            check_choice(self.param, names, "param (the parameter FoolsGold compares)", "FoolsGold")
 
     def features(self, updates: Tensor, ctx: RoundContext) -> Tensor:
         """The ``[K, D]`` columns FoolsGold compares: the chosen parameter of each client's update."""
@@ -48,7 +56,7 @@ class FoolsGold(Aggregator):
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """Weight the clients by how unlike the others their (accumulated) updates are."""
-        finite = check_updates(updates, "FoolsGold")
+        finite = check_updates(updates, "FoolsGold", ctx)
         feats = self.features(updates, ctx).double()
         ids = [int(c) for c in ctx.client_ids]
         if len(ids) != updates.shape[0]:
@@ -58,12 +66,12 @@ class FoolsGold(Aggregator):
             for row, cid in enumerate(ids):
                 if bool(finite[row]):
                     history[row] = self._remember(cid, feats[row])
-        wv = foolsgold_weights(history, confidence=self.confidence).double()
+        wv = foolsgold_weights(history, confidence=self.confidence, finite=finite).double()
         total = float(wv.sum())
         k = int(finite.sum())
         if total > 0:
             scale = 1.0 if self.normalize else total / k
-            update = fedavg(updates, wv) * scale
+            update = fedavg(updates, wv, finite=finite) * scale
             weights = (wv / total).float()
         else:
             update = torch.zeros(updates.shape[1], dtype=updates.dtype)

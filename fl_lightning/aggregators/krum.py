@@ -4,9 +4,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators._common import check_number, check_updates
+from fl_lightning.aggregators._common import check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import krum_ranking
+from fl_lightning.aggregators.functional._rules import KRUM
+from fl_lightning.checks import check_int, check_optional_int
 from fl_lightning.context import RoundContext
 
 
@@ -16,32 +18,28 @@ class Krum(Aggregator):
     """
 
     def __init__(self, f: int = 1, m: int | None = 1) -> None:
-        check_number(f, "f (the number of Byzantine clients tolerated)", type(self).__name__, 0,
-                     low_inclusive=True, integer=True)
-        if m is not None:
-            check_number(m, "m (the number of clients averaged)", type(self).__name__, 1,
-                         low_inclusive=True, integer=True)
+        name = type(self).__name__
+        check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
+        check_optional_int(m, "m (the number of clients averaged)", name, minimum=1)
         self.f = f
         self.m = m
 
     @property
     def min_clients(self) -> int:  # type: ignore[override]
         """``2f + 3`` (and at least ``m + f``)."""
-        return max(2 * self.f + 3, (self.m or 1) + self.f)
+        return max(KRUM.minimum(self.f), (self.m or 1) + self.f)
 
     def validate(self, clients_per_round: int) -> None:
         """``ValueError`` unless ``K > 2f + 2`` and ``m <= K - f``."""
         name = type(self).__name__
-        if clients_per_round <= 2 * self.f + 2:
-            raise ValueError(f"{name} needs K > 2f + 2 clients per round (f={self.f}: at least "
-                             f"{2 * self.f + 3}), got {clients_per_round}; lower f or sample more clients")
+        KRUM.check(clients_per_round, self.f, name, "clients per round")
         if self.m is not None and self.m > clients_per_round - self.f:
             raise ValueError(f"{name} needs m <= K - f (m={self.m}, f={self.f}), got K={clients_per_round}")
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The mean of the ``m`` updates with the lowest Krum scores; the rest are flagged."""
-        finite = check_updates(updates, type(self).__name__)
-        ranking = krum_ranking(updates, self.f)
+        finite = check_updates(updates, type(self).__name__, ctx)
+        ranking = krum_ranking(updates, self.f, finite=finite)
         k = int(finite.sum())
         m = self.m if self.m is not None else k - self.f
         if m > k - self.f:

@@ -14,5 +14,5 @@ class CoordinateMedian(Aggregator):
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The median of every column over the finite rows."""
-        finite = check_updates(updates, "CoordinateMedian")
-        return unweighted_result(coordinate_median(updates), finite)
+        finite = check_updates(updates, "CoordinateMedian", ctx)
+        return unweighted_result(coordinate_median(updates, finite=finite), finite)

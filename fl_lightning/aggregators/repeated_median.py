@@ -17,5 +17,5 @@ class RepeatedMedian(Aggregator):
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The line value at the middle rank of every column over the finite rows."""
-        finite = check_updates(updates, "RepeatedMedian")
-        return unweighted_result(repeated_median(updates), finite)
+        finite = check_updates(updates, "RepeatedMedian", ctx)
+        return unweighted_result(repeated_median(updates, finite=finite), finite)

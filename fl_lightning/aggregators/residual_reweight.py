@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators._common import weighted_result
+from fl_lightning.aggregators._common import check_updates, weighted_result
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import check_residual_reweight_options, residual_reweight_details
 from fl_lightning.context import RoundContext
@@ -34,10 +34,11 @@ class ResidualReweight(Aggregator):
 
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """Reweight the clients by their residuals to the robust line of every parameter."""
+        finite = check_updates(updates, "ResidualReweight", ctx)
         details = residual_reweight_details(
             updates, lambda_=self.lambda_, thresh=self.thresh, estimator=self.estimator,
             weighting=self.weighting, variant=self.variant, chunk_size=self.chunk_size,
-            skip_columns=_scalar_columns(ctx, updates.shape[1]))
+            skip_columns=_scalar_columns(ctx, updates.shape[1]), finite=finite)
         return weighted_result(details.aggregate, details.client_weights, self.flag_fraction,
                                replaced_fraction=details.replaced_fraction,
                                mean_confidence=details.mean_confidence, raw_scores=details.raw_scores)

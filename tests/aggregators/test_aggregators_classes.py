@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import pytest
 import torch
@@ -13,16 +14,17 @@ from fl_lightning.aggregators import (
     Krum, MultiKrum, NormClipping, ResidualReweight, TrimmedMean, get_aggregator,
 )
 from fl_lightning.aggregators import functional as F
-from fl_lightning.context import RoundContext
+from fl_lightning.context import RoundContext, SetupContext
 from fl_lightning.param_layout import ParamLayout
 
 LAYOUT = ParamLayout.from_module(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
 
 
-def _ctx(k: int, ids: list[int] | None = None, samples: torch.Tensor | None = None) -> RoundContext:
+def _ctx(k: int, ids: list[int] | None = None, samples: torch.Tensor | None = None,
+         reference: torch.Tensor | None = None) -> RoundContext:
     return RoundContext(round=0, client_ids=ids if ids is not None else list(range(k)),
                         num_samples=samples if samples is not None else torch.arange(1.0, k + 1),
-                        layout=LAYOUT, global_params=torch.zeros(LAYOUT.num_params))
+                        layout=LAYOUT, global_params=torch.zeros(LAYOUT.num_params), reference_update=reference)
 
 
 def _updates(k: int = 9, seed: int = 0) -> torch.Tensor:
@@ -34,7 +36,8 @@ def test_every_aggregator_returns_a_well_formed_result(name):
     k = 9
     u = _updates(k)
     u[4, 3] = math.nan
-    result = AGGREGATORS[name]().aggregate(u, _ctx(k))
+    reference = torch.cat([u[:4], u[5:]]).mean(dim=0)           # the server's update (FLTrust reads it)
+    result = AGGREGATORS[name]().aggregate(u, _ctx(k, reference=reference))
     assert isinstance(result, AggregationResult)
     assert result.update.shape == (LAYOUT.num_params,) and torch.isfinite(result.update).all()
     if result.client_weights is not None:
@@ -163,35 +166,61 @@ def test_foolsgold_rejects_a_changed_feature_size_and_bad_state():
         fg.load_state_dict({"memory": torch.zeros(2, 3)})
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: TrimmedMean(beta=0.6), "TrimmedMean: beta"),
-    (lambda: ResidualReweight(lambda_=0), "ResidualReweight: lambda_ must be"),
-    (lambda: ResidualReweight(estimator="ols"), "ResidualReweight: unknown estimator 'ols'; valid: "
-                                                "repeated_median, theil_sen, median"),
-    (lambda: ResidualReweight(thresh=2), "ResidualReweight: thresh must be"),
-    (lambda: Krum(f=-1), "Krum: f (the number of Byzantine clients tolerated) must be an int >= 0"),
-    (lambda: Krum(f=1, m=0), "Krum: m (the number of clients averaged) must be an int >= 1"),
-    (lambda: Bulyan(f=1.5), "Bulyan: f (the number of Byzantine clients tolerated) must be an int"),
-    (lambda: GeometricMedian(tol=0), "GeometricMedian: tol must be a number > 0"),
-    (lambda: GeometricMedian(max_iter=0), "GeometricMedian: max_iter must be an int >= 1"),
-    (lambda: CenteredClipping(center="zero"), "CenteredClipping: unknown center 'zero'; valid: median, previous"),
-    (lambda: CenteredClipping(tau=-1), "CenteredClipping: tau (the clipping radius) must be a number > 0"),
-    (lambda: NormClipping(max_norm=0), "NormClipping: max_norm must be a number > 0"),
-    (lambda: FoolsGold(confidence=0), "FoolsGold: confidence (the logit's scale) must be a number > 0"),
-    (lambda: FoolsGold(use_memory="yes"), "FoolsGold: use_memory must be True or False"),
-    (lambda: FedAvg(weighted=1), "FedAvg: weighted must be True or False"),
+# a value of the wrong type raises TypeError, a value of the right type out of range ValueError
+# (fl_lightning.checks); the messages name the class and the setting
+@pytest.mark.parametrize("build, error, message", [
+    (lambda: TrimmedMean(beta=0.6), ValueError, "TrimmedMean: beta (the share trimmed at each end) must be"),
+    (lambda: TrimmedMean(beta="0.2"), TypeError, "TrimmedMean: beta (the share trimmed at each end) must be"),
+    (lambda: TrimmedMean(beta=0.1, f=1), ValueError, "TrimmedMean: give beta (a share) or f"),
+    (lambda: TrimmedMean(f=-1), ValueError, "TrimmedMean: f (the values trimmed at each end) must be an int >= 0"),
+    (lambda: ResidualReweight(lambda_=0), ValueError, "ResidualReweight: lambda_ must be"),
+    (lambda: ResidualReweight(estimator="ols"), ValueError, "ResidualReweight: unknown estimator 'ols'"),
+    (lambda: ResidualReweight(thresh=2), ValueError, "ResidualReweight: thresh must be"),
+    (lambda: Krum(f=-1), ValueError, "Krum: f (the number of Byzantine clients tolerated) must be an int >= 0"),
+    (lambda: Krum(f=1, m=0), ValueError, "Krum: m (the number of clients averaged) must be an int >= 1"),
+    (lambda: Bulyan(f=1.5), TypeError, "Bulyan: f (the number of Byzantine clients tolerated) must be an int"),
+    (lambda: GeometricMedian(tol=0), ValueError, "GeometricMedian: tol must be a finite number > 0"),
+    (lambda: GeometricMedian(tol=math.inf), ValueError, "GeometricMedian: tol must be a finite number > 0"),
+    (lambda: GeometricMedian(max_iter=0), ValueError, "GeometricMedian: max_iter must be an int >= 1"),
+    (lambda: CenteredClipping(center="zero"), ValueError, "CenteredClipping: unknown center 'zero'"),
+    (lambda: CenteredClipping(tau=-1), ValueError, "CenteredClipping: tau (the clipping radius) must be a finite number > 0"),
+    (lambda: CenteredClipping(tau=math.inf), ValueError, "CenteredClipping: tau (the clipping radius) must be a finite"),
+    (lambda: NormClipping(max_norm=0), ValueError, "NormClipping: max_norm must be a finite number > 0"),
+    (lambda: NormClipping(max_norm=math.inf), ValueError, "NormClipping: max_norm must be a finite number > 0"),
+    (lambda: FoolsGold(confidence=0), ValueError, "FoolsGold: confidence (the logit's scale) must be a finite number > 0"),
+    (lambda: FoolsGold(use_memory="yes"), TypeError, "FoolsGold: use_memory must be True or False"),
+    (lambda: FedAvg(weighted=1), TypeError, "FedAvg: weighted must be True or False"),
 ])
-def test_hyper_parameters_are_checked_when_built(build, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+def test_hyper_parameters_are_checked_when_built(build, error, message):
+    with pytest.raises(error, match=re.escape(message)):
         build()
 
 
+def test_foolsgold_checks_its_parameter_name_at_fit_start():
+    setup = SetupContext(num_clients=4, num_rounds=1, seed=0, client_targets=[], num_classes=2, input_shape=(4,),
+                         layout=LAYOUT, clients_per_round=4)
+    names = ", ".join(spec.name for spec in LAYOUT.params)
+    with pytest.raises(ValueError, match=re.escape(f"FoolsGold: unknown param (the parameter FoolsGold compares) "
+                                                   f"'2.weigth' (did you mean '2.weight'?); valid: {names}")):
+        FoolsGold(param="2.weigth").setup(setup)
+    FoolsGold(param="2.weight").setup(setup)
+
+
+def test_base_setup_checks_the_clients_per_round():
+    setup = SetupContext(num_clients=6, num_rounds=1, seed=0, client_targets=[], num_classes=2, input_shape=(4,),
+                         layout=LAYOUT, clients_per_round=6)
+    with pytest.raises(ValueError, match=re.escape("Krum needs K > 2f + 2 clients per round: with f=2 that is at "
+                                                   "least 7, got K=6")):
+        Krum(f=2).setup(setup)
+    Krum(f=1).setup(setup)
+
+
 def test_k_dependent_preconditions_are_checked_by_validate():
-    with pytest.raises(ValueError, match=r"Krum needs K > 2f \+ 2 clients per round \(f=2: at least 7\), got 6"):
+    with pytest.raises(ValueError, match=r"Krum needs K > 2f \+ 2 clients per round: with f=2 that is at least 7, got K=6"):
         Krum(f=2).validate(6)
     with pytest.raises(ValueError, match=r"Krum needs m <= K - f \(m=5, f=1\), got K=5"):
         Krum(f=1, m=5).validate(5)
-    with pytest.raises(ValueError, match=r"Bulyan needs K >= 4f \+ 3 clients per round \(f=1: at least 7\), got 6"):
+    with pytest.raises(ValueError, match=r"Bulyan needs K >= 4f \+ 3 clients per round: with f=1 that is at least 7, got K=6"):
         Bulyan(f=1).validate(6)
     with pytest.raises(ValueError, match="ResidualReweight needs at least 3 clients per round, got 2"):
         ResidualReweight().validate(2)
@@ -220,3 +249,41 @@ def test_registry_holds_aggregator_classes_with_documented_hparams():
         assert repr(aggregator).startswith(cls.__name__)
         assert all(not key.startswith("_") for key in aggregator.hparams())
     assert ResidualReweight(thresh=0.01).hparams()["thresh"] == 0.01
+
+
+def test_classes_use_the_round_loops_finite_mask_instead_of_scanning(monkeypatch):
+    import fl_lightning.aggregators._common as common
+
+    def no_scan(updates):
+        raise AssertionError("the class scanned the updates although ctx.finite was given")
+
+    monkeypatch.setattr(common, "finite_rows", no_scan)
+    u = _updates(5)
+    ctx = _ctx(5)
+    ctx.finite = torch.ones(5, dtype=torch.bool)
+    result = FedAvg(weighted=False).aggregate(u, ctx)
+    assert not bool(result.diagnostics["flagged"].any())
+    torch.testing.assert_close(result.update, u.mean(dim=0))
+
+
+@pytest.mark.parametrize("name", list(AGGREGATORS))
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_no_rule_rescans_the_rows_when_the_round_loop_gave_its_finite_mask(monkeypatch, name, wrapped):
+    import fl_lightning.aggregators._common as common
+    import fl_lightning.aggregators.functional._base as base
+
+    def no_scan(updates):
+        raise AssertionError("the updates were scanned for NaN/Inf although ctx.finite was given")
+
+    monkeypatch.setattr(common, "finite_rows", no_scan)
+    monkeypatch.setattr(base, "finite_rows", no_scan)
+    u = _updates(11)
+    u[4, 0] = math.nan                                           # the mask says so: row 4 is left out
+    ctx = _ctx(11, reference=u[:4].mean(dim=0))
+    ctx.finite = torch.arange(11) != 4
+    aggregator = AGGREGATORS[name]()
+    if wrapped:
+        from fl_lightning.aggregators import NNM
+        aggregator = NNM(aggregator, f=1)
+    result = aggregator.aggregate(u, ctx)
+    assert bool(torch.isfinite(result.update).all()) and bool(result.diagnostics["flagged"][4])

@@ -1,4 +1,8 @@
-"""Every precondition and bad input gives a ValueError that says what was wrong."""
+"""Every precondition and bad input gives an error that says what was wrong.
+
+One exception type per kind of mistake (fl_lightning.checks): a setting of the wrong type raises
+``TypeError``, a value of the right type that the rule cannot use ``ValueError``.
+"""
 from __future__ import annotations
 
 import math
@@ -33,17 +37,18 @@ def test_unknown_residual_reweight_choices_list_the_valid_ones(option, value, va
         F.residual_reweight(_u(), **{option: value})
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"lambda_": 0.0}, "lambda_ must be a finite number > 0"),
-    ({"lambda_": -1.0}, "lambda_ must be a finite number > 0"),
-    ({"lambda_": math.inf}, "lambda_ must be a finite number > 0"),
-    ({"thresh": -0.1}, "thresh must be a number in [0, 1]"),
-    ({"thresh": 1.5}, "thresh must be a number in [0, 1]"),
-    ({"chunk_size": 0}, "chunk_size must be a positive int or None"),
-    ({"chunk_size": 2.5}, "chunk_size must be a positive int or None"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"lambda_": 0.0}, ValueError, "lambda_ must be a finite number > 0"),
+    ({"lambda_": -1.0}, ValueError, "lambda_ must be a finite number > 0"),
+    ({"lambda_": math.inf}, ValueError, "lambda_ must be a finite number > 0"),
+    ({"thresh": -0.1}, ValueError, "thresh must be a finite number >= 0 and <= 1"),
+    ({"thresh": 1.5}, ValueError, "thresh must be a finite number >= 0 and <= 1"),
+    ({"chunk_size": 0}, ValueError, "chunk_size must be an int >= 1"),
+    # a float chunk size is a wrong type, no longer a wrong value
+    ({"chunk_size": 2.5}, TypeError, "chunk_size must be an int >= 1"),
 ])
-def test_residual_reweight_rejects_bad_hyper_parameters(kwargs, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+def test_residual_reweight_rejects_bad_hyper_parameters(kwargs, error, message):
+    with pytest.raises(error, match=re.escape(message)):
         F.residual_reweight(_u(), **kwargs)
 
 
@@ -69,10 +74,21 @@ def test_rules_without_any_finite_row_say_so():
             rule(u)
 
 
-@pytest.mark.parametrize("beta", [-0.1, 0.5, 0.7, "0.2"])
-def test_trimmed_mean_checks_beta(beta):
-    with pytest.raises(ValueError, match=re.escape("beta must be in [0, 0.5)")):
+@pytest.mark.parametrize("beta, error", [(-0.1, ValueError), (0.5, ValueError), (0.7, ValueError),
+                                         ("0.2", TypeError)])   # a string is a wrong type, not a wrong value
+def test_trimmed_mean_checks_beta(beta, error):
+    with pytest.raises(error, match=r"beta \(the share trimmed at each end\) must be a (finite )?number >= 0 and < 0\.5"):
         F.trimmed_mean(_u(), beta)
+
+
+def test_trimmed_mean_checks_its_count():
+    with pytest.raises(ValueError, match=re.escape("trimmed_mean needs K > 2f finite clients: with f=3 that is at "
+                                                   "least 7, got K=6")):
+        F.trimmed_mean(_u(6), f=3)
+    with pytest.raises(ValueError, match="give beta .* or f .*, not both"):
+        F.trimmed_mean(_u(6), 0.1, f=1)
+    with pytest.raises(TypeError, match=re.escape("f (the values trimmed at each end) must be an int >= 0")):
+        F.trimmed_mean(_u(6), f=1.0)
 
 
 def test_fedavg_checks_its_weights():
@@ -94,15 +110,17 @@ def test_krum_states_its_rule_and_numbers():
         F.krum(_u(6), f=-1)
     with pytest.raises(ValueError, match="m .* must be an int >= 1"):
         F.krum(_u(6), f=1, m=0)
+    with pytest.raises(TypeError, match="f .* must be an int >= 0"):
+        F.krum(_u(6), f=1.0)
 
 
 def test_bulyan_states_its_rule_and_numbers():
-    with pytest.raises(ValueError, match=re.escape("bulyan needs K >= 4f + 3 finite clients: with f=2 that is 11, "
-                                                   "got K=10")):
+    with pytest.raises(ValueError, match=re.escape("bulyan needs K >= 4f + 3 finite clients: with f=2 that is at "
+                                                   "least 11, got K=10")):
         F.bulyan(_u(10), f=2)
     u = _u(7)
     u[0, 0] = math.inf
-    with pytest.raises(ValueError, match=re.escape("with f=1 that is 7, got K=6")):
+    with pytest.raises(ValueError, match=re.escape("with f=1 that is at least 7, got K=6")):
         F.bulyan(u, f=1)
 
 
@@ -110,6 +128,7 @@ def test_bulyan_states_its_rule_and_numbers():
     ({"tol": 0.0}, "tol must be a finite number > 0"),
     ({"eps": -1.0}, "eps must be a finite number > 0"),
     ({"max_iter": 0}, "max_iter must be an int >= 1"),
+    ({"tol": math.inf}, "tol must be a finite number > 0"),
     ({"weights": torch.ones(3)}, "weights must have shape (6,) (one per client)"),
     ({"weights": -torch.ones(6)}, "weights must be finite and >= 0"),
     ({"weights": torch.zeros(6)}, "the finite clients' weights sum to 0"),
@@ -139,3 +158,15 @@ def test_robust_line_and_skip_columns_check_their_inputs():
         F.robust_line(_u(1))
     with pytest.raises(ValueError, match=re.escape("skip_columns must be a bool tensor of shape (4,)")):
         F.residual_reweight_details(_u(), skip_columns=torch.zeros(4))
+
+
+def test_a_given_finite_mask_is_checked_and_used_instead_of_a_scan():
+    u = _u(6)
+    u[2, 1] = math.nan
+    mask = torch.arange(6) != 2
+    torch.testing.assert_close(F.krum(u, 1, finite=mask), F.krum(u, 1))
+    torch.testing.assert_close(F.coordinate_median(u, finite=mask), F.coordinate_median(u))
+    with pytest.raises(ValueError, match=re.escape("krum: finite must be a bool tensor of shape (6,)")):
+        F.krum(u, 1, finite=torch.ones(5, dtype=torch.bool))
+    with pytest.raises(ValueError, match=re.escape("fedavg: finite must be a bool tensor of shape (6,)")):
+        F.fedavg(u, finite=mask.float())

@@ -29,10 +29,19 @@ RULES = {
     "geometric_median": (lambda u: F.geometric_median(u, tol=1e-9, max_iter=500), 1),
     "centered_clipping": (lambda u: F.centered_clipping(u, tau=1.0), 1),
     "norm_clipping": (lambda u: F.norm_clipping(u, 1.0), 1),
+    "mda": (lambda u: F.mda(u, 1), 3),
+    "meamed": (lambda u: F.meamed(u, 1), 3),
+    "caf": (lambda u: F.caf(u, 1), 3),
+    "smea": (lambda u: F.smea(u, 1), 3),
+    "dnc": (lambda u: F.dnc(u, 1, sub_dim=8, generator=torch.Generator().manual_seed(0)), 3),
+    "flame": (lambda u: F.flame(u, noise=0.0), 2),
+    "nnm_then_mean": (lambda u: F.nnm(u, 1).mean(dim=0), 2),
+    "arc_then_mean": (lambda u: F.arc(u, 1).mean(dim=0), 1),
 }
-#: rules whose result moves with a shift / scales with a positive factor of every update
-EQUIVARIANT = [n for n in RULES if n != "norm_clipping"]
-SCALE_EQUIVARIANT = [n for n in EQUIVARIANT if n != "centered_clipping"]
+#: rules whose result moves with a shift / scales with a positive factor of every update (FLAME and
+#: ARC look at directions and norms, which a shift changes)
+EQUIVARIANT = [n for n in RULES if n not in ("norm_clipping", "flame", "arc_then_mean")]
+SCALE_EQUIVARIANT = [n for n in EQUIVARIANT if n != "centered_clipping"] + ["flame", "arc_then_mean"]
 #: residual-reweighting variants that also return client weights
 WEIGHTED = {
     "reference": {}, "paper": {"variant": "paper"}, "theil_sen": {"estimator": "theil_sen"},
@@ -161,7 +170,7 @@ def test_robust_rules_stay_in_the_honest_range_under_huge_values(k, n, seed, dat
     assert not _inside_widened_range(F.fedavg(u), honest)
 
 
-@pytest.mark.parametrize("name", ["coordinate_median", "trimmed_mean", "repeated_median", "bulyan", "rr",
+@pytest.mark.parametrize("name", ["coordinate_median", "trimmed_mean", "repeated_median", "bulyan", "meamed", "rr",
                                   "rr_theil_sen", "rr_paper", "robust_line"])
 @FAST
 @given(k=st.integers(7, 12), n=st.integers(1, 40), seed=seeds)
@@ -172,6 +181,7 @@ def test_results_do_not_depend_on_chunking(name, k, n, seed):
         "trimmed_mean": lambda c: F.trimmed_mean(u, 0.2, chunk_size=c),
         "repeated_median": lambda c: F.repeated_median(u, chunk_size=c),
         "bulyan": lambda c: F.bulyan(u, 1, chunk_size=c),
+        "meamed": lambda c: F.meamed(u, 2, chunk_size=c),
         "rr": lambda c: torch.cat(F.residual_reweight(u, chunk_size=c)),
         "rr_theil_sen": lambda c: torch.cat(F.residual_reweight(u, estimator="theil_sen", chunk_size=c)),
         "rr_paper": lambda c: torch.cat(F.residual_reweight(u, variant="paper", chunk_size=c)),

@@ -1,0 +1,236 @@
+"""Input checks and the chunked helpers every rule shares: finite rows, column chunks, row distances."""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+import torch
+from torch import Tensor
+
+
+_MIB = 1 << 20
+
+
+#: elements of one ``[K, chunk]`` op: large enough to hide per-op overhead, small enough for the caches
+_TARGET_ROW_ELEMENTS = 65536
+
+
+def _check_updates(updates: Tensor, name: str) -> Tensor:
+    if not isinstance(updates, Tensor):
+        raise TypeError(f"{name}: updates must be a torch.Tensor of shape [K, N], got {type(updates).__name__}")
+    if updates.dim() != 2:
+        raise ValueError(f"{name}: updates must have shape [K, N] (one row per client), "
+                         f"got shape {tuple(updates.shape)}")
+    if not updates.is_floating_point():
+        raise ValueError(f"{name}: updates must be floating point, got {updates.dtype}; call .float() first")
+    return updates
+
+
+def _given_or_scanned(updates: Tensor, finite: Tensor | None, name: str) -> Tensor:
+    """``finite`` (the caller's ``[K]`` mask of finite rows, e.g. the round loop's ``ctx.finite``) after
+    a shape check, or :func:`finite_rows` when it is None: the rows are scanned at most once a round."""
+    if finite is None:
+        return finite_rows(updates)
+    if not isinstance(finite, Tensor) or finite.dtype != torch.bool or tuple(finite.shape) != (updates.shape[0],):
+        shape = tuple(finite.shape) if isinstance(finite, Tensor) else type(finite).__name__
+        raise ValueError(f"{name}: finite must be a bool tensor of shape ({updates.shape[0]},) marking the finite "
+                         f"rows, got {shape}")
+    return finite.to(updates.device)
+
+
+def _require_finite(updates: Tensor, needed: int, name: str,
+                    finite: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The finite rows of ``updates`` and their mask; ``ValueError`` if fewer than ``needed``."""
+    _check_updates(updates, name)
+    mask = _given_or_scanned(updates, finite, name)
+    count = int(mask.sum())
+    if count < needed:
+        raise ValueError(f"{name} needs K >= {needed} finite clients, got {count}"
+                         + (f" ({updates.shape[0] - count} of {updates.shape[0]} rows hold NaN/Inf)"
+                            if count < updates.shape[0] else ""))
+    return (updates if count == updates.shape[0] else updates[mask]), mask
+
+
+def finite_rows(updates: Tensor) -> Tensor:
+    """``[K]`` bool: the clients whose whole update is finite (checked chunk by chunk)."""
+    _check_updates(updates, "finite_rows")
+    k, n = updates.shape
+    mask = torch.ones(k, dtype=torch.bool, device=updates.device)
+    step = max(1, (64 * _MIB) // max(1, k))
+    for start in range(0, n, step):
+        mask &= torch.isfinite(updates[:, start:start + step]).all(dim=1)
+    return mask
+
+
+def _chunk_columns(k: int, n: int, bytes_per_column: int, chunk_size: int | None) -> int:
+    """Columns per chunk: ``chunk_size`` if given, else ``[K, chunk]`` ops of about
+    ``_TARGET_ROW_ELEMENTS`` values, capped so one chunk's scratch stays within half the input's
+    size (at least 4 MiB, at most 64 MiB): two workers' chunks then fit in one more input's worth.
+    """
+    if chunk_size is not None:
+        return max(1, min(chunk_size, n))
+    budget = min(max(2 * k * n, 4 * _MIB), 64 * _MIB)
+    by_budget = max(1, budget // max(1, bytes_per_column))
+    by_cache = max(64, _TARGET_ROW_ELEMENTS // max(1, k))
+    return max(1, min(n, by_budget, by_cache))
+
+
+_T = TypeVar("_T")
+
+
+@contextmanager
+def _single_threaded_ops() -> Iterator[int]:
+    """Run torch ops on one intra-op thread; yields the previous thread count.
+
+    The chunked rules issue thousands of small ops; each parallel region costs a barrier, and on a
+    busy machine a barrier waits for a descheduled thread. Parallelism comes from whole chunks
+    instead (:func:`_map_chunks`).
+    """
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield previous
+        return
+    torch.set_num_threads(1)
+    try:
+        yield previous
+    finally:
+        torch.set_num_threads(previous)
+
+
+#: inputs smaller than this run on one worker: thread start-up and per-thread allocator arenas
+#: would cost more time and memory than they save
+_PARALLEL_MIN_BYTES = 16 * _MIB
+
+
+def _map_chunks(work: Callable[[list[int]], _T], starts: list[int], workers: int, input_bytes: int) -> list[_T]:
+    """``work`` over contiguous runs of chunk ``starts``, on up to ``workers`` threads (ops release the GIL)."""
+    workers = max(1, min(workers, len(starts) // 4)) if input_bytes >= _PARALLEL_MIN_BYTES else 1
+    if workers == 1:
+        return [work(starts)]
+    size = -(-len(starts) // workers)
+    runs = [starts[i:i + size] for i in range(0, len(starts), size)]
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return list(pool.map(work, runs))
+
+
+def _column_chunks(values: Tensor, mask: Tensor | None,
+                   bytes_per_column: int) -> Iterator[tuple[int, int, Tensor]]:
+    """Yield ``(start, stop, chunk)``: the rows ``mask`` selects (all if None) of a block of columns.
+
+    For a few large ops (matrix products, reductions): chunks of at most 32 MiB of scratch.
+    """
+    n = values.shape[1]
+    step = max(1, min(n, (32 * _MIB) // max(1, bytes_per_column)))
+    for start in range(0, n, step):
+        block = values[:, start:start + step]
+        yield start, min(n, start + step), (block if mask is None else block[mask])
+
+
+def _map_columns(updates: Tensor, mask: Tensor | None, bytes_per_column: int, chunk_size: int | None,
+                 out: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """``out[..., start:stop] = fn(chunk)`` for every chunk of columns of the rows ``mask`` selects.
+
+    Each ``chunk`` is a fresh contiguous copy ``fn`` may overwrite; ops run single-threaded, chunks
+    on parallel workers (see :func:`_single_threaded_ops`).
+    """
+    k, n = updates.shape
+    rows = k if mask is None else int(mask.sum())
+    step = _chunk_columns(rows, n, bytes_per_column, chunk_size)
+
+    def work(starts: list[int]) -> None:
+        for start in starts:
+            block = updates[:, start:start + step]
+            block = block[mask] if mask is not None else block.clone(memory_format=torch.contiguous_format)
+            out[..., start:start + step] = fn(block)
+
+    with _single_threaded_ops() as threads:
+        _map_chunks(work, list(range(0, n, step)), threads, rows * n * updates.element_size())
+    return out
+
+
+def _all_or_mask(mask: Tensor) -> Tensor | None:
+    return None if bool(mask.all()) else mask
+
+
+def _weighted_rows(weights: Tensor, updates: Tensor, mask: Tensor | None) -> Tensor:
+    """``weights @ updates[mask]`` without copying the selected rows all at once."""
+    if mask is None:
+        return weights.to(updates.dtype) @ updates
+    out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
+    for start, stop, chunk in _column_chunks(updates, mask, 4 * int(mask.sum())):
+        out[start:stop] = weights.to(updates.dtype) @ chunk
+    return out
+
+
+def _row_sq_distances(updates: Tensor, mask: Tensor | None, center: Tensor | None = None) -> Tensor:
+    """``[K_finite]`` float64 squared distances of the finite rows to ``center`` (to 0 if None)."""
+    total = None
+    for start, stop, chunk in _column_chunks(updates, mask, 8 * updates.shape[0]):
+        diff = chunk if center is None else chunk - center[start:stop]
+        part = diff.square().sum(dim=1, dtype=torch.float64)
+        total = part if total is None else total + part
+    if total is None:                    # no columns: every row is at distance 0
+        return torch.zeros(updates.shape[0] if mask is None else int(mask.sum()), dtype=torch.float64)
+    return total
+
+
+def _gram(updates: Tensor, mask: Tensor | None) -> Tensor:
+    """``[K_f, K_f]`` float64 inner products of the finite rows, accumulated over column chunks."""
+    gram = None
+    for _, _, chunk in _column_chunks(updates, mask, 16 * updates.shape[0]):
+        block = chunk.double()
+        part = block @ block.T
+        gram = part if gram is None else gram + part
+    if gram is None:                     # no columns: every inner product is 0
+        k = updates.shape[0] if mask is None else int(mask.sum())
+        return torch.zeros(k, k, dtype=torch.float64)
+    return gram
+
+
+def _pairwise_sq_distances(updates: Tensor, mask: Tensor | None) -> Tensor:
+    """``[K_f, K_f]`` float64 squared distances of the finite rows from one Gram matrix."""
+    gram = _gram(updates, mask)
+    sq = gram.diagonal()
+    dist = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * gram).clamp_min_(0).fill_diagonal_(0)
+    return (dist + dist.T) / 2          # exactly symmetric: mutual nearest neighbours tie exactly
+
+
+def row_distances(updates: Tensor, center: Tensor | None = None, *, finite: Tensor | None = None) -> Tensor:
+    """``[K]`` L2 distance of each row to ``center`` (its norm if None); ``+inf`` for non-finite rows."""
+    _check_updates(updates, "row_distances")
+    mask = _given_or_scanned(updates, finite, "row_distances")
+    out = torch.full((updates.shape[0],), math.inf, dtype=torch.float64)
+    if bool(mask.any()):
+        out[mask] = _row_sq_distances(updates, _all_or_mask(mask), center).sqrt()
+    return out
+
+
+def _finite_mask(updates: Tensor, name: str, finite: Tensor | None = None) -> Tensor:
+    """The finite rows' mask (``finite`` if given, else scanned); ``ValueError`` when no row is finite."""
+    _check_updates(updates, name)
+    mask = _given_or_scanned(updates, finite, name)
+    if not bool(mask.any()):
+        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {updates.shape[0]}")
+    return mask
+
+
+def _finite_weights(weights: Tensor | None, mask: Tensor, name: str) -> Tensor:
+    """Per-client ``weights`` (uniform if None) of the finite rows, float64, scaled to sum 1."""
+    k = mask.numel()
+    if weights is None:
+        w = torch.ones(k, dtype=torch.float64)
+    else:
+        w = torch.as_tensor(weights, dtype=torch.float64)
+        if tuple(w.shape) != (k,):
+            raise ValueError(f"{name}: weights must have shape ({k},) (one per client), got {tuple(w.shape)}")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError(f"{name}: weights must be finite and >= 0, got {w.tolist()}")
+    w = w[mask]
+    if not w.sum() > 0:
+        raise ValueError(f"{name}: the finite clients' weights sum to 0; give at least one a positive weight")
+    return w / w.sum()
+
+
+

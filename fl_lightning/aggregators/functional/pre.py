@@ -1,0 +1,86 @@
+"""Pre-aggregators: maps from the ``[K, N]`` updates to the rows another rule then aggregates.
+
+Each drops non-finite rows first, so its output holds only finite rows.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from fl_lightning.aggregators.functional._base import (
+    _all_or_mask, _pairwise_sq_distances, _require_finite, _row_sq_distances,
+)
+from fl_lightning.checks import check_int
+
+
+def bucket_indices(k: int, s: int, generator: torch.Generator | None = None) -> list[Tensor]:
+    """Row indices of each bucket: a random permutation of ``range(k)`` cut into runs of ``s``
+    (the last bucket holds the ``k mod s`` left over, as in ByzFL)."""
+    check_int(s, "s (the bucket size)", "bucketing", minimum=1)
+    order = torch.randperm(k, generator=generator)
+    return list(order.split(s))
+
+
+def bucketing(updates: Tensor, s: int, generator: torch.Generator | None = None,
+              *, finite: Tensor | None = None) -> Tensor:
+    """Bucketing (Karimireddy et al., ICLR 2022, Algorithm 1): the ``ceil(K / s)`` means of the finite rows
+    shuffled by ``generator`` and grouped ``s`` at a time. ``s = 1`` returns the rows, shuffled."""
+    values, _ = _require_finite(updates, 1, "bucketing", finite)
+    buckets = bucket_indices(values.shape[0], s, generator)
+    return torch.stack([values[index].mean(dim=0) for index in buckets])
+
+
+def nnm_weights(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
+    """``[K_f, K_f]`` mixing matrix of NNM: row ``i`` holds ``1 / (K - f)`` on the ``K - f`` finite rows
+    nearest to row ``i`` (itself included; equal distances broken by row index)."""
+    name = "nnm"
+    check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
+    values, mask = _require_finite(updates, 1, name, finite)
+    k = values.shape[0]
+    if f >= k:
+        raise ValueError(f"{name} needs K > f finite clients: f={f}, got K={k}; lower f or add clients")
+    dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
+    dist.fill_diagonal_(-1.0)                      # each row is its own nearest neighbour, whatever the ties
+    nearest = torch.sort(dist, dim=1, stable=True).indices[:, :k - f]
+    mixing = torch.zeros(k, k, dtype=torch.float64)
+    mixing.scatter_(1, nearest, 1.0 / (k - f))
+    return mixing
+
+
+def nnm(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
+    """Nearest-neighbour mixing (Allouah et al., AISTATS 2023, Algorithm 1): each finite row replaced by
+    the mean of its ``K - f`` nearest finite rows, itself included. Returns ``[K_f, N]``."""
+    values, mask = _require_finite(updates, 1, "nnm", finite)
+    return nnm_weights(updates, f, finite=mask).to(values.dtype) @ values
+
+
+def arc_clip_count(k: int, f: int) -> int:
+    """How many rows ARC clips: ``floor(2 (f / K) (K - f))``, in integer arithmetic (no float rounding)."""
+    return (2 * f * (k - f)) // k if k > 0 else 0
+
+
+def arc_scales(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
+    """``[K_f]`` float64 factors ARC multiplies the finite rows by (1 for the rows it leaves alone)."""
+    name = "arc"
+    check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
+    values, mask = _require_finite(updates, 1, name, finite)
+    k = values.shape[0]
+    norms = _row_sq_distances(updates, _all_or_mask(mask)).sqrt()
+    clipped = arc_clip_count(k, f)
+    scales = torch.ones(k, dtype=torch.float64)
+    if clipped == 0:
+        return scales
+    order = torch.sort(norms, descending=True, stable=True).indices
+    bound = norms[order[clipped]]
+    largest = order[:clipped]
+    scales[largest] = torch.where(norms[largest] > bound, bound / norms[largest].clamp_min(1e-300),
+                                  torch.ones_like(norms[largest]))
+    return scales
+
+
+def arc(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
+    """Adaptive robust clipping (Allouah et al. 2024, "The vital role of gradient clipping in
+    Byzantine-resilient distributed learning", Algorithm ARC): with ``k = floor(2 (f / K) (K - f))``,
+    the ``k`` largest-norm rows are clipped to the norm of the ``(k + 1)``-th largest; ``[K_f, N]``."""
+    values, mask = _require_finite(updates, 1, "arc", finite)
+    return values * arc_scales(updates, f, finite=mask).to(values.dtype).unsqueeze(1)

@@ -30,16 +30,11 @@ def _byzantine(k: int) -> int:
 
 
 def _functional():
-    """``fl_lightning.aggregators.functional`` loaded on its own: it imports only torch, while the
-    package's ``__init__`` pulls in Lightning, which would dominate a child process's start-up."""
-    import importlib.util
+    """``fl_lightning.aggregators.functional``: the pure maths (``import fl_lightning`` itself is lazy, so a
+    child process pays for torch and the aggregators, not for Lightning)."""
+    from fl_lightning.aggregators import functional
 
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fl_lightning", "aggregators",
-                        "functional.py")
-    spec = importlib.util.spec_from_file_location("fl_lightning_functional", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return functional
 
 
 def rule(name: str, k: int):

@@ -77,16 +77,21 @@ class LoggerConnector:
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Scalars at ``step`` (the round), to every logger."""
-        if not metrics:
-            return
+        if metrics:
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=step)
+
+    def _log_round_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """A round's scalars; a logger still waiting for its hparams gets them here, with the key metrics."""
         for logger in self.loggers:
             params = self._pending_hparams.pop(id(logger), None)
             if params is None:
-                logger.log_metrics(metrics, step=step)
+                if metrics:
+                    logger.log_metrics(metrics, step=step)
                 continue
             # without a key metric (no test set), every scalar of the round is one
             key = {k: v for k, v in metrics.items() if k.startswith(HPARAM_METRIC_PREFIXES)} or dict(metrics)
-            logger.log_hyperparams(params, metrics=key, step=step)  # also logs ``key`` as scalars at ``step``
+            logger.log_hyperparams(params, metrics=key or None, step=step)  # also logs ``key`` at ``step``
             rest = {k: v for k, v in metrics.items() if k not in key}
             if rest:
                 logger.log_metrics(rest, step=step)
@@ -115,7 +120,7 @@ class LoggerConnector:
     # -- one round -----------------------------------------------------------------------------------------
     def log_round(self, record: "RoundRecord") -> None:
         """A finished round: its metrics, the client-weight histogram and why clients were dropped."""
-        self.log_metrics(record.metrics, step=record.round)
+        self._log_round_metrics(record.metrics, step=record.round)
         if record.client_weights is not None:
             self.log_histogram("aggregator/client_weights", record.client_weights, record.round)
         confidence = record.diagnostics.get("mean_confidence")

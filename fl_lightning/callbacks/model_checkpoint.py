@@ -1,4 +1,4 @@
-"""``ModelCheckpoint``: the global model in Lightning's checkpoint format, the best k by a round metric and ``last.ckpt``."""
+"""``ModelCheckpoint``: the global model as Lightning checkpoints: the best k by a round metric, and ``last.ckpt``."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Progress bars over rounds: the ``ProgressBar`` kind and ``RoundProgressBar``, added by ``enable_progress_bar=True``."""
+"""Progress bars over rounds: the ``ProgressBar`` kind and the default ``RoundProgressBar``."""
 from __future__ import annotations
 
 import warnings

@@ -1,4 +1,4 @@
-"""The trainer's callback list: federated callbacks only (a Lightning one is refused, naming its equivalent), one progress bar."""
+"""The trainer's callback list: federated callbacks only (a Lightning one is refused, naming its equivalent)."""
 from __future__ import annotations
 
 from typing import Any, Sequence

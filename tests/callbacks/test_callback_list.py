@@ -1,4 +1,4 @@
-"""What ``callbacks=`` accepts: federated callbacks, one progress bar; a Lightning callback is refused naming its fix."""
+"""What ``callbacks=`` takes: federated callbacks, one progress bar; a Lightning callback is refused with its fix."""
 from __future__ import annotations
 
 import pytest

@@ -11,11 +11,10 @@ from torch import Tensor, nn
 from tests.helpers import TinyNet, flat_params, make_dm, make_trainer
 
 from fl_lightning.callbacks import FederatedCallback, ModelCheckpoint
-from fl_lightning.models.base import ClassifierModule
 
 
-class UserNet(ClassifierModule):
-    """A user's module: its own hyper-parameters, saved with ``save_hyperparameters()``, and BatchNorm buffers."""
+class UserNet(L.LightningModule):
+    """A plain user LightningModule: hyper-parameters saved with ``save_hyperparameters()``, BatchNorm buffers."""
 
     def __init__(self, width: int = 6, lr: float = 0.05, note: str = "mine") -> None:
         super().__init__()
@@ -25,6 +24,10 @@ class UserNet(ClassifierModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        inputs, targets = batch
+        return nn.functional.cross_entropy(self(inputs), targets)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)

@@ -1,4 +1,4 @@
-"""``logger=`` as one Lightning logger or a list: every scalar to each, drawings to those that draw, hparams with metrics."""
+"""``logger=`` as one Lightning logger or a list: scalars to each, drawings where they can be drawn, hparams."""
 from __future__ import annotations
 
 import csv

@@ -160,3 +160,15 @@ def test_resume_keeps_the_ranking_and_finds_the_resume_file(tmp_path):
     straight_best = torch.load(straight.best_model_path, weights_only=True)["state_dict"]
     resumed_best = torch.load(resumed.best_model_path, weights_only=True)["state_dict"]
     assert all(torch.equal(straight_best[k], resumed_best[k]) for k in straight_best)
+
+
+def test_without_a_monitor_the_newest_files_are_kept_and_a_nan_round_ranks_last(tmp_path):
+    newest = ModelCheckpoint(dirpath=tmp_path / "newest", monitor=None, save_top_k=2, save_last=False)
+    make_trainer(tmp_path, rounds=4, callbacks=[newest]).fit(TinyNet(), make_dm())
+    assert _files(tmp_path / "newest") == {"round=2.ckpt", "round=3.ckpt"}
+    assert Path(newest.best_model_path).name == "round=3.ckpt"
+
+    scores = [0.4, float("nan"), 0.3]
+    ranked = ModelCheckpoint(dirpath=tmp_path / "nan", monitor="feed/score", save_top_k=2, save_last=False)
+    make_trainer(tmp_path, rounds=3, callbacks=[Feed(scores), ranked]).fit(TinyNet(), make_dm())
+    assert _files(tmp_path / "nan") == {"round=0-feed_score=0.4000.ckpt", "round=2-feed_score=0.3000.ckpt"}

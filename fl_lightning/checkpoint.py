@@ -51,7 +51,9 @@ def find_last(search_root: str | Path) -> Path | None:
     root = Path(search_root)
     if root.is_file():
         return root
-    candidates = sorted(root.glob(f"**/{CHECKPOINT_NAME}"), key=lambda p: p.stat().st_mtime) if root.exists() else []
+    # only ``<run>/checkpoints/last.ckpt``: a ModelCheckpoint's ``last.ckpt`` (checkpoints/models/) is no resume file
+    found = root.glob(f"**/checkpoints/{CHECKPOINT_NAME}") if root.exists() else []
+    candidates = sorted(found, key=lambda p: p.stat().st_mtime)
     return candidates[-1] if candidates else None
 
 

@@ -1,4 +1,4 @@
-"""``RoundProgressBar``: a rich progress bar over rounds, added by ``enable_progress_bar=True``."""
+"""Progress bars over rounds: the ``ProgressBar`` kind and the default ``RoundProgressBar``."""
 from __future__ import annotations
 
 import warnings
@@ -15,10 +15,19 @@ if TYPE_CHECKING:
 SHOWN = {"test/acc": "acc", "attack/asr": "asr", "attack/backdoor_asr": "backdoor_asr"}
 
 
-class RoundProgressBar(FederatedCallback):
+class ProgressBar(FederatedCallback):
+    """The kind of callback that shows a run's progress; the trainer holds at most one.
+
+    A subclass passed in ``callbacks=`` replaces the default :class:`RoundProgressBar`, as a
+    Lightning ``ProgressBar`` replaces Lightning's default bar.
+    """
+
+
+class RoundProgressBar(ProgressBar):
     """One bar over the run's rounds showing the latest accuracy and attack success rate.
 
-    Pass your own instance (or a subclass) in ``callbacks=`` to replace the default one.
+    Pass your own instance (or a subclass, or any :class:`ProgressBar`) in ``callbacks=`` to replace
+    the default one; ``enable_progress_bar=False`` runs without a bar.
     """
 
     def __init__(self, description: str | None = None) -> None:

@@ -15,7 +15,8 @@ from torch import Tensor
 from fl_lightning.aggregators.base import Aggregator
 from fl_lightning.attacks.base import Attack
 from fl_lightning.attacks.compose import setup_attacks
-from fl_lightning.callbacks import FederatedCallback, RoundProgressBar
+from fl_lightning.callbacks import FederatedCallback, ProgressBar
+from fl_lightning.callbacks.resolve import resolve_callbacks
 from fl_lightning.checks import (check_bool, check_instance, check_int, check_optional_int, check_seed)
 from fl_lightning.context import LocalConfig, RoundContext, SetupContext
 from fl_lightning.data.datamodule import FederatedDataModule
@@ -28,7 +29,7 @@ from fl_lightning.seeding import derive_seed, numpy_rng, seed_everything as seed
 import fl_lightning.trainer.round_metrics as round_metrics
 from fl_lightning.trainer.boundary import as_list, check_result, dropped_clients, input_shape, setup_data
 from fl_lightning.trainer.connectors.checkpoint_connector import CheckpointConnector
-from fl_lightning.trainer.connectors.logger_connector import LoggerConnector
+from fl_lightning.trainer.connectors.logger_connector import LoggerConnector, resolve_loggers
 from fl_lightning.trainer.global_model import GlobalModel
 from fl_lightning.trainer.records import RoundRecord, RunHistory
 from fl_lightning.version import __version__
@@ -53,8 +54,13 @@ class FederatedTrainer:
         clients_per_round: clients sampled per round with the seed; ``None`` takes every client.
         aggregator: the robust aggregation rule (default :class:`~fl_lightning.aggregators.FedAvg`).
         attacks: attacks applied in list order.
-        logger: a Lightning logger; ``None`` logs to TensorBoard under ``default_root_dir``, ``False`` disables logging.
-        callbacks: :class:`~fl_lightning.callbacks.FederatedCallback` instances.
+        logger: a Lightning logger or a list of them (TensorBoard, CSV, any ``lightning.pytorch.loggers.Logger``);
+            ``None`` or ``True`` logs to TensorBoard under ``default_root_dir``, ``False`` disables logging.
+            Scalars and hyper-parameters go to every logger, histograms / text / figures to those that draw
+            them; :attr:`logger` is the first (its folder holds the checkpoints), :attr:`loggers` all.
+        callbacks: :class:`~fl_lightning.callbacks.FederatedCallback` instances (``ModelCheckpoint``,
+            ``EarlyStopping``, ...). A Lightning ``Callback`` is refused with the name of its federated
+            equivalent. Any callback may set ``trainer.should_stop = True`` to end the run after the round.
         engine: ``"sequential"``, ``"vmap"``, ``"ray"`` or an :class:`~fl_lightning.engines.Engine`.
         seed: the one seed every random choice of the run is derived from.
         seed_everything: also seed Python's, NumPy's and torch's *global* generators with ``seed`` here,
@@ -63,8 +69,8 @@ class FederatedTrainer:
             (its choices come from ``seed`` by name, see :func:`~fl_lightning.seeding.derive_seed`);
             pass ``False`` to leave them alone, e.g. when you call ``fl_lightning.seeding.seed_everything``
             yourself.
-        enable_progress_bar: add a :class:`~fl_lightning.callbacks.RoundProgressBar` unless
-            ``callbacks`` already holds one.
+        enable_progress_bar: add a :class:`~fl_lightning.callbacks.RoundProgressBar` unless ``callbacks``
+            already holds a :class:`~fl_lightning.callbacks.ProgressBar`; ``False`` runs without a bar.
         batch_size: local batch size (attacks may override it for their clients).
         max_batches_per_epoch: cap on local batches per epoch (the paper's script: about 30).
         checkpoint_every: save a resumable checkpoint every this many rounds (0: never).
@@ -79,7 +85,7 @@ class FederatedTrainer:
         clients_per_round: int | None = None,
         aggregator: Aggregator | None = None,
         attacks: Sequence[Attack] = (),
-        logger: Logger | bool | None = None,
+        logger: Logger | Sequence[Logger] | bool | None = None,
         callbacks: Sequence[FederatedCallback] = (),
         engine: str | Engine = "sequential",
         seed: int = 0,
@@ -96,7 +102,7 @@ class FederatedTrainer:
         self.local_epochs = check_int(local_epochs, "local_epochs", owner, minimum=0)
         self.clients_per_round = check_optional_int(clients_per_round, "clients_per_round", owner, minimum=1)
         self.seed = check_seed(seed, owner)
-        self.enable_progress_bar = check_bool(enable_progress_bar, "enable_progress_bar", owner)
+        check_bool(enable_progress_bar, "enable_progress_bar", owner)
         self.batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
         self.max_batches_per_epoch = check_optional_int(max_batches_per_epoch, "max_batches_per_epoch", owner,
                                                         minimum=1)
@@ -107,17 +113,14 @@ class FederatedTrainer:
                                          Aggregator, "aggregator", owner, "pass an fl_lightning Aggregator")
         self.attacks = [check_instance(a, Attack, "attacks", owner, "pass fl_lightning Attacks")
                         for a in as_list(attacks, "attacks")]
-        self.callbacks = [check_instance(c, FederatedCallback, "callbacks", owner,
-                                         "pass fl_lightning FederatedCallbacks")
-                          for c in as_list(callbacks, "callbacks")]
-        if self.enable_progress_bar and not any(isinstance(c, RoundProgressBar) for c in self.callbacks):
-            self.callbacks.append(RoundProgressBar())
+        self.callbacks: list[FederatedCallback] = resolve_callbacks(as_list(callbacks, "callbacks"),
+                                                                    enable_progress_bar)
+        #: set by a callback (e.g. EarlyStopping) to end the run after the current round
+        self.should_stop = False
         self.engine = get_engine(check_instance(engine, (str, Engine), "engine", owner))
-        check_instance(logger, (Logger, bool, type(None)), "logger", owner, "pass a Lightning logger, None or False")
         check_bool(seed_everything, "seed_everything", owner)
         self._owns_logger = logger is None or logger is True
-        self.logger_connector = LoggerConnector([] if logger is False else [self._default_logger()]
-                                                if self._owns_logger else [logger])
+        self.logger_connector = LoggerConnector(resolve_loggers(logger, self._default_logger, owner))
         self.checkpoint_connector = CheckpointConnector(self)
         self.history = RunHistory()
         self.detection = round_metrics.DetectionTracker()
@@ -129,7 +132,26 @@ class FederatedTrainer:
             log.info("FederatedTrainer: global random generators seeded with %d", self.seed)
 
     def _default_logger(self) -> Logger:
-        return TensorBoardLogger(str(self.default_root_dir), name="federated")
+        # hparams are logged with the run's metrics (LoggerConnector), never with a placeholder ``hp_metric``
+        return TensorBoardLogger(str(self.default_root_dir), name="federated", default_hp_metric=False)
+
+    @property
+    def enable_progress_bar(self) -> bool:
+        """Whether the run shows a progress bar; setting it adds the default bar or removes the current one."""
+        return self.progress_bar_callback is not None
+
+    @enable_progress_bar.setter
+    def enable_progress_bar(self, enable: bool) -> None:
+        check_bool(enable, "enable_progress_bar", "FederatedTrainer")
+        if not enable:
+            self.callbacks = [c for c in self.callbacks if not isinstance(c, ProgressBar)]
+        elif self.progress_bar_callback is None:
+            self.callbacks = resolve_callbacks(self.callbacks, True)
+
+    @property
+    def progress_bar_callback(self) -> ProgressBar | None:
+        """The run's progress bar callback, or ``None``."""
+        return next((c for c in self.callbacks if isinstance(c, ProgressBar)), None)
 
     # -- where the run goes --------------------------------------------------------------------------------
     @property
@@ -140,6 +162,15 @@ class FederatedTrainer:
     @logger.setter
     def logger(self, logger: Logger | None) -> None:
         self.logger_connector.loggers[:1] = [] if logger is None else [logger]
+
+    @property
+    def loggers(self) -> list[Logger]:
+        """Every logger of the run, the first being :attr:`logger`."""
+        return self.logger_connector.loggers
+
+    @loggers.setter
+    def loggers(self, loggers: Sequence[Logger]) -> None:
+        self.logger_connector.loggers = resolve_loggers(list(loggers), self._default_logger)
 
     @property
     def log_dir(self) -> Path:
@@ -177,11 +208,14 @@ class FederatedTrainer:
         if start_round == 0:
             self._log_run_start()
         status = "failed"
+        self.should_stop = False
         try:
             for callback in self.callbacks:
                 callback.on_fit_start(self, module)
             failed_in_a_row = self.history.consecutive_failures()  # counted on across a resume
             for round_idx in range(start_round, self.rounds):
+                if self.should_stop:  # a callback ended the run (EarlyStopping), also one resumed after it
+                    break
                 record = self._run_round(round_idx)
                 failed_in_a_row = failed_in_a_row + 1 if record.kept_previous_model else 0
                 if failed_in_a_row >= self.max_failed_rounds:
@@ -189,7 +223,7 @@ class FederatedTrainer:
                         f"{failed_in_a_row} consecutive rounds had too few usable clients for "
                         f"{type(self.aggregator).__name__}; last round's dropped clients: {record.dropped}")
                 if self.checkpoint_every and ((round_idx + 1) % self.checkpoint_every == 0
-                                              or round_idx + 1 == self.rounds):
+                                              or round_idx + 1 == self.rounds or self.should_stop):
                     self.checkpoint_connector.save(round_idx + 1)
             status = "success"
         finally:

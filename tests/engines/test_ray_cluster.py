@@ -44,7 +44,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("ray-cluster")
     temp_dir = Path(f"/tmp/ray-fl-{os.getpid()}")  # short: Ray's socket paths must stay under 108 bytes
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(REPO), *sys.path]))
+               PYTHONPATH=os.pathsep.join([str(REPO), *sys.path]),
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1")  # a second node (a "0" set for local Ray would refuse it)
     command = in_private_network([sys.executable, "-m", "tests.engines.ray_cluster_scenario", str(out), str(temp_dir)])
     with open(out / "scenario.log", "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,

@@ -12,6 +12,10 @@ global model, shipping the task, returning and copying the local model).
 Then ``--memory-rounds`` rounds on the 2-worker pool record the driver's and each worker's resident
 memory and the driver's live object references (all must stay flat: nothing is kept per round).
 
+This single-node Ray runs with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (set before Ray is imported):
+without it Ray on Linux gives its local node the machine's interface address, not 127.0.0.1; with it
+every Ray process listens and connects on 127.0.0.1 (checked after ``ray.init``).
+
     python benchmarks/ray_engine.py                      # ~5 min on a quiet 2-core machine
     python benchmarks/ray_engine.py --timing-rounds 2 --memory-rounds 5   # smoke run
 
@@ -23,6 +27,14 @@ twice: the first call pulls the data across (object-store transfer between the r
 second reads the node's copy. Their difference is the cost of moving the data, once per client and
 node; the same pair on the head node (no move) is the control.
 
+The ``--data-move`` run stays on loopback by construction: for a cluster Ray replaces 127.0.0.1 by
+the machine's own address, so the script re-runs itself inside new network and pid namespaces
+(``unshare --net --pid --fork --kill-child --mount-proc``, then ``ip link set lo up``) where ``lo`` is
+the only interface: Ray's "own address" is 127.0.0.1 there, nothing can reach another address, and
+every Ray process dies with the namespace. That needs root, util-linux ``unshare`` and iproute2
+``ip``; without them the script stops with an error instead of running on the machine's network.
+(Where ``lo`` is already the only interface, it runs as it is.)
+
     python benchmarks/ray_engine.py --data-move                           # ~2 min
 """
 from __future__ import annotations
@@ -31,9 +43,18 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
+import subprocess
+import sys
 import time
 import warnings
+
+# run a command in new network (only ``lo``, brought up) and pid namespaces; see the module docstring
+PRIVATE_NETWORK = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--",
+                   "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+# Ray's switch for multi-node clusters: "0" makes a local Ray use 127.0.0.1 but refuses a second node
+CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def main() -> None:
@@ -47,9 +68,12 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)
     if args.data_move:
+        if _interfaces() != ["lo"]:
+            sys.exit(_rerun_in_private_network())
         data_move(args.repeats)
         return
 
+    os.environ[CLUSTER_SWITCH] = "0"  # read when Ray is imported: a local Ray on 127.0.0.1, not the machine's IP
     import ray
     import torch
 
@@ -82,6 +106,7 @@ def main() -> None:
         return seconds, out_p.mean(0)  # FedAvg of equal-size clients: the next global model
 
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    _check_loopback(ray.nodes())
     startup = {}
     engines = {"sequential": SequentialEngine()}
     for name, workers in (("ray_1_worker", 1), ("ray_2_workers", 2)):
@@ -156,9 +181,34 @@ def main() -> None:
     }, indent=1))
 
 
-def _free_port() -> int:
-    import socket
+def _interfaces() -> list[str]:
+    """The names of this network namespace's interfaces."""
+    return [name for _, name in socket.if_nameindex()]
 
+
+def _rerun_in_private_network() -> int:
+    """Run this script again, same arguments, inside :data:`PRIVATE_NETWORK`; its exit status."""
+    command = [*PRIVATE_NETWORK, sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
+    try:
+        probe = subprocess.run([*PRIVATE_NETWORK, "true"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        probe = subprocess.CompletedProcess([], 1, "", str(error))
+    if probe.returncode != 0:
+        print("--data-move needs a private network namespace (root + util-linux unshare + iproute2 ip) so that "
+              f"Ray stays on loopback; `unshare` said: {probe.stderr.strip()}", file=sys.stderr)
+        return 2
+    return subprocess.run(command, env=dict(os.environ, **{CLUSTER_SWITCH: "1"})).returncode  # 2 nodes
+
+
+def _check_loopback(nodes: list[dict]) -> None:
+    """Stop the benchmark if a Ray node reports an address outside 127.0.0.0/8."""
+    addresses = sorted({n["NodeManagerAddress"] for n in nodes})
+    if any(not a.startswith("127.") for a in addresses):
+        raise RuntimeError(f"a Ray node left loopback: {addresses}")
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -171,10 +221,8 @@ def _start_two_node_cluster(log_dir: str) -> tuple[str, list, int]:
     killed ``ray start --head`` would leave ``/tmp/ray/ray_current_cluster`` behind, and every
     later ``ray.init()`` on the machine would try to join the dead cluster.
     """
-    import subprocess
-    import sys
-
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path))
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(sys.path),
+               **{CLUSTER_SWITCH: "1"})  # a second node; only lo exists here, so still 127.0.0.1
     gcs, second_port = _free_port(), _free_port()
     temp_dir = os.path.join(log_dir, "ray")  # short enough for Ray's socket paths (under 108 bytes)
 
@@ -213,6 +261,7 @@ def data_move(repeats: int) -> None:
     """Time a worker's first (data pulled from another node) and second (node-local) call per client and size."""
     import tempfile
 
+    os.environ[CLUSTER_SWITCH] = "1"  # two nodes; only lo exists here, so Ray's own address is 127.0.0.1
     import numpy as np
     import ray
     import torch
@@ -232,6 +281,7 @@ def data_move(repeats: int) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the second node never joined; logs in {log_dir}")
             time.sleep(0.5)
+        _check_loopback(ray.nodes())
         nodes = {("second" if n["NodeManagerPort"] == second_port else "head"): n["NodeID"]
                  for n in ray.nodes() if n["Alive"]}
         torch.manual_seed(0)
@@ -268,7 +318,8 @@ def data_move(repeats: int) -> None:
         for worker in workers.values():
             ray.kill(worker)
         print(json.dumps({"data_move": results, "repeats": repeats,
-                          "cluster": "2 raylets on this machine, 1 CPU each, object stores 200 MB (Ray binds them to the machine's own IP)",
+                          "cluster": "2 raylets on this machine, 1 CPU each, object stores 200 MB, on 127.0.0.1 "
+                                     "(a network namespace with only lo)",
                           "machine": {"cpus": os.cpu_count(), "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
                                       "torch": torch.__version__, "ray": ray.__version__}}, indent=1))
     finally:

@@ -1,4 +1,8 @@
-"""Start server processes on 127.0.0.1 for a test and always stop them, their whole process trees included."""
+"""Start server processes on 127.0.0.1 for a test and always stop them, their whole process trees included.
+
+:func:`in_private_network` runs a command where 127.0.0.1 is the only address there is (for software
+such as Ray that swaps loopback for the machine's own address).
+"""
 from __future__ import annotations
 
 import os
@@ -8,6 +12,25 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Sequence
+
+
+def in_private_network(args: Sequence[str]) -> list[str]:
+    """``args`` run in new network and pid namespaces: only ``lo`` (brought up), and all its processes die with it.
+
+    No interface but ``lo`` exists in there, so no address outside 127.0.0.0/8 can be reached or bound;
+    the new pid namespace (with its own ``/proc``) ends every process started inside when its first
+    process ends, daemons in their own sessions included.
+    """
+    return ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount-proc", "--",
+            "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *args]
+
+
+def private_network_available() -> bool:
+    """Whether :func:`in_private_network` works here (root, util-linux ``unshare``, iproute2 ``ip``)."""
+    try:
+        return subprocess.run(in_private_network(["true"]), capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def free_port() -> int:

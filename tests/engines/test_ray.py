@@ -33,6 +33,9 @@ def ray_cluster() -> Iterator[None]:
     # with a module defined outside an installed package would (see docs/scale-out.md)
     ray.cloudpickle.register_pickle_by_value(helpers)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # tests/conftest.py keeps a local Ray on loopback; a change in Ray that undid it must fail here
+    addresses = {node["NodeManagerAddress"] for node in ray.nodes()}
+    assert all(a.startswith("127.") for a in addresses), f"Ray left loopback: {addresses}"
     yield
     ray.shutdown()
     ray.cloudpickle.unregister_pickle_by_value(helpers)

@@ -1,0 +1,7 @@
+"""Test-wide settings that must hold before any test imports an optional back-end."""
+import os
+
+# A local Ray (ray.init() without an address) binds the machine's interface address on Linux unless
+# Ray believes multi-node clusters are off; tests must stay on 127.0.0.0/8, so they turn it off. The
+# two-node cluster test runs in a private network namespace that holds only loopback and sets it on.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

@@ -42,14 +42,11 @@ def build_optimizer(module: L.LightningModule, lr: float | None) -> torch.optim.
 
 
 def check_local_training(module: L.LightningModule) -> OptimizerSetup:
-    """At ``fit()`` start: raise ``ValueError`` naming what the lean loop cannot apply to ``module``."""
+    """At ``fit()`` start: raise :class:`LocalTrainingError` (a ``ValueError``) naming what the lean loop cannot apply."""
     if not module.automatic_optimization:
-        raise ValueError(f"{type(module).__name__} uses manual optimization, which the lean loop does not "
-                         "support; set automatic_optimization = True or use engine=\"lightning\"")
-    try:
-        return build_optimizer_setup(module)
-    except LocalTrainingError as exc:
-        raise ValueError(str(exc)) from None
+        raise LocalTrainingError(f"{type(module).__name__} uses manual optimization, which the lean loop does not "
+                                 "support; set automatic_optimization = True or use engine=\"lightning\"")
+    return build_optimizer_setup(module)
 
 
 def step_loss(output: Any, module: L.LightningModule) -> Tensor:

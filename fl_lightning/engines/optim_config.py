@@ -14,8 +14,12 @@ from lightning.pytorch.core.optimizer import (_configure_optimizers, _configure_
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 
 
-class LocalTrainingError(RuntimeError):
-    """The user's module cannot be trained by the lean loop (not a per-client failure)."""
+class LocalTrainingError(ValueError, RuntimeError):
+    """The user's module cannot be trained by the lean loop (not a per-client failure).
+
+    A ``ValueError`` (the module's set-up is a wrong value, caught at ``fit()`` start where possible)
+    and a ``RuntimeError`` (what it was before the fit-start checks existed).
+    """
 
 
 @dataclass

@@ -235,3 +235,18 @@ def test_vmap_reports_a_logged_loss_as_the_sequential_engine_does() -> None:
     assert vmap_engine.fallback_reason is None  # logging the loss itself needs no fallback
     for seq, vec in zip(results["SequentialEngine"], results["VmapEngine"]):
         assert vec.logged["train_loss"] == pytest.approx(seq.logged["train_loss"], rel=1e-4)
+
+
+def test_lightning_engine_collects_self_log_like_the_lean_loop() -> None:
+    from fl_lightning.engines.lightning import LightningEngine
+
+    module = ScheduledMLP(log_extra=True)
+    layout = ParamLayout.from_module(module)
+    params = torch.cat([p.detach().flatten() for p in module.parameters()])
+    tasks = [ClientTask(0, client(30), LocalConfig(1, batch_size=8), 0)]
+    engine = LightningEngine()
+    engine.setup(module, layout)
+    (outcome,) = engine.train_round(params, torch.empty(0), tasks, torch.empty(1, layout.num_params),
+                                    torch.empty(1, 0))
+    assert outcome.logged["batch_size"] == pytest.approx((8 + 8 + 8 + 6) / 4)
+    assert outcome.logged["train_loss"] == pytest.approx(outcome.train_loss, rel=1e-5)

@@ -36,6 +36,6 @@ class Bulyan(Aggregator):
         """Bulyan's aggregate; ``flagged`` marks the clients its Krum stage did not select."""
         check_updates(updates, "Bulyan")
         selection = bulyan_selection(updates, self.f)
-        flagged = torch.ones(updates.shape[0], dtype=torch.bool)
+        flagged = torch.ones(updates.shape[0], dtype=torch.bool, device=updates.device)
         flagged[selection] = False
         return AggregationResult(bulyan(updates, self.f, selection=selection), None, {"flagged": flagged})

@@ -369,7 +369,7 @@ def _rr_bytes_per_column(k: int, estimator: str) -> int:
 
 def _leverage_factor(k: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``sqrt(1 - h_kk)`` at each rank of the design ``[1, rank]`` (ALGORITHM.md step 6), shape ``[K, 1]``."""
-    ranks = torch.arange(k, dtype=torch.float64)
+    ranks = torch.arange(k, dtype=torch.float64, device=device)
     centred = ranks - (k - 1) / 2
     hat = 1 / k + centred ** 2 / (centred ** 2).sum()
     return torch.sqrt(1 - hat).to(dtype=dtype, device=device).unsqueeze(-1)
@@ -628,7 +628,7 @@ def row_distances(updates: Tensor, center: Tensor | None = None) -> Tensor:
     """``[K]`` L2 distance of each row to ``center`` (its norm if None); ``+inf`` for non-finite rows."""
     _check_updates(updates, "row_distances")
     mask = finite_rows(updates)
-    out = torch.full((updates.shape[0],), math.inf, dtype=torch.float64)
+    out = torch.full((updates.shape[0],), math.inf, dtype=torch.float64, device=updates.device)
     if bool(mask.any()):
         out[mask] = _row_sq_distances(updates, _all_or_mask(mask), center).sqrt()
     return out
@@ -647,9 +647,9 @@ def _finite_weights(weights: Tensor | None, mask: Tensor, name: str) -> Tensor:
     """Per-client ``weights`` (uniform if None) of the finite rows, float64, scaled to sum 1."""
     k = mask.numel()
     if weights is None:
-        w = torch.ones(k, dtype=torch.float64)
+        w = torch.ones(k, dtype=torch.float64, device=mask.device)
     else:
-        w = torch.as_tensor(weights, dtype=torch.float64)
+        w = torch.as_tensor(weights, dtype=torch.float64, device=mask.device)
         if tuple(w.shape) != (k,):
             raise ValueError(f"{name}: weights must have shape ({k},) (one per client), got {tuple(w.shape)}")
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
@@ -739,7 +739,7 @@ def foolsgold_weights(features: Tensor, *, confidence: float = 1.0) -> Tensor:
     pardon = top.unsqueeze(1) < top.unsqueeze(0)
     sim = torch.where(pardon, sim * top.unsqueeze(1) / top.unsqueeze(0).clamp_min(1e-300), sim)
     wv = (1 - sim.max(dim=1).values).clamp(0, 1)
-    out = torch.zeros(k, dtype=torch.float64)
+    out = torch.zeros(k, dtype=torch.float64, device=wv.device)
     if not wv.max() > 0:
         return out.to(features.dtype)
     wv = wv / wv.max()
@@ -781,7 +781,7 @@ def krum_ranking(updates: Tensor, f: int) -> KrumRanking:
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
     nearest = torch.sort(dist, dim=1).values[:, 1:k - f - 1]      # column 0 is the row itself
     finite_scores = nearest.sum(dim=1)
-    scores = torch.full((k_all,), math.inf, dtype=torch.float64)
+    scores = torch.full((k_all,), math.inf, dtype=torch.float64, device=updates.device)
     scores[mask] = finite_scores
     index = torch.nonzero(mask).flatten()
     return KrumRanking(scores, index[_krum_order(finite_scores, dist)])
@@ -814,7 +814,7 @@ def bulyan(updates: Tensor, f: int, *, chunk_size: int | None = None, selection:
     k = _check_bulyan(updates, f)
     selected = bulyan_selection(updates, f) if selection is None else selection
     keep = k - 4 * f
-    chosen_rows = torch.zeros(updates.shape[0], dtype=torch.bool)
+    chosen_rows = torch.zeros(updates.shape[0], dtype=torch.bool, device=updates.device)
     chosen_rows[selected] = True
 
     def closest_mean(chunk: Tensor) -> Tensor:
@@ -847,7 +847,7 @@ def bulyan_selection(updates: Tensor, f: int) -> Tensor:
     index = torch.nonzero(mask).flatten()
     k = index.numel()
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
-    remaining = torch.ones(k, dtype=torch.bool)
+    remaining = torch.ones(k, dtype=torch.bool, device=updates.device)
     for _ in range(k - 2 * f):
         alive = torch.nonzero(remaining).flatten()
         sub = dist[alive][:, alive]
@@ -898,7 +898,7 @@ def weiszfeld(updates: Tensor, weights: Tensor | None = None, *, tol: float = 1e
         z = new
         if moved <= tol * max(float(dist.median()), eps):
             break
-    full = torch.zeros(updates.shape[0], dtype=updates.dtype)
+    full = torch.zeros(updates.shape[0], dtype=updates.dtype, device=updates.device)
     full[mask] = beta.to(updates.dtype)
     return WeiszfeldResult(z, full, steps)
 

@@ -85,9 +85,9 @@ def detached_logging(module: L.LightningModule, sink: dict[str, float] | LoggedV
         else:
             sink[name] = float(value.detach()) if isinstance(value, Tensor) else float(value)
 
-    def log_dict(values: dict, *args: Any, **kwargs: Any) -> None:
+    def log_dict(values: dict, *args: Any, batch_size: int | None = None, **kwargs: Any) -> None:
         for name, value in values.items():
-            log(name, value)
+            log(name, value, batch_size=batch_size)
 
     module.log, module.log_dict = log, log_dict  # type: ignore[method-assign]
     try:

@@ -61,7 +61,12 @@ def build_optimizer_setup(module: L.LightningModule, lr: float | None = None) ->
     monitored value, or a malformed scheduler configuration.
     """
     name = type(module).__name__
-    config = module.configure_optimizers()
+    try:
+        config = module.configure_optimizers()
+    except Exception as exc:  # e.g. it reads self.trainer, which the lean loop does not have
+        raise LocalTrainingError(f"{name}.configure_optimizers() failed outside a lightning.Trainer "
+                                 f"({type(exc).__name__}: {exc}); if it needs self.trainer, use "
+                                 "engine=\"lightning\"") from exc
     try:
         optimizers, schedulers, monitor = _configure_optimizers(config)
         configs = _configure_schedulers_automatic_opt(schedulers, monitor)

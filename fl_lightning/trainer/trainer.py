@@ -56,7 +56,8 @@ class FederatedTrainer:
         attacks: attacks applied in list order.
         logger: a Lightning logger; ``None`` logs to TensorBoard under ``default_root_dir``, ``False`` disables logging.
         callbacks: :class:`~fl_lightning.callbacks.FederatedCallback` instances.
-        engine: ``"sequential"``, ``"vmap"``, ``"ray"`` or an :class:`~fl_lightning.engines.Engine`.
+        engine: ``"sequential"``, ``"vmap"``, ``"ray"``, ``"lightning"`` (a ``lightning.Trainer`` per client, on
+            this trainer's accelerator and precision) or an :class:`~fl_lightning.engines.Engine`.
         seed: the one seed every random choice of the run is derived from.
         seed_everything: also seed Python's, NumPy's and torch's *global* generators with ``seed`` here,
             as ``lightning.seed_everything(seed)`` does, so that a module built after the trainer gets

@@ -110,3 +110,27 @@ def test_no_test_data_means_no_test_metrics_and_no_crash(tmp_path) -> None:
     metrics = trainer.history[-1].metrics
     assert not any(name.startswith("test/") for name in metrics)
     assert "train/batch_size" in metrics
+
+
+class PlateauWithoutMonitor(TinyNet):
+    def configure_optimizers(self) -> Any:
+        optimizer = super().configure_optimizers()
+        return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)}
+
+
+class NeedsTrainer(TinyNet):
+    def configure_optimizers(self) -> Any:
+        optimizer = super().configure_optimizers()
+        total = self.trainer.estimated_stepping_batches
+        return [optimizer], [torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=total)]
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vmap"])
+@pytest.mark.parametrize("module, words", [(PlateauWithoutMonitor, "ReduceLROnPlateau"),
+                                           (NeedsTrainer, 'self.trainer, use engine="lightning"')])
+def test_a_configuration_that_cannot_apply_fails_at_fit_start(tmp_path, engine: str, module: type,
+                                                              words: str) -> None:
+    trainer = make_trainer(tmp_path, engine=engine)
+    with pytest.raises(ValueError, match=words):
+        trainer.fit(module(), make_dm(num_clients=2))
+    assert len(trainer.history) == 0  # before any round

@@ -60,8 +60,16 @@ def step_loss(output: Any, module: L.LightningModule) -> Tensor:
     return output
 
 
-def _call_hook(module: L.LightningModule, hook: str) -> None:
-    getattr(module, hook)()
+def _optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
+    """Backward and step, through the fp16 gradient scaler when there is one."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
@@ -85,7 +93,6 @@ def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
     if device.type == "cuda":
         torch.cuda.manual_seed(task.seed)
     setup = build_optimizer_setup(module, cfg.lr)
-    optimizer = setup.optimizer
     scaler = grad_scaler(device, task.precision)
     module.train()
     total, steps = 0.0, 0
@@ -93,9 +100,9 @@ def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
     # a plateau scheduler watches the latest logged value, as Lightning's callback_metrics holds it
     monitored = logged.latest.get
     with detached_logging(module, logged):
-        _call_hook(module, "on_train_start")
+        module.on_train_start()
         for epoch in range(cfg.epochs):
-            _call_hook(module, "on_train_epoch_start")
+            module.on_train_epoch_start()
             epoch_steps = 0
             # drawn at the start of each epoch: a batch poisoner draws from the same generator in between
             order = epoch_batches(n, batch_size, cfg.max_batches_per_epoch, generator)
@@ -105,14 +112,7 @@ def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
                 with autocast(device, task.precision):
                     loss = step_loss(module.training_step((inputs, targets), batch_idx), module)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is None:
-                    loss.backward()
-                    optimizer.step()
-                else:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
+                _optimizer_step(loss, setup.optimizer, scaler)
                 total += float(loss.detach())
                 steps, epoch_steps = steps + 1, epoch_steps + 1
                 setup.step_schedulers(module, "step", batch_idx, False, monitored)
@@ -121,9 +121,9 @@ def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
             # then the plateau ones (they may watch what on_train_epoch_end logs)
             if epoch_steps:
                 setup.step_schedulers(module, "epoch", epoch, False, monitored)
-            _call_hook(module, "on_train_epoch_end")
+            module.on_train_epoch_end()
             if epoch_steps:
                 setup.step_schedulers(module, "epoch", epoch, True, monitored)
-        _call_hook(module, "on_train_end")
+        module.on_train_end()
     return LocalResult(total / steps if steps else math.nan, logged.means())
 

@@ -110,7 +110,7 @@ class ClientWorker:
             return {"fatal": str(exc)}
         except Exception as exc:  # a failing client is dropped by the driver, the actor stays usable
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
-        return {"params": flatten(self._params).numpy(), "buffers": flatten(self._buffers).numpy(),
+        return {"params": flatten(self._params).cpu().numpy(), "buffers": flatten(self._buffers).cpu().numpy(),
                 "loss": loss, "seconds": time.perf_counter() - started, "pid": os.getpid()}
 
     def _load(self, state: dict[str, Any]) -> None:

@@ -43,7 +43,8 @@ class RoundContext:
         index = torch.tensor(rows, dtype=torch.long)
         finite = None if self.finite is None else self.finite.index_select(0, index.to(self.finite.device))
         return dataclasses.replace(self, client_ids=[self.client_ids[r] for r in rows],
-                                   num_samples=self.num_samples.index_select(0, index), finite=finite)
+                                   num_samples=self.num_samples.index_select(0, index.to(self.num_samples.device)),
+                                   finite=finite)
 
     def generator(self, salt: int = 0) -> torch.Generator:
         """A generator seeded from (seed, round, salt): randomness that survives resume exactly."""

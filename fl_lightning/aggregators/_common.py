@@ -44,13 +44,14 @@ def sample_weights(ctx: Any, k: int, name: str) -> Tensor:
 def client_weights(ctx: Any, finite: Tensor, weighted: bool, name: str) -> Tensor:
     """Sum-1 weights over the finite rows: by sample count when ``weighted``, else uniform."""
     k = finite.numel()
-    raw = sample_weights(ctx, k, name) if weighted else torch.ones(k, dtype=torch.float64)
+    raw = sample_weights(ctx, k, name) if weighted else torch.ones(k, dtype=torch.float64, device=finite.device)
     return normalised(raw, finite)
 
 
 def normalised(raw: Tensor, finite: Tensor) -> Tensor:
     """``raw`` restricted to the finite rows and scaled to sum 1 (zeros elsewhere), float32."""
-    weights = torch.where(finite, raw.to(torch.float64), torch.zeros((), dtype=torch.float64))
+    weights = torch.where(finite, raw.to(finite.device, torch.float64),
+                          torch.zeros((), dtype=torch.float64, device=finite.device))
     total = weights.sum()
     if not total > 0:
         weights = finite.to(torch.float64)

@@ -35,7 +35,7 @@ class Bulyan(Aggregator):
         """Bulyan's aggregate; ``flagged`` marks the clients its Krum stage did not select."""
         finite = check_updates(updates, "Bulyan", ctx)
         selection = bulyan_selection(updates, self.f, finite=finite)
-        flagged = torch.ones(updates.shape[0], dtype=torch.bool)
+        flagged = torch.ones(updates.shape[0], dtype=torch.bool, device=updates.device)
         flagged[selection] = False
         update = bulyan(updates, self.f, selection=selection, finite=finite)
         return AggregationResult(update, None, {"flagged": flagged})

@@ -74,8 +74,8 @@ class FoolsGold(Aggregator):
             update = fedavg(updates, wv, finite=finite) * scale
             weights = (wv / total).float()
         else:
-            update = torch.zeros(updates.shape[1], dtype=updates.dtype)
-            weights = torch.zeros(updates.shape[0])
+            update = torch.zeros(updates.shape[1], dtype=updates.dtype, device=updates.device)
+            weights = torch.zeros(updates.shape[0], device=updates.device)
         flagged = flag_by_weight(weights, self.flag_fraction) | ~finite
         return AggregationResult(update.to(updates.dtype), weights if total > 0 else None,
                                  {"flagged": flagged, "foolsgold_wv": wv.float()})

@@ -45,7 +45,7 @@ class Krum(Aggregator):
         if m > k - self.f:
             raise ValueError(f"{type(self).__name__} needs m <= K - f (m={m}, f={self.f}), got K={k} finite")
         chosen = ranking.order[:m]
-        weights = torch.zeros(updates.shape[0])
+        weights = torch.zeros(updates.shape[0], device=updates.device)
         weights[chosen] = 1.0 / m
         return AggregationResult(updates[chosen].mean(dim=0), weights,
                                  {"flagged": weights == 0, "krum_scores": ranking.scores.float()})

@@ -38,13 +38,13 @@ class ResidualReweight(Aggregator):
         details = residual_reweight_details(
             updates, lambda_=self.lambda_, thresh=self.thresh, estimator=self.estimator,
             weighting=self.weighting, variant=self.variant, chunk_size=self.chunk_size,
-            skip_columns=_scalar_columns(ctx, updates.shape[1]), finite=finite)
+            skip_columns=_scalar_columns(ctx, updates.shape[1], updates.device), finite=finite)
         return weighted_result(details.aggregate, details.client_weights, self.flag_fraction,
                                replaced_fraction=details.replaced_fraction,
                                mean_confidence=details.mean_confidence, raw_scores=details.raw_scores)
 
 
-def _scalar_columns(ctx: RoundContext, n: int) -> Tensor | None:
+def _scalar_columns(ctx: RoundContext, n: int, device: torch.device) -> Tensor | None:
     """Columns of 0-dim parameters when the layout describes exactly the ``n`` columns, else None."""
     layout = getattr(ctx, "layout", None)
     if layout is None or layout.num_params != n:
@@ -52,6 +52,6 @@ def _scalar_columns(ctx: RoundContext, n: int) -> Tensor | None:
     scalars = [spec.offset for spec in layout.params if len(spec.shape) == 0]
     if not scalars:
         return None
-    mask = torch.zeros(n, dtype=torch.bool)
+    mask = torch.zeros(n, dtype=torch.bool, device=device)
     mask[scalars] = True
     return mask

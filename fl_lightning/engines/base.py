@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -23,6 +24,8 @@ class ClientTask:
     config: LocalConfig
     seed: int
     batch_poisoner: BatchPoisoner | None = None
+    #: Lightning's precision name for the forward / backward (``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``)
+    precision: str = "32-true"
 
 
 @dataclass
@@ -35,11 +38,35 @@ class ClientOutcome:
     train_loss: float = float("nan")
     seconds: float = 0.0
     extras: dict = field(default_factory=dict)
+    #: the mean over the client's steps of each value its ``training_step`` ``self.log``-ged
+    logged: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         """Whether the client produced a usable model."""
         return self.error is None
+
+
+def train_scalars(outcomes: Sequence[ClientOutcome]) -> dict[str, float]:
+    """``train/<name>``: what the clients ``self.log``-ged in ``training_step``, averaged weighted by samples.
+
+    Each client contributes its mean over its own steps; clients that failed, or that did not log a
+    name, or logged a non-finite value, are left out of that name's average.
+    """
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    for outcome in outcomes:
+        if not outcome.ok:
+            continue
+        for name, value in outcome.logged.items():
+            if math.isfinite(value):
+                sums[name] = sums.get(name, 0.0) + value * outcome.num_samples
+                weights[name] = weights.get(name, 0.0) + outcome.num_samples
+    return {_train_name(name): sums[name] / weights[name] for name in sums if weights[name] > 0}
+
+
+def _train_name(name: str) -> str:
+    return name if name.startswith("train/") else f"train/{name}"
 
 
 class Engine:

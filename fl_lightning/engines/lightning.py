@@ -20,7 +20,9 @@ from fl_lightning.checks import check_choice, check_instance, check_int, check_o
 from fl_lightning.context import BatchPoisoner
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_threads
 from fl_lightning.engines.batches import epoch_batches
+from fl_lightning.engines.local_training import LocalResult
 from fl_lightning.engines.module_weights import ModuleWeights
+from fl_lightning.module_contract import LoggedValues
 from fl_lightning.param_layout import ParamLayout
 
 _OWNER = "LightningEngine"
@@ -126,7 +128,8 @@ class LightningEngine(Engine):
             started = time.perf_counter()
             outcome = ClientOutcome(task.client_id, len(task.data))
             try:
-                outcome.train_loss = self._train_client(task)
+                result = self._train_client(task)
+                outcome.train_loss, outcome.logged = float(result), result.logged
             except MisconfigurationException:
                 raise  # the module or the settings cannot work for any client: not this client's failure
             except Exception as exc:  # a failing client is dropped for this round, not fatal
@@ -144,8 +147,8 @@ class LightningEngine(Engine):
         self._weights.load(global_params, global_buffers, int_snapshot)
         return outcomes
 
-    def _train_client(self, task: ClientTask) -> float:
-        """Fit one client with its own Trainer; returns its mean training loss."""
+    def _train_client(self, task: ClientTask) -> LocalResult:
+        """Fit one client with its own Trainer; returns its mean training loss and the means of what it logged."""
         cfg = task.config
         generator = torch.Generator().manual_seed(task.seed)
         # as the lean loop: the task seed drives the batch order, the poisoner and the global RNG
@@ -156,7 +159,7 @@ class LightningEngine(Engine):
         callback = _ClientCallback(cfg.lr, self.accumulate_grad_batches)
         trainer = self._trainer(cfg.epochs, cfg.max_batches_per_epoch, callback)
         trainer.fit(self.module, train_dataloaders=loader)
-        return callback.mean_loss(trainer)
+        return LocalResult(callback.mean_loss(trainer), callback.logged.means())
 
     def _trainer(self, epochs: int, max_batches: int | None, callback: "_ClientCallback") -> L.Trainer:
         kwargs = dict(self.trainer_kwargs)
@@ -252,6 +255,7 @@ class _ClientCallback(L.Callback):
     def __init__(self, lr: float | None, accumulate_grad_batches: int) -> None:
         self.lr, self.accumulate = lr, accumulate_grad_batches
         self.losses: list[float] = []
+        self.logged = LoggedValues()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Apply the attacker's learning rate to every optimizer and the base of every scheduler."""
@@ -273,6 +277,12 @@ class _ClientCallback(L.Callback):
         if isinstance(loss, Tensor) and loss.numel() == 1:
             scale = self.accumulate if pl_module.automatic_optimization else 1
             self.losses.append(float(loss.detach()) * scale)
+        # what the step self.logged, as the lean loop collects it: each name's value at every step
+        metrics = trainer.callback_metrics
+        for name, value in metrics.items():
+            twin = name.rsplit("_", 1)[0] if name.endswith(("_step", "_epoch")) else None
+            if twin not in metrics and isinstance(value, Tensor) and value.numel() == 1:
+                self.logged.add(name, value)
 
     def mean_loss(self, trainer: L.Trainer) -> float:
         """The mean step loss, else a loss the module logged, else NaN."""

@@ -1,9 +1,15 @@
-"""One client's local training on a plain ``LightningModule``, without a ``lightning.Trainer``."""
+"""One client's local training on a plain ``LightningModule``, without a ``lightning.Trainer``.
+
+The loop keeps the parts of Lightning's contract a module relies on: the optimizer and schedulers of
+``configure_optimizers`` (fresh per client, stepped at Lightning's points with its ``interval`` and
+``frequency``), the ``on_train_start`` / ``on_train_epoch_start`` / ``on_train_epoch_end`` /
+``on_train_end`` hooks, ``self.log`` in ``training_step`` (each name's mean over the client's steps
+comes back with the loss), the module's device and mixed precision.
+"""
 from __future__ import annotations
 
-import contextlib
 import math
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -11,34 +17,36 @@ from torch import Tensor
 
 from fl_lightning.engines.base import ClientTask
 from fl_lightning.engines.batches import batch_size_of, epoch_batches
+from fl_lightning.engines.optim_config import LocalTrainingError, OptimizerSetup, build_optimizer_setup
+from fl_lightning.engines.precision import autocast, grad_scaler
+from fl_lightning.module_contract import LoggedValues, detached_logging
+
+#: the module hooks run around each client's local training, in Lightning's order
+TRAIN_HOOKS = ("on_train_start", "on_train_epoch_start", "on_train_epoch_end", "on_train_end")
 
 
-class LocalTrainingError(RuntimeError):
-    """The user's module cannot be trained by the lean loop (not a per-client failure)."""
+class LocalResult(float):
+    """A client's mean training loss, carrying ``logged``: the mean over its steps of each ``self.log`` name."""
+
+    logged: dict[str, float]
+
+    def __new__(cls, loss: float, logged: dict[str, float] | None = None) -> "LocalResult":
+        result = super().__new__(cls, loss)
+        result.logged = dict(logged or {})
+        return result
 
 
 def build_optimizer(module: L.LightningModule, lr: float | None) -> torch.optim.Optimizer:
     """The single optimizer of ``configure_optimizers`` (fresh for every client), with ``lr`` forced if given."""
-    config = module.configure_optimizers()
-    optimizer = _first_optimizer(config)
-    if optimizer is None:
-        raise LocalTrainingError(
-            f"{type(module).__name__}.configure_optimizers() must return a torch optimizer "
-            f"(or a list / dict holding one), got {type(config).__name__}")
-    if lr is not None:
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-    return optimizer
+    return build_optimizer_setup(module, lr).optimizer
 
 
-def _first_optimizer(config: Any) -> torch.optim.Optimizer | None:
-    if isinstance(config, torch.optim.Optimizer):
-        return config
-    if isinstance(config, dict):
-        return _first_optimizer(config.get("optimizer"))
-    if isinstance(config, (list, tuple)) and config:
-        return _first_optimizer(config[0])
-    return None
+def check_local_training(module: L.LightningModule) -> OptimizerSetup:
+    """At ``fit()`` start: raise :class:`LocalTrainingError` (a ``ValueError``) naming what the lean loop cannot apply."""
+    if not module.automatic_optimization:
+        raise LocalTrainingError(f"{type(module).__name__} uses manual optimization, which the lean loop does not "
+                                 "support; set automatic_optimization = True or use engine=\"lightning\"")
+    return build_optimizer_setup(module)
 
 
 def step_loss(output: Any, module: L.LightningModule) -> Tensor:
@@ -52,26 +60,24 @@ def step_loss(output: Any, module: L.LightningModule) -> Tensor:
     return output
 
 
-@contextlib.contextmanager
-def detached_logging(module: L.LightningModule, sink: dict[str, float]) -> Iterator[None]:
-    """Let ``self.log`` calls in the user's steps record into ``sink`` instead of needing a Trainer."""
-
-    def log(name: str, value: Any, *args: Any, **kwargs: Any) -> None:
-        sink[name] = float(value.detach()) if isinstance(value, Tensor) else float(value)
-
-    def log_dict(values: dict, *args: Any, **kwargs: Any) -> None:
-        for name, value in values.items():
-            log(name, value)
-
-    module.log, module.log_dict = log, log_dict  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        del module.log, module.log_dict
+def _optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
+    """Backward and step, through the fp16 gradient scaler when there is one."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
-def train_client(module: L.LightningModule, task: ClientTask) -> float:
-    """Run ``task`` on ``module`` (already holding the global weights); returns the mean training loss."""
+def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
+    """Run ``task`` on ``module`` (already holding the global weights, on its device).
+
+    Returns the mean training loss as a :class:`LocalResult` whose ``logged`` holds the mean of each
+    value the module logged over the client's steps.
+    """
     if not module.automatic_optimization:
         raise LocalTrainingError(f"{type(module).__name__} uses manual optimization, which local "
                                  "training does not support; set automatic_optimization = True")
@@ -79,26 +85,45 @@ def train_client(module: L.LightningModule, task: ClientTask) -> float:
     data = task.data
     n = len(data)
     batch_size = batch_size_of(cfg, n)
+    device = module.device
     generator = torch.Generator().manual_seed(task.seed)
     # dropout and any other global-RNG use inside the module; the CPU generator alone, since
     # torch.manual_seed also (lazily) seeds every accelerator and costs ~0.5 ms a client
     torch.default_generator.manual_seed(task.seed)
-    if module.device.type == "cuda":
+    if device.type == "cuda":
         torch.cuda.manual_seed(task.seed)
-    optimizer = build_optimizer(module, cfg.lr)
+    setup = build_optimizer_setup(module, cfg.lr)
+    scaler = grad_scaler(device, task.precision)
     module.train()
-    total, steps, logged = 0.0, 0, {}
+    total, steps = 0.0, 0
+    logged = LoggedValues()
+    # a plateau scheduler watches the latest logged value, as Lightning's callback_metrics holds it
+    monitored = logged.latest.get
     with detached_logging(module, logged):
-        for _ in range(cfg.epochs):
+        module.on_train_start()
+        for epoch in range(cfg.epochs):
+            module.on_train_epoch_start()
+            epoch_steps = 0
             # drawn at the start of each epoch: a batch poisoner draws from the same generator in between
             order = epoch_batches(n, batch_size, cfg.max_batches_per_epoch, generator)
             for batch_idx, (inputs, targets) in enumerate(data.batches(order)):
                 if task.batch_poisoner is not None:
                     inputs, targets = task.batch_poisoner(inputs, targets, generator)
-                loss = step_loss(module.training_step((inputs, targets), batch_idx), module)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                with autocast(device, task.precision):
+                    loss = step_loss(module.training_step((inputs, targets), batch_idx), module)
+                _optimizer_step(loss, setup.optimizer, scaler)
                 total += float(loss.detach())
-                steps += 1
-    return total / steps if steps else math.nan
+                steps, epoch_steps = steps + 1, epoch_steps + 1
+                setup.step_schedulers(module, "step", batch_idx, False, monitored)
+                setup.step_schedulers(module, "step", batch_idx, True, monitored)
+            # Lightning: other epoch schedulers after the epoch's last batch, then the epoch-end hook,
+            # then the plateau ones (they may watch what on_train_epoch_end logs)
+            if epoch_steps:
+                setup.step_schedulers(module, "epoch", epoch, False, monitored)
+            module.on_train_epoch_end()
+            if epoch_steps:
+                setup.step_schedulers(module, "epoch", epoch, True, monitored)
+        module.on_train_end()
+    return LocalResult(total / steps if steps else math.nan, logged.means())
+

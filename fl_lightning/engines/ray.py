@@ -110,8 +110,9 @@ class ClientWorker:
             return {"fatal": str(exc)}
         except Exception as exc:  # a failing client is dropped by the driver, the actor stays usable
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
-        return {"params": flatten(self._params).numpy(), "buffers": flatten(self._buffers).numpy(),
-                "loss": loss, "seconds": time.perf_counter() - started, "pid": os.getpid(),
+        return {"params": flatten(self._params).cpu().numpy(), "buffers": flatten(self._buffers).cpu().numpy(),
+                "loss": float(loss), "logged": dict(loss.logged), "seconds": time.perf_counter() - started,
+                "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id()}
 
     def _load(self, state: dict[str, Any]) -> None:
@@ -423,6 +424,7 @@ class RayEngine(Engine):
         out_params[row].copy_(_to_tensor(result["params"]))
         out_buffers[row].copy_(_to_tensor(result["buffers"]))
         outcome.train_loss = result["loss"]
+        outcome.logged = result["logged"]
         outcome.extras.update(worker_pid=result["pid"], train_seconds=result["seconds"], node_id=result["node_id"])
         return True
 

@@ -9,7 +9,7 @@ import lightning as L
 from torch import Tensor
 
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_threads
-from fl_lightning.engines.local_training import LocalTrainingError, train_client
+from fl_lightning.engines.local_training import LocalTrainingError, check_local_training, train_client
 from fl_lightning.engines.module_weights import ModuleWeights
 from fl_lightning.param_layout import ParamLayout
 
@@ -31,8 +31,9 @@ class SequentialEngine(Engine):
         self.num_threads = num_threads
 
     def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
-        """Bind the module whose tensors are overwritten for every client."""
+        """Bind the module whose tensors are overwritten for every client; check its optimizer set-up now."""
         super().setup(module, layout)
+        check_local_training(module)
         self.weights = ModuleWeights(module, layout)
 
     def train_round(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],
@@ -50,7 +51,9 @@ class SequentialEngine(Engine):
             started = time.perf_counter()
             outcome = ClientOutcome(task.client_id, len(task.data))
             try:
-                outcome.train_loss = train_client(self.module, task)
+                result = train_client(self.module, task)
+                outcome.train_loss = float(result)
+                outcome.logged = dict(getattr(result, "logged", {}))
             except LocalTrainingError:
                 raise
             except Exception as exc:  # a failing client is dropped for this round, not fatal

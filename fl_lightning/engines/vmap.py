@@ -14,7 +14,13 @@ naming the reason):
   scored as a masked mean;
 * no layers that mix the samples of a batch or keep training state (BatchNorm, floating-point
   buffers) and no random layers (Dropout): their results could not equal the sequential run's;
-* ``configure_optimizers`` returning ``torch.optim.SGD``, ``Adam`` or ``AdamW`` (any param groups).
+* ``configure_optimizers`` returning ``torch.optim.SGD``, ``Adam`` or ``AdamW`` (any param groups)
+  and no learning-rate scheduler;
+* none of the ``on_train_*`` hooks the lean loop runs around each client, and no ``self.log`` in
+  ``training_step`` other than of the loss itself (whose mean over steps the engine reports);
+* ``precision="32-true"`` (mixed-precision tasks are trained by the sequential engine).
+
+Everything lives on the module's device; on CUDA a group is sized from the device's free memory.
 
 Client data without in-memory ``inputs`` (lazy per-sample datasets), tasks with a ``batch_poisoner`` (their poisoning draws from the batch generator) and empty clients
 are trained by the sequential engine inside the same round; a group that fails under vmap is
@@ -22,6 +28,7 @@ retrained there too, so a client raising is dropped exactly as the sequential en
 """
 from __future__ import annotations
 
+import math
 import re
 import time
 import warnings
@@ -34,16 +41,18 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
-from fl_lightning.engines.local_training import LocalTrainingError, build_optimizer
+from fl_lightning.engines.local_training import (TRAIN_HOOKS, LocalTrainingError, build_optimizer,
+                                                 build_optimizer_setup, detached_logging, step_loss)
 from fl_lightning.engines.sequential import SequentialEngine
 from fl_lightning.engines.batches import client_batches
-from fl_lightning.engines.local_training import detached_logging, step_loss
 from fl_lightning.engines.module_weights import ModuleWeights
-from fl_lightning.module_contract import loss_fn
+from fl_lightning.module_contract import loss_fn, overrides
 from fl_lightning.param_layout import ParamLayout
 
 _RANDOM_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 _CPU_WORKING_SET_MB = 64
+_CPU_BUDGET_MB = 512
+_CUDA_FREE_SHARE = 0.5
 _MIN_CPU_GROUP = 8
 _NO_BATCH_RULE = re.compile(r"batching rule for (aten::\w+)")
 _SAMPLE_MIXING_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm)
@@ -103,16 +112,17 @@ class VmapEngine(Engine):
     """Trains groups of clients simultaneously with ``torch.func`` (``functional_call`` + ``grad`` + ``vmap``).
 
     ``max_group_size`` caps the clients trained together; ``memory_budget_mb`` bounds the estimated
-    working memory of a group (parameters, optimizer state, data and activations). Client results
+    working memory of a group (parameters, optimizer state, data and activations); ``None`` means
+    512 MB on the CPU and half the device's free memory on CUDA (``torch.cuda.mem_get_info``). Client results
     equal the :class:`SequentialEngine`'s to float tolerance; see the module docstring for what
     falls back to it.
     """
 
-    def __init__(self, max_group_size: int | None = None, memory_budget_mb: float = 512) -> None:
+    def __init__(self, max_group_size: int | None = None, memory_budget_mb: float | None = None) -> None:
         if max_group_size is not None and max_group_size < 1:
             raise ValueError(f"VmapEngine: max_group_size must be >= 1 or None, got {max_group_size}")
-        if memory_budget_mb <= 0:
-            raise ValueError(f"VmapEngine: memory_budget_mb must be > 0, got {memory_budget_mb}")
+        if memory_budget_mb is not None and memory_budget_mb <= 0:
+            raise ValueError(f"VmapEngine: memory_budget_mb must be > 0 or None, got {memory_budget_mb}")
         self.max_group_size = max_group_size
         self.memory_budget_mb = memory_budget_mb
 
@@ -129,9 +139,11 @@ class VmapEngine(Engine):
         self._grad_fns: dict[bool, Callable[..., Any]] = {}
         self._trainable: list[str] = []
         self._groups: list[_Group] = []
+        self._loss_names: list[str] = []  # what training_step logs that is its loss
         self.fallback_reason: str | None = None
         try:
             self._check_module()
+            self._check_contract()
             self._groups = self._read_optimizer()
         except _Fallback as reason:
             self._fall_back(str(reason))
@@ -150,7 +162,11 @@ class VmapEngine(Engine):
         outcomes: list[ClientOutcome | None] = [None] * len(tasks)
         schedules, sequential_rows = [], []
         for row, task in enumerate(tasks):
-            if task.batch_poisoner is not None:
+            if task.precision != "32-true":
+                self._warn_once("precision", f"VmapEngine: precision={task.precision!r} is trained by the "
+                                "sequential engine (vmap runs in float32)")
+                sequential_rows.append(row)
+            elif task.batch_poisoner is not None:
                 self._warn_once("poisoner", "VmapEngine: clients with a batch poisoner are trained by the "
                                 "sequential engine (their poisoning draws from the batch generator)")
                 sequential_rows.append(row)
@@ -200,8 +216,8 @@ class VmapEngine(Engine):
     def _run_sequential(self, rows: list[int], tasks: Sequence[ClientTask], global_params: Tensor,
                         global_buffers: Tensor, out_params: Tensor, out_buffers: Tensor,
                         outcomes: list[ClientOutcome | None]) -> None:
-        sub_params = torch.empty(len(rows), out_params.shape[1], dtype=out_params.dtype)
-        sub_buffers = torch.empty(len(rows), out_buffers.shape[1], dtype=out_buffers.dtype)
+        sub_params = out_params.new_empty(len(rows), out_params.shape[1])
+        sub_buffers = out_buffers.new_empty(len(rows), out_buffers.shape[1])
         results = self._sequential.train_round(global_params, global_buffers, [tasks[r] for r in rows],
                                                sub_params, sub_buffers)
         for i, (row, outcome) in enumerate(zip(rows, results)):
@@ -227,21 +243,22 @@ class VmapEngine(Engine):
         rules = {name: group_.rule for group_ in self._groups for name in group_.names}
         lrs = {name: self._client_lrs(group_, group) for group_ in self._groups for name in group_.names}
         states = {name: [torch.zeros_like(p) for _ in range(rules[name].num_states)] for name, p in params.items()}
-        loss_sums = torch.zeros(size, dtype=torch.float64)
+        device = global_params.device
+        loss_sums = torch.zeros(size, dtype=torch.float64, device=device)
         dtype = next(iter(params.values())).dtype
         for t in range(steps[0]):
             active = sum(1 for s in steps if s > t)
             index = [group[k].batches[t] for k in range(active)]
             lengths = torch.tensor([len(i) for i in index])
             padded = torch.nn.utils.rnn.pad_sequence(index, batch_first=True)  # pads with sample 0
-            x = _gather([d.inputs for d in datas[:active]], padded)
-            y = _gather([d.targets for d in datas[:active]], padded)
+            x = _gather([d.inputs for d in datas[:active]], padded).to(device, non_blocking=True)
+            y = _gather([d.targets for d in datas[:active]], padded).to(device, non_blocking=True)
             views = {name: p[:active] for name, p in params.items()}
             if bool((lengths == lengths[0]).all()):
                 grads, losses = self._grad_fn(False)(views, frozen, x, y)
             else:
                 mask = (torch.arange(padded.shape[1]) < lengths[:, None]).to(dtype)
-                grads, losses = self._grad_fn(True)(views, frozen, x, y, mask / lengths[:, None])
+                grads, losses = self._grad_fn(True)(views, frozen, x, y, (mask / lengths[:, None]).to(device))
             loss_sums[:active] += losses.detach().to(torch.float64)
             with torch.no_grad():
                 for name, view in views.items():
@@ -251,15 +268,16 @@ class VmapEngine(Engine):
             result = global_params.expand(size, -1).clone()
             for name, p in params.items():
                 result[:, specs[name].slice] = p.reshape(size, -1)
-            out_params.index_copy_(0, torch.tensor([s.row for s in group]), result)
+            out_params.index_copy_(0, torch.tensor([s.row for s in group], device=out_params.device), result)
         seconds = (time.perf_counter() - started) / size
-        return [ClientOutcome(s.task.client_id, len(s.task.data), train_loss=float(loss_sums[k]) / steps[k],
-                              seconds=seconds)
+        means = (loss_sums.cpu() / torch.tensor(steps, dtype=torch.float64)).tolist()
+        return [ClientOutcome(s.task.client_id, len(s.task.data), train_loss=means[k], seconds=seconds,
+                              logged={name: means[k] for name in self._loss_names})
                 for k, s in enumerate(group)]
 
     def _client_lrs(self, group_: _Group, group: list[_Schedule]) -> Tensor:
         return torch.tensor([group_.lr if s.task.config.lr is None else float(s.task.config.lr) for s in group],
-                            dtype=torch.float64)
+                            dtype=torch.float64, device=self.module.device)
 
     # -- grouping --------------------------------------------------------------------------------------------
     def _plan(self, schedules: list[_Schedule]) -> list[list[_Schedule]]:
@@ -286,16 +304,41 @@ class VmapEngine(Engine):
         base, per_sample = self._act_bytes
         # vmap(grad) keeps the forward's saved tensors plus gradients of similar size: about 3x
         per_client = param_bytes + sample_bytes * max_batch + 3 * (base + per_sample * max_batch)
-        size = max(1, int(self.memory_budget_mb * 2**20 // max(per_client, 1)))
-        # on CPU a group whose activations stay near the caches trains faster than one big group
-        # (PaperCNN, 100 clients: groups of 10-34 beat 100 by ~1.4x); the memory budget still caps it
-        activations = 3 * (base + per_sample * max_batch)
-        size = min(size, max(_MIN_CPU_GROUP, int(_CPU_WORKING_SET_MB * 2**20 // max(activations, 1))))
+        device = self.module.device
+        size = max(1, int(self._budget_bytes(device) // max(per_client, 1)))
+        if device.type != "cuda":
+            # on CPU a group whose activations stay near the caches trains faster than one big group
+            # (PaperCNN, 100 clients: groups of 10-34 beat 100 by ~1.4x); the memory budget still caps it
+            activations = 3 * (base + per_sample * max_batch)
+            size = min(size, max(_MIN_CPU_GROUP, int(_CPU_WORKING_SET_MB * 2**20 // max(activations, 1))))
         if self.max_group_size is not None:
             size = min(size, self.max_group_size)
         return min(size, len(schedules))
 
+    def _budget_bytes(self, device: torch.device) -> float:
+        """The group's memory budget: the user's, else half the free CUDA memory, else 512 MB."""
+        if self.memory_budget_mb is not None:
+            return self.memory_budget_mb * 2**20
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return free * _CUDA_FREE_SHARE
+        return _CPU_BUDGET_MB * 2**20
+
     # -- checks ----------------------------------------------------------------------------------------------
+    def _check_contract(self) -> None:
+        """Train hooks and schedulers the vmapped loop cannot run: fall back so that they act as they should."""
+        module, name = self.module, type(self.module).__name__
+        hooks = [hook for hook in TRAIN_HOOKS if overrides(module, hook)]
+        if hooks:
+            raise _Fallback(f"{name} defines {', '.join(hooks)}, which run around each client's training")
+        try:
+            setup = build_optimizer_setup(module)
+        except LocalTrainingError as exc:
+            raise _Fallback(str(exc)) from None
+        if setup.schedulers:
+            kinds = ", ".join(type(c.scheduler).__name__ for c in setup.schedulers)
+            raise _Fallback(f"{name}.configure_optimizers() returns learning-rate schedulers ({kinds})")
+
     def _check_module(self) -> None:
         module, name = self.module, type(self.module).__name__
         if not module.automatic_optimization:
@@ -349,13 +392,14 @@ class VmapEngine(Engine):
         module = self.module
         data = task.data
         width = min(len(data), 8)
-        x, y = data.inputs[:width], data.targets[:width]
+        x, y = data.inputs[:width].to(module.device), data.targets[:width].to(module.device)
+        logged: dict[str, float] = {}
         params = dict(module.named_parameters())
         trainable = [params[n] for n in self._trainable]
         try:
             with torch.enable_grad():
                 reference = self._loss(module(x), y)
-                with detached_logging(module, {}):
+                with detached_logging(module, logged):
                     stepped = step_loss(module.training_step((x, y), 0), module)
                 grads = torch.autograd.grad(reference, trainable, allow_unused=True)
                 shorter = self._loss(module(x[:-1]), y[:-1]) if width > 1 else reference
@@ -367,6 +411,11 @@ class VmapEngine(Engine):
         if not torch.allclose(stepped.detach(), reference.detach(), rtol=1e-5, atol=1e-7):
             raise _Fallback(f"{type(module).__name__}.training_step's loss is not loss(forward(x), y); the vmap "
                             "engine can only run that step")
+        others = sorted(n for n, v in logged.items() if not math.isclose(v, float(stepped.detach()), rel_tol=1e-5, abs_tol=1e-7))
+        if others:
+            raise _Fallback(f"{type(module).__name__}.training_step self.logs {', '.join(others)}, which vmap "
+                            "cannot compute per client (only the loss itself)")
+        self._loss_names = sorted(logged)
         # a parameter without a gradient is skipped by torch.optim (no decay, no momentum): keep it frozen
         self._trainable = [n for n, g in zip(self._trainable, grads) if g is not None]
         if not self._trainable:
@@ -377,7 +426,7 @@ class VmapEngine(Engine):
         stacked = {n: params[n].detach().expand(2, *params[n].shape).clone() for n in self._trainable}
         frozen = {n: p.detach() for n, p in params.items() if n not in stacked}
         xs, ys = torch.stack([x, x]), torch.stack([y, y])
-        weights = torch.ones(2, width)
+        weights = torch.ones(2, width, device=x.device)
         weights[1, -1] = 0 if width > 1 else 1
         weights /= weights.sum(dim=1, keepdim=True)
         try:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from fl_lightning.module_contract import classification_loss, classification_predict
 
 
 class ClassifierModule(L.LightningModule):
@@ -29,25 +30,6 @@ class ClassifierModule(L.LightningModule):
         loss = self.loss(self(inputs), targets)
         self.log("train/loss", loss)
         return loss
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Loss on a test batch."""
-        inputs, targets = batch
-        return self.loss(self(inputs), targets)
-
-
-def classification_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy, or BCE with logits when the model has a single output."""
-    if logits.dim() == 1 or logits.shape[-1] == 1:
-        return F.binary_cross_entropy_with_logits(logits.reshape(-1), targets.reshape(-1).float())
-    return F.cross_entropy(logits, targets)
-
-
-def classification_predict(logits: Tensor) -> Tensor:
-    """Arg-max class, or ``logit > 0`` when the model has a single output."""
-    if logits.dim() == 1 or logits.shape[-1] == 1:
-        return (logits.reshape(-1) > 0).long()
-    return logits.argmax(dim=-1)
 
 
 def count_parameters(module: torch.nn.Module) -> int:

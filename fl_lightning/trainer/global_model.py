@@ -28,14 +28,19 @@ class GlobalModel:
         self.weights.load(self.params, self.buffers)
 
     def state_dict(self) -> dict[str, Any]:
-        """Parameters, float buffers and integer buffers (``num_batches_tracked``) by name."""
-        return {"global_params": self.params.clone(), "global_buffers": self.buffers.clone(),
-                "int_buffers": {name: b.clone() for name, b in zip(self.layout.int_buffers, self.weights.int_buffers)}}
+        """Parameters, float buffers and integer buffers (``num_batches_tracked``) by name, as CPU copies.
+
+        On the CPU whatever the run's device, so a checkpoint of a GPU run resumes on a CPU-only machine.
+        """
+        return {"global_params": self.params.detach().cpu().clone(), "global_buffers": self.buffers.detach().cpu().clone(),
+                "int_buffers": {name: b.detach().cpu().clone()
+                                for name, b in zip(self.layout.int_buffers, self.weights.int_buffers)}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s values into the vectors and the module."""
         self.params.copy_(state["global_params"])
         self.buffers.copy_(state["global_buffers"])
-        ints = [state["int_buffers"][name] for name in self.layout.int_buffers]
+        ints = [state["int_buffers"][name].to(live.device)
+                for name, live in zip(self.layout.int_buffers, self.weights.int_buffers)]
         with torch.no_grad():
             self.weights.load(self.params, self.buffers, ints)

@@ -21,7 +21,7 @@ from fl_lightning.checks import (check_bool, check_instance, check_int, check_op
 from fl_lightning.context import LocalConfig, RoundContext, SetupContext
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.engines import Engine, get_engine
-from fl_lightning.engines.base import ClientOutcome, ClientTask
+from fl_lightning.engines.base import ClientOutcome, ClientTask, train_scalars
 from fl_lightning.evaluation import evaluate
 from fl_lightning.param_layout import ParamLayout
 from fl_lightning.attacks.plan import AttackPlan
@@ -30,6 +30,7 @@ import fl_lightning.trainer.round_metrics as round_metrics
 from fl_lightning.trainer.boundary import as_list, check_result, dropped_clients, input_shape, setup_data
 from fl_lightning.trainer.connectors.checkpoint_connector import CheckpointConnector
 from fl_lightning.trainer.connectors.logger_connector import LoggerConnector, resolve_loggers
+from fl_lightning.trainer.devices import get_lightning_engine, resolve_accelerator, resolve_devices, resolve_precision
 from fl_lightning.trainer.global_model import GlobalModel
 from fl_lightning.trainer.records import RoundRecord, RunHistory
 from fl_lightning.version import __version__
@@ -61,7 +62,8 @@ class FederatedTrainer:
         callbacks: :class:`~fl_lightning.callbacks.FederatedCallback` instances (``ModelCheckpoint``,
             ``EarlyStopping``, ...). A Lightning ``Callback`` is refused with the name of its federated
             equivalent. Any callback may set ``trainer.should_stop = True`` to end the run after the round.
-        engine: ``"sequential"``, ``"vmap"``, ``"ray"`` or an :class:`~fl_lightning.engines.Engine`.
+        engine: ``"sequential"``, ``"vmap"``, ``"ray"``, ``"lightning"`` (a ``lightning.Trainer`` per client, on
+            this trainer's accelerator and precision) or an :class:`~fl_lightning.engines.Engine`.
         seed: the one seed every random choice of the run is derived from.
         seed_everything: also seed Python's, NumPy's and torch's *global* generators with ``seed`` here,
             as ``lightning.seed_everything(seed)`` does, so that a module built after the trainer gets
@@ -76,6 +78,10 @@ class FederatedTrainer:
         checkpoint_every: save a resumable checkpoint every this many rounds (0: never).
         max_failed_rounds: fail after this many consecutive rounds without enough usable clients.
         default_root_dir: where logs and checkpoints go when no logger says otherwise.
+        accelerator: Lightning's name of the device to train on (``"auto"``: CUDA, else MPS, else CPU).
+            The module, client batches, the ``[K, N]`` updates, aggregation and evaluation all live there.
+        devices: ``1`` (or ``"auto"``, or ``[index]``); several devices need ``engine="ray"`` or processes.
+        precision: ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"`` (autocast; weights stay float32).
     """
 
     def __init__(
@@ -96,6 +102,9 @@ class FederatedTrainer:
         max_failed_rounds: int = 3,
         default_root_dir: str | Path = "logs",
         seed_everything: bool = True,
+        accelerator: str = "auto",
+        devices: int | str | Sequence[int] = 1,
+        precision: str | int = "32-true",
     ) -> None:
         owner = "FederatedTrainer"
         self.rounds = check_int(rounds, "rounds", owner, minimum=1)
@@ -117,7 +126,11 @@ class FederatedTrainer:
                                                                     enable_progress_bar)
         #: set by a callback (e.g. EarlyStopping) to end the run after the current round
         self.should_stop = False
-        self.engine = get_engine(check_instance(engine, (str, Engine), "engine", owner))
+        self.accelerator = resolve_accelerator(accelerator)
+        self.device = resolve_devices(devices, self.accelerator)
+        self.precision = resolve_precision(precision, self.accelerator)
+        self.engine = (get_lightning_engine(self.accelerator, self.precision) if engine == "lightning"
+                       else get_engine(check_instance(engine, (str, Engine), "engine", owner)))
         check_bool(seed_everything, "seed_everything", owner)
         self._owns_logger = logger is None or logger is True
         self.logger_connector = LoggerConnector(resolve_loggers(logger, self._default_logger, owner))
@@ -241,6 +254,7 @@ class FederatedTrainer:
         root_samples = check_int(getattr(self.aggregator, "root_samples", 0), "root_samples",
                                  type(self.aggregator).__name__, minimum=0)
         setup_data(datamodule, root_samples)
+        module.to(self.device)
         self.module, self.datamodule = module, datamodule
         self.layout = ParamLayout.from_module(module)
         if self.layout.num_params == 0:
@@ -264,8 +278,8 @@ class FederatedTrainer:
         self.root = datamodule.root if root_samples > 0 else None
         self.global_model = GlobalModel(module, self.layout)
         rows = per_round + (1 if self.root is not None else 0)
-        self._out_params = torch.empty(rows, self.layout.num_params)
-        self._out_buffers = torch.empty(rows, self.layout.num_buffers)
+        self._out_params = torch.empty(rows, self.layout.num_params, device=self.device)
+        self._out_buffers = torch.empty(rows, self.layout.num_buffers, device=self.device)
         self.engine.setup(module, self.layout)
         self.history, self.current_round = RunHistory(), 0
         self.detection = round_metrics.DetectionTracker()
@@ -306,18 +320,19 @@ class FederatedTrainer:
                                            self._out_params[:k], self._out_buffers[:k])
         updates = self._out_params[:k].sub_(self.global_params)  # in place: the rows now hold U = local - global
         ctx = RoundContext(round=round_idx, client_ids=client_ids,
-                           num_samples=torch.tensor([len(t.data) for t in tasks], dtype=torch.float32),
+                           num_samples=torch.tensor([len(t.data) for t in tasks], dtype=torch.float32,
+                                                    device=self.device),
                            layout=self.layout, global_params=self.global_params, seed=self.seed,
                            num_clients=len(self.datamodule.clients),
                            reference_update=self._reference_update(round_idx))
         # 2. attacks poison the updates; 3. unusable rows are dropped. The [K, N] matrix is scanned for
         # non-finite rows once; after poisoning only the attackers' rows, the ones attacks may rewrite
-        trained = torch.tensor([o.ok for o in outcomes], dtype=torch.bool)
+        trained = torch.tensor([o.ok for o in outcomes], dtype=torch.bool, device=self.device)
         ctx.finite = torch.isfinite(updates).all(dim=1) & trained
         updates = self._poison_trained(updates, ctx, outcomes)
         attacker_rows = [row for row, cid in enumerate(client_ids) if self.plan.is_attacker(cid)]
         if attacker_rows:
-            rows = torch.tensor(attacker_rows, dtype=torch.long)
+            rows = torch.tensor(attacker_rows, dtype=torch.long, device=self.device)
             ctx.finite[rows] = torch.isfinite(updates.index_select(0, rows)).all(dim=1) & trained[rows]
         record = RoundRecord(round_idx, client_ids, {}, dropped=dropped_clients(outcomes, ctx.finite))
         keep = [row for row, cid in enumerate(client_ids) if cid not in record.dropped]
@@ -332,6 +347,7 @@ class FederatedTrainer:
         # 5. evaluate and record
         record.metrics.update(evaluate(self.module, self.datamodule.test, self.attacks))
         record.metrics.update(round_metrics.client_scalars(record, outcomes, self.plan.attacker_ids))
+        record.metrics.update(train_scalars(outcomes))
         if self.attacks and not record.kept_previous_model:
             record.metrics.update(self.detection.update(record, self.plan.attacker_ids))
         record.metrics["round/seconds"] = time.perf_counter() - started
@@ -348,7 +364,7 @@ class FederatedTrainer:
         cfg = self.plan.local_config(client_id, round_idx, self._local_config())
         return ClientTask(client_id=client_id, data=self.plan.client_data(client_id),
                           config=cfg, seed=derive_seed(self.seed, "train", round_idx, client_id),
-                          batch_poisoner=self.plan.batch_poisoner(client_id, round_idx))
+                          batch_poisoner=self.plan.batch_poisoner(client_id, round_idx), precision=self.precision)
 
     def _local_config(self) -> LocalConfig:
         return LocalConfig(epochs=self.local_epochs, batch_size=self.batch_size,
@@ -359,7 +375,7 @@ class FederatedTrainer:
         if self.root is None:
             return None
         task = ClientTask(client_id=SERVER_ID, data=self.root, config=self._local_config(),
-                          seed=derive_seed(self.seed, "server", round_idx))
+                          seed=derive_seed(self.seed, "server", round_idx), precision=self.precision)
         out_params, out_buffers = self._out_params[-1:], self._out_buffers[-1:]
         (outcome,) = self.engine.train_round(self.global_params, self.global_buffers, [task], out_params, out_buffers)
         update = out_params[0] - self.global_params
@@ -374,14 +390,14 @@ class FederatedTrainer:
         trained = [row for row, outcome in enumerate(outcomes) if outcome.ok]
         if len(trained) == len(outcomes):
             return self.plan.poison_updates(updates, ctx)
-        rows = torch.tensor(trained, dtype=torch.long)
+        rows = torch.tensor(trained, dtype=torch.long, device=self.device)
         updates[rows] = self.plan.poison_updates(updates.index_select(0, rows), ctx.select(trained))
         return updates
 
     def _aggregate(self, record: RoundRecord, updates: Tensor, local_buffers: Tensor, keep: list[int],
                    ctx: RoundContext) -> None:
         name = type(self.aggregator).__name__
-        rows = torch.tensor(keep, dtype=torch.long)
+        rows = torch.tensor(keep, dtype=torch.long, device=self.device)
         kept = updates if len(keep) == len(updates) else updates.index_select(0, rows)
         kept_ctx = ctx.select(keep)  # its finite mask is all True: the aggregator need not scan again
         result = self.aggregator.aggregate(kept, kept_ctx)
@@ -437,6 +453,7 @@ class FederatedTrainer:
             "rounds": self.rounds, "local_epochs": self.local_epochs,
             "clients_per_round": self.clients_per_round or 0, "seed": self.seed,
             "batch_size": self.batch_size, "engine": type(self.engine).__name__,
+            "accelerator": self.accelerator, "precision": self.precision,
             "aggregator": repr(self.aggregator), "model": type(self.module).__name__,
             "versions/torch": str(torch.__version__), "versions/lightning": str(L.__version__),
             "versions/fl_lightning": __version__,

@@ -1,0 +1,180 @@
+"""GPU against CPU: the same fits agree, and how much faster the GPU trains and aggregates.
+
+Prints one JSON object with three parts:
+
+* ``agreement``: a few rounds of PaperCNN on MNIST-shaped synthetic data with the sequential and the
+  vmap engine, once with ``accelerator="cpu"`` and once with ``accelerator="cuda"``; the largest
+  difference of the final global models (float tolerance: cuDNN's convolutions sum in another order);
+* ``engines``: clients per second of one round of 100 PaperCNN clients x 40 samples on the GPU,
+  sequential vs vmap (target: vmap at least 5x the sequential engine);
+* ``residual_reweight``: seconds of ``residual_reweight`` on a ``[100, 11.2M]`` update matrix on the GPU.
+
+Without CUDA it prints a message and exits with status 0 (nothing to measure).
+
+    python benchmarks/gpu.py                       # everything
+    python benchmarks/gpu.py --parts agreement --rounds 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import warnings
+from typing import Any, Callable
+
+PARTS = ("agreement", "engines", "residual_reweight")
+
+
+def synthetic_clients(num_clients: int, samples: int, seed: int = 0) -> list:
+    """``num_clients`` clients of ``samples`` MNIST-shaped images with random labels (no download)."""
+    import torch
+
+    from fl_lightning.data.base import TensorData
+
+    g = torch.Generator().manual_seed(seed)
+    return [TensorData(torch.randn(samples, 1, 28, 28, generator=g), torch.randint(0, 10, (samples,), generator=g))
+            for _ in range(num_clients)]
+
+
+def agreement(rounds: int, num_clients: int, samples: int, device: str = "cuda") -> dict[str, Any]:
+    """Final global models of CPU and CUDA fits, per engine: the largest absolute and relative difference."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from fl_lightning import FederatedDataModule, FederatedTrainer
+    from fl_lightning.models import PaperCNN
+
+    torch.backends.cudnn.deterministic = True
+    g = torch.Generator().manual_seed(1)
+    n = num_clients * samples
+    train = TensorDataset(torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g))
+    test = TensorDataset(torch.randn(200, 1, 28, 28, generator=g), torch.randint(0, 10, (200,), generator=g))
+    results: dict[str, Any] = {}
+    for engine in ("sequential", "vmap"):
+        finals = {}
+        for label, accelerator in (("cpu", "cpu"), ("cuda", device)):
+            dm = FederatedDataModule.from_datasets(train, test, num_clients=num_clients, seed=0)
+            trainer = FederatedTrainer(rounds=rounds, engine=engine, accelerator=accelerator, logger=False,
+                                       enable_progress_bar=False, checkpoint_every=0, batch_size=20, seed=0)
+            torch.manual_seed(0)
+            trainer.fit(PaperCNN(lr=0.05, momentum=0.5), dm)
+            finals[label] = (trainer.global_params.detach().cpu(), trainer.history[-1].metrics)
+        cpu, cuda = finals["cpu"][0], finals["cuda"][0]
+        diff = (cpu - cuda).abs()
+        results[engine] = {
+            "max_abs_diff": float(diff.max()),
+            "max_rel_diff": float((diff / cpu.abs().clamp_min(1e-3)).max()),
+            "test_acc_cpu": finals["cpu"][1].get("test/acc"), "test_acc_cuda": finals["cuda"][1].get("test/acc"),
+            "within_tolerance": bool(torch.allclose(cpu, cuda, rtol=1e-3, atol=1e-4)),
+        }
+    return results
+
+
+def _time(fn: Callable[[], Any], repeats: int, device: str = "cuda") -> list[float]:
+    import torch
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    seconds = []
+    for _ in range(repeats):
+        sync()
+        started = time.perf_counter()
+        fn()
+        sync()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def engines(num_clients: int, samples: int, repeats: int, device: str = "cuda") -> dict[str, Any]:
+    """Clients per second of one round of ``num_clients`` PaperCNN clients on the GPU, per engine."""
+    import torch
+
+    from fl_lightning.context import LocalConfig
+    from fl_lightning.engines import SequentialEngine
+    from fl_lightning.engines.base import ClientTask
+    from fl_lightning.engines.vmap import VmapEngine
+    from fl_lightning.models import PaperCNN
+    from fl_lightning.param_layout import ParamLayout, flatten
+
+    datas = synthetic_clients(num_clients, samples)
+    tasks = [ClientTask(k, data, LocalConfig(epochs=1, batch_size=128), seed=k) for k, data in enumerate(datas)]
+    results: dict[str, Any] = {}
+    for name, engine in (("sequential", SequentialEngine()), ("vmap", VmapEngine())):
+        torch.manual_seed(0)
+        module = PaperCNN(lr=0.01, momentum=0.5).to(device)
+        layout = ParamLayout.from_module(module)
+        engine.setup(module, layout)
+        params = flatten([p for p in module.parameters()]).detach().clone()
+        buffers = torch.empty(0, device=device)
+        out = torch.empty(num_clients, layout.num_params, device=device)
+        out_buffers = torch.empty(num_clients, 0, device=device)
+
+        def round_() -> None:
+            engine.train_round(params, buffers, tasks, out, out_buffers)
+
+        round_()  # warm-up: CUDA kernels, vmap's probe
+        seconds = _time(round_, repeats, device)
+        results[name] = {"seconds_median": statistics.median(seconds),
+                         "clients_per_second": num_clients / statistics.median(seconds),
+                         "fallback": getattr(engine, "fallback_reason", None)}
+    results["vmap_speedup"] = results["sequential"]["seconds_median"] / results["vmap"]["seconds_median"]
+    results["target_speedup"] = 5.0
+    return results
+
+
+def residual_reweight(k: int, n: int, repeats: int, device: str = "cuda") -> dict[str, Any]:
+    """Seconds of ``residual_reweight`` on a ``[k, n]`` CUDA update matrix."""
+    import torch
+
+    from fl_lightning.aggregators import functional as F
+
+    g = torch.Generator(device=device).manual_seed(0)
+    updates = torch.randn(k, n, device=device, generator=g)
+    F.residual_reweight(updates[:, :1000])  # warm-up
+    seconds = _time(lambda: F.residual_reweight(updates), repeats, device)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    return {"k": k, "n": n, "seconds_median": statistics.median(seconds), "seconds": seconds,
+            "peak_gib": peak, "matrix_gib": updates.numel() * 4 / 2**30}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen parts and print their JSON; exit 0 with a message when there is no CUDA."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the CPU/GPU agreement fits")
+    parser.add_argument("--clients", type=int, default=100, help="clients of the engine timing")
+    parser.add_argument("--samples", type=int, default=40, help="samples per client of the engine timing")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rr-n", type=int, default=11_200_000, help="columns of the residual_reweight matrix")
+    parser.add_argument("--dry-run-on-cpu", action="store_true",
+                        help="run every part on the CPU instead (checks the script itself; no GPU figures)")
+    args = parser.parse_args(argv)
+    import torch
+
+    device = "cpu" if args.dry_run_on_cpu else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        print(json.dumps({"cuda": False, "message": "no CUDA device: nothing to measure (run this on a GPU machine)"}))
+        return 0
+    report: dict[str, Any] = {"cuda": device == "cuda", "torch": torch.__version__,
+                              "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (dry run)"}
+    warnings.simplefilter("ignore")
+    for part in args.parts:
+        try:
+            if part == "agreement":
+                report[part] = agreement(args.rounds, num_clients=10, samples=40, device=device)
+            elif part == "engines":
+                report[part] = engines(args.clients, args.samples, args.repeats, device)
+            else:
+                report[part] = residual_reweight(100, args.rr_n, args.repeats, device)
+        except Exception as exc:  # one failing part must not hide the others' figures
+            report[part] = {"error": f"{type(exc).__name__}: {exc}"}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

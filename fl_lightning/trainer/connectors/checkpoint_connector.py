@@ -124,8 +124,9 @@ class CheckpointConnector:
     def begin(self, ckpt_path: str | Path | None) -> int:
         """Claim the run's folder and resume from ``ckpt_path``; returns the round to start from.
 
-        The folder is locked against a second process; without ``ckpt_path`` a folder that already holds
-        a run is refused (its checkpoint and events are never overwritten or mixed); stale ``.tmp-*``
+        The folder is locked against a second process; without ``ckpt_path`` a logged run's folder that
+        already holds a run is refused (its checkpoint and events are never overwritten or mixed; with
+        logging off, overwriting the checkpoint in ``default_root_dir`` is warned about); stale ``.tmp-*``
         files of a killed write are removed; a resumed run's loggers drop what the interrupted process
         logged from the resumed round on.
         """
@@ -138,8 +139,13 @@ class CheckpointConnector:
         folder = t.log_dir
         self.lock = RunLock(folder).acquire()
         try:
-            if ckpt_path is None:
+            if ckpt_path is None and t.logger_connector.loggers:
                 refuse_existing_run(folder)
+            elif ckpt_path is None and self.checkpoint_path.is_file():
+                # no logger: the folder is the user's default_root_dir; like Lightning's ModelCheckpoint, say so
+                warnings.warn(f"{self.checkpoint_path} holds an earlier run's checkpoint, which this fit will "
+                              "overwrite; pass ckpt_path='last' to resume it, or another default_root_dir to keep "
+                              "it", RuntimeWarning, stacklevel=3)
             stale = ckpt.remove_temp_files(self.checkpoint_path.parent)
             if stale:
                 warnings.warn(f"removed {len(stale)} unfinished checkpoint file(s) left by a write that was "

@@ -167,7 +167,9 @@ class FederatedTrainer:
             ckpt_path: str | Path | None = None) -> None:
         """Run the rounds; afterwards ``module`` holds the final global weights.
 
-        ``ckpt_path="last"`` resumes the latest checkpoint of this run (a path resumes that file).
+        ``ckpt_path="last"`` resumes this run's own latest checkpoint (none: round 0; a path resumes that
+        file). Without ``ckpt_path``, a logger folder that already holds a run is refused
+        (``FileExistsError``), and a folder another process is fitting into is always refused.
         """
         self._setup(module, datamodule)
         # the run's folder: locked against a second process, never another run's, resumed from its own checkpoint

@@ -47,10 +47,7 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 def find_last(search_root: str | Path) -> Path | None:
-    """The most recently written ``last.ckpt`` under ``search_root``, or ``None``.
-
-    The trainer resumes only its own run's checkpoint; this search is for tools that browse a folder tree.
-    """
+    """The most recently written ``last.ckpt`` under ``search_root``, or ``None``."""
     root = Path(search_root)
     if root.is_file():
         return root

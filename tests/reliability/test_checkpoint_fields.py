@@ -84,12 +84,12 @@ def test_a_part_that_cannot_load_its_state_names_the_field(tmp_path):
 def test_checkpoint_records_the_runs_hyper_parameters(tmp_path):
     path = _saved_run(tmp_path, aggregator=TrimmedMean(beta=0.1))
     hparams = ckpt.load(path)["hparams"]
-    assert hparams["aggregator"] == "TrimmedMean(beta=0.1)" and hparams["model/lr"] == 0.1
+    assert hparams["aggregator"].startswith("TrimmedMean(beta=0.1") and hparams["model/lr"] == 0.1
     assert hparams["rounds"] == 2
 
 
 @pytest.mark.parametrize("change,expected", [
-    ({"aggregator": TrimmedMean(beta=0.2)}, r"aggregator: 'TrimmedMean\(beta=0.1\)' -> 'TrimmedMean\(beta=0.2\)'"),
+    ({"aggregator": TrimmedMean(beta=0.2)}, r"aggregator: 'TrimmedMean\(beta=0.1[,)].*' -> 'TrimmedMean\(beta=0.2[,)]"),
     ({"attacks": [LabelFlip(source=1, target=2, clients=1)]}, r"attack/LabelFlip/source: added \(1\)"),
     ({"module": {"lr": 0.05}}, r"model/lr: 0.1 -> 0.05"),
 ])

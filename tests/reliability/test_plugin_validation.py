@@ -32,6 +32,6 @@ def test_non_finite_aggregator_settings_fail_at_construction(build, setting):
 
 def test_foolsgold_param_that_the_model_lacks_fails_before_training(tmp_path):
     trainer = make_trainer(tmp_path, rounds=2, engine=NoTraining(), aggregator=FoolsGold(param="nope"))
-    with pytest.raises(ValueError, match=r"FoolsGold: param .*'nope'"):
+    with pytest.raises(ValueError, match=r"FoolsGold: .*param.*'nope'"):
         trainer.fit(TinyNet(), make_dm())
     assert trainer.history == [] and not list(tmp_path.rglob("*.ckpt"))

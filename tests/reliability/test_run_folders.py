@@ -249,3 +249,27 @@ def test_an_aggregator_added_to_a_finished_recipe_starts_from_round_0(tmp_path):
     assert median["aggregator"] == "CoordinateMedian" and median["next_round"] == 2
     after = ckpt.load(tmp_path / "logs" / "exp" / "FedAvg" / "checkpoints" / "last.ckpt")
     assert torch.equal(after["global_params"], fedavg["global_params"])
+
+
+def test_a_sweep_point_that_failed_before_its_first_checkpoint_is_retried_in_its_folder(tmp_path, monkeypatch):
+    from tests.sweeps.tiny_sweep import quiet, sweep_args, write_recipe as write_sweep
+
+    from fl_lightning.sweeps import run_sweep
+    from fl_lightning.trainer import FederatedTrainer
+
+    recipe, only = write_sweep(tmp_path), "FedAvg-clients=1"
+    original = FederatedTrainer._run_round
+
+    def diverge(self, round_idx):
+        raise RuntimeError("diverged in round 0")
+
+    monkeypatch.setattr(FederatedTrainer, "_run_round", diverge)
+    with pytest.raises(RuntimeError, match="1 of 1 points failed"):
+        run_sweep(sweep_args(recipe, only=only), console=quiet())
+    folder = tmp_path / "logs" / "tiny" / only
+    assert ckpt.run_files(folder) and not (folder / "checkpoints" / "last.ckpt").exists()
+    monkeypatch.setattr(FederatedTrainer, "_run_round", original)
+    with pytest.warns(RuntimeWarning, match="no checkpoint found"):
+        run_sweep(sweep_args(recipe, only=only), console=quiet())  # tried again in its own folder
+    assert (folder / "summary.json").is_file() and not (folder / "failed.json").exists()
+    assert scalar_steps(folder) == [0, 1, 2]

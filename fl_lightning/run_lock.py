@@ -22,7 +22,8 @@ class RunLock:
 
     :meth:`acquire` creates it atomically (``O_CREAT | O_EXCL``) or raises :class:`RunFolderLocked`
     naming the process that holds it. A lock left by a dead process on this host (a SIGKILL) is
-    taken over with a warning. :meth:`release` removes the file if it is still ours.
+    taken over with a warning, as is one whose pid now belongs to a process started after the lock
+    was written (a reused pid). :meth:`release` removes the file if it is still ours.
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -84,7 +85,11 @@ class RunLock:
             return True  # empty or torn: its writer died between creating and writing it
         if holder.get("host") != self.owner["host"]:
             return False  # another machine's process: we cannot tell whether it still runs
-        return not _alive(pid)
+        if not _alive(pid):
+            return True
+        started, lock_time = _process_start(pid), holder.get("started")
+        # the pid was reused: the process now holding it started after the lock was written
+        return started is not None and isinstance(lock_time, (int, float)) and started > lock_time + 2.0
 
 
 def _alive(pid: int) -> bool:
@@ -98,6 +103,17 @@ def _alive(pid: int) -> bool:
     except OverflowError:
         return False
     return True
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), where ``/proc`` says; else ``None``."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: start time in clock ticks
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _when(started: Any) -> str:

@@ -273,3 +273,24 @@ def test_a_sweep_point_that_failed_before_its_first_checkpoint_is_retried_in_its
         run_sweep(sweep_args(recipe, only=only), console=quiet())  # tried again in its own folder
     assert (folder / "summary.json").is_file() and not (folder / "failed.json").exists()
     assert scalar_steps(folder) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("lock_age_s,taken_over", [(3600.0, True), (0.0, False)])
+def test_a_lock_whose_pid_was_reused_is_stale(tmp_path, lock_age_s, taken_over):
+    """A live pid counts as the holder only if that process started before the lock was written."""
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        folder = tmp_path / "exp" / "v"
+        folder.mkdir(parents=True)
+        lock = {"pid": live.pid, "host": socket.gethostname(), "started": time.time() - lock_age_s}
+        (folder / LOCK_NAME).write_text(json.dumps(lock))
+        trainer = make_trainer(tmp_path, rounds=1, logger=TensorBoardLogger(str(tmp_path), name="exp", version="v"))
+        if taken_over:
+            with pytest.warns(RuntimeWarning, match=rf"taking over the stale lock of pid {live.pid}"):
+                trainer.fit(TinyNet(), make_dm())
+            assert [r.round for r in trainer.history] == [0]
+        else:
+            with pytest.raises(RunFolderLocked, match=rf"pid {live.pid}"):
+                trainer.fit(TinyNet(), make_dm())
+    finally:
+        live.communicate(b"")

@@ -57,6 +57,30 @@ def find_last(search_root: str | Path) -> Path | None:
     return candidates[-1] if candidates else None
 
 
+#: what a run writes into its folder: a checkpoint, TensorBoard events, CSV metrics, recorded hyper-parameters
+RUN_FILE_PATTERNS = (f"checkpoints/{CHECKPOINT_NAME}", "events.out.tfevents.*", "metrics.csv", "hparams.yaml")
+
+
+def run_files(folder: str | Path) -> list[Path]:
+    """The files in ``folder`` that show a run already wrote there (empty for a new or empty folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(path for pattern in RUN_FILE_PATTERNS for path in folder.glob(pattern) if path.is_file())
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the ``.tmp-*`` files a write killed half-way left in ``folder``; returns them.
+
+    Only call it while holding the folder's lock: another process's write in progress looks the same.
+    """
+    folder = Path(folder)
+    stale = sorted(folder.glob(".tmp-*.ckpt")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str | Path) -> None:
     """Raise ``ValueError`` naming what differs between a checkpoint's run and the current one."""
     labels = {"fingerprint": "data partition", "layout": "model shape", "aggregator": "aggregator"}

@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     A command-line or config mistake prints one line and exits with status 2. With ``argv=None`` (the console
     script) an invalid setting found while building the run (a ``ValueError``/``TypeError`` from the library's
-    checks, a missing data file) is printed the same way; a caller passing ``argv`` gets the exception.
+    checks, a missing data file, a run folder that holds another run or is in use) is printed the same way; a
+    caller passing ``argv`` gets the exception.
     """
     console = argv is None
     args = list(sys.argv[1:] if argv is None else argv)
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         _run(command, args[1:])
     except ConfigError as exc:
         _fail(command, str(exc))
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:  # FileExistsError: a run's folder
         if not console:
             raise
         _fail(command, str(exc))

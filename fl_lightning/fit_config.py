@@ -40,7 +40,8 @@ def fit_parser() -> ArgumentParser:
     parser.add_argument("--name", type=str, default="default", help="run name: logs go to SAVE_DIR/NAME/AGGREGATOR")
     parser.add_argument("--save_dir", type=str, default="logs", help="TensorBoard root folder")
     parser.add_argument("--ckpt_path", type=Optional[str], default=None,
-                        help='"last" resumes the latest checkpoint of each run')
+                        help='"last" resumes each run from its own checkpoint (a run without one starts at round '
+                             '0); without it, a run whose folder already holds a run is refused')
     parser.add_argument("--description", type=str, default="", help="what the recipe reproduces")
     parser.add_argument("--sweep", type=Optional[dict], default=None,
                         help="the recipe's grid, run by `fl-lightning sweep` (fit ignores it)")

@@ -13,7 +13,7 @@ from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 from rich.table import Table
 
-from fl_lightning.checkpoint import CHECKPOINT_NAME
+from fl_lightning.checkpoint import CHECKPOINT_NAME, run_files
 from fl_lightning.fit_config import fit_one, fit_parser
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.sweeps import records
@@ -120,8 +120,10 @@ def run_point(point: Point, cfg: Namespace, parser: ArgumentParser, recipe: Reci
     records.write_json(point_path, {"point": point.name, "params": point.params, "config": point.config})
     checkpoint = folder / "checkpoints" / CHECKPOINT_NAME
     cfg.save_dir, cfg.name = recipe.save_dir, recipe.name
-    cfg.ckpt_path = str(checkpoint) if checkpoint.is_file() else None  # never another point's checkpoint
-    if cfg.ckpt_path:
+    # never another point's checkpoint; a retried point that failed before its first checkpoint starts again
+    # from round 0 in its folder ("last" finds none), its earlier logs dropped, instead of being refused
+    cfg.ckpt_path = str(checkpoint) if checkpoint.is_file() else "last" if run_files(folder) else None
+    if checkpoint.is_file():
         console.print(f"resuming from {checkpoint}")
     started = time.perf_counter()
     failed_path = folder / records.FAILED_FILE

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from typing import Any, Sequence
 
@@ -43,15 +44,43 @@ def input_shape(datamodule: FederatedDataModule) -> tuple[int, ...]:
     return tuple(inputs.shape[1:])
 
 
-def dropped_clients(outcomes: list[ClientOutcome], finite: Tensor) -> dict[int, str]:
-    """Clients whose training failed or whose update holds NaN or Inf (``finite``: the round's one scan)."""
+def finite_rows(values: Tensor) -> Tensor:
+    """``[K]`` bool: which rows of a ``[K, M]`` matrix hold only finite values (all True when ``M == 0``)."""
+    return torch.isfinite(values).all(dim=1)
+
+
+def dropped_clients(outcomes: list[ClientOutcome], finite: Tensor, buffers_finite: Tensor | None = None
+                    ) -> dict[int, str]:
+    """Clients whose training failed, whose float buffers (BatchNorm statistics) or update hold NaN or Inf.
+
+    ``finite``: the round's one scan of the updates; ``buffers_finite``: the same for the local buffers.
+    """
     dropped = {o.client_id: o.error for o in outcomes if not o.ok}
     for row, outcome in enumerate(outcomes):
-        if outcome.ok and not bool(finite[row]):
+        if not outcome.ok:
+            continue
+        if buffers_finite is not None and not bool(buffers_finite[row]):
+            dropped[outcome.client_id] = "non-finite buffers (NaN or Inf, e.g. BatchNorm running statistics)"
+            warnings.warn(f"client {outcome.client_id} sent non-finite buffers (NaN or Inf, e.g. BatchNorm "
+                          "running statistics) and is dropped this round", RuntimeWarning, stacklevel=3)
+        elif not bool(finite[row]):
             dropped[outcome.client_id] = "non-finite update (NaN or Inf)"
             warnings.warn(f"client {outcome.client_id} sent a non-finite update and is dropped this round",
                           RuntimeWarning, stacklevel=3)
     return dropped
+
+
+def non_finite_state(params: Tensor, buffers: Tensor | None) -> str:
+    """What of a would-be global model is not finite: ``"parameters"``, ``"buffers"``, both, or ``""``."""
+    bad = [name for name, values in (("parameters", params), ("buffers", buffers))
+           if values is not None and not bool(torch.isfinite(values).all())]
+    return " and ".join(bad)
+
+
+def non_finite_metrics(metrics: dict[str, float]) -> list[str]:
+    """The names of the round's metrics that are NaN or Inf (a test loss that overflowed, an empty ratio)."""
+    return [name for name, value in metrics.items()
+            if isinstance(value, (int, float)) and not math.isfinite(value)]
 
 
 def check_result(result: Any, name: str, k: int, n: int) -> None:

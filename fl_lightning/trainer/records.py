@@ -18,6 +18,8 @@ class RoundRecord:
     flagged_ids: list[int] = field(default_factory=list)
     dropped: dict[int, str] = field(default_factory=dict)
     kept_previous_model: bool = False
+    #: why the round kept the previous model, phrased to follow "the round ..." ("" when it did not)
+    kept_reason: str = ""
     #: the aggregator's diagnostics (tensors for histograms); not checkpointed
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
@@ -26,7 +28,7 @@ class RoundRecord:
         return {"round": self.round, "client_ids": list(self.client_ids), "metrics": dict(self.metrics),
                 "client_weights": self.client_weights, "flagged_ids": list(self.flagged_ids),
                 "dropped": {str(k): v for k, v in self.dropped.items()},
-                "kept_previous_model": self.kept_previous_model}
+                "kept_previous_model": self.kept_previous_model, "kept_reason": self.kept_reason}
 
     @staticmethod
     def from_state(state: dict[str, Any]) -> "RoundRecord":
@@ -35,7 +37,8 @@ class RoundRecord:
                            metrics=dict(state["metrics"]), client_weights=state["client_weights"],
                            flagged_ids=list(state["flagged_ids"]),
                            dropped={int(k): v for k, v in state["dropped"].items()},
-                           kept_previous_model=state["kept_previous_model"])
+                           kept_previous_model=state["kept_previous_model"],
+                           kept_reason=state.get("kept_reason", ""))
 
 
 class RunHistory(list):

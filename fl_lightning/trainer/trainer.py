@@ -27,7 +27,8 @@ from fl_lightning.param_layout import ParamLayout
 from fl_lightning.attacks.plan import AttackPlan
 from fl_lightning.seeding import derive_seed, numpy_rng, seed_everything as seed_global_generators
 import fl_lightning.trainer.round_metrics as round_metrics
-from fl_lightning.trainer.boundary import as_list, check_result, dropped_clients, input_shape, setup_data
+from fl_lightning.trainer.boundary import (as_list, check_result, dropped_clients, finite_rows, input_shape,
+                                          non_finite_metrics, non_finite_state, setup_data)
 from fl_lightning.trainer.connectors.checkpoint_connector import CheckpointConnector
 from fl_lightning.trainer.connectors.logger_connector import LoggerConnector, resolve_loggers
 from fl_lightning.trainer.devices import get_lightning_engine, resolve_accelerator, resolve_devices, resolve_precision
@@ -210,19 +211,20 @@ class FederatedTrainer:
             ckpt_path: str | Path | None = None) -> None:
         """Run the rounds; afterwards ``module`` holds the final global weights.
 
-        ``ckpt_path="last"`` resumes the latest checkpoint of this run (a path resumes that file).
+        ``ckpt_path="last"`` resumes this run's own latest checkpoint (none: round 0; a path resumes that
+        file). Without ``ckpt_path``, a logger folder that already holds a run is refused
+        (``FileExistsError``), and a folder another process is fitting into is always refused.
         """
         self._setup(module, datamodule)
-        if str(ckpt_path) == "last" and self._owns_logger:
-            self.checkpoint_connector.continue_last_version()
-        start_round = self.checkpoint_connector.restore(ckpt_path) if ckpt_path is not None else 0
-        self.current_round = start_round
-        self.plan = AttackPlan(self.attacks, datamodule.clients)  # after restore: attackers may come from it
-        if start_round == 0:
-            self._log_run_start()
+        # the run's folder: locked against a second process, never another run's, resumed from its own checkpoint
+        start_round = self.checkpoint_connector.begin(ckpt_path)
         status = "failed"
         self.should_stop = False
         try:
+            self.current_round = start_round
+            self.plan = AttackPlan(self.attacks, datamodule.clients)  # after restore: attackers may come from it
+            if start_round == 0:
+                self._log_run_start()
             for callback in self.callbacks:
                 callback.on_fit_start(self, module)
             failed_in_a_row = self.history.consecutive_failures()  # counted on across a resume
@@ -232,9 +234,9 @@ class FederatedTrainer:
                 record = self._run_round(round_idx)
                 failed_in_a_row = failed_in_a_row + 1 if record.kept_previous_model else 0
                 if failed_in_a_row >= self.max_failed_rounds:
-                    raise RuntimeError(
-                        f"{failed_in_a_row} consecutive rounds had too few usable clients for "
-                        f"{type(self.aggregator).__name__}; last round's dropped clients: {record.dropped}")
+                    raise RuntimeError(f"{failed_in_a_row} consecutive rounds kept the previous global model (the "
+                                       f"last one {record.kept_reason}); last round's dropped clients: "
+                                       f"{record.dropped}")
                 if self.checkpoint_every and ((round_idx + 1) % self.checkpoint_every == 0
                                               or round_idx + 1 == self.rounds or self.should_stop):
                     self.checkpoint_connector.save(round_idx + 1)
@@ -244,6 +246,7 @@ class FederatedTrainer:
                 callback.teardown(self)
             self.logger_connector.finalize(status)
             self.engine.teardown()
+            self.checkpoint_connector.end()
         for callback in self.callbacks:
             callback.on_fit_end(self, module)
 
@@ -327,18 +330,21 @@ class FederatedTrainer:
                            reference_update=self._reference_update(round_idx))
         # 2. attacks poison the updates; 3. unusable rows are dropped. The [K, N] matrix is scanned for
         # non-finite rows once; after poisoning only the attackers' rows, the ones attacks may rewrite
-        trained = torch.tensor([o.ok for o in outcomes], dtype=torch.bool, device=self.device)
+        # a client whose float buffers (BatchNorm statistics) went non-finite is unusable like a non-finite update
+        buffers_finite = finite_rows(self._out_buffers[:k])
+        trained = torch.tensor([o.ok for o in outcomes], dtype=torch.bool, device=self.device) & buffers_finite
         ctx.finite = torch.isfinite(updates).all(dim=1) & trained
         updates = self._poison_trained(updates, ctx, outcomes)
         attacker_rows = [row for row, cid in enumerate(client_ids) if self.plan.is_attacker(cid)]
         if attacker_rows:
             rows = torch.tensor(attacker_rows, dtype=torch.long, device=self.device)
             ctx.finite[rows] = torch.isfinite(updates.index_select(0, rows)).all(dim=1) & trained[rows]
-        record = RoundRecord(round_idx, client_ids, {}, dropped=dropped_clients(outcomes, ctx.finite))
+        record = RoundRecord(round_idx, client_ids, {}, dropped=dropped_clients(outcomes, ctx.finite, buffers_finite))
         keep = [row for row, cid in enumerate(client_ids) if cid not in record.dropped]
         # 4. aggregate and step the global model
         if len(keep) < self.aggregator.min_clients:
             record.kept_previous_model = True
+            record.kept_reason = f"had too few usable clients for {type(self.aggregator).__name__}"
             warnings.warn(f"round {round_idx}: only {len(keep)} usable clients, "
                           f"{type(self.aggregator).__name__} needs {self.aggregator.min_clients}; "
                           "keeping the previous global model", RuntimeWarning, stacklevel=2)
@@ -355,6 +361,7 @@ class FederatedTrainer:
         # 6. callbacks may add metrics, then the round is logged
         for callback in self.callbacks:
             callback.on_round_end(self, record)
+        self._report_non_finite(record)
         self.logger_connector.log_round(record)
         for callback in self.callbacks:
             callback.on_round_logged(self, record)
@@ -404,6 +411,7 @@ class FederatedTrainer:
         check_result(result, name, len(keep), self.layout.num_params)
         if not torch.isfinite(result.update).all():
             record.kept_previous_model = True
+            record.kept_reason = f"got a non-finite update from {name}"
             warnings.warn(f"round {ctx.round}: {name} returned a non-finite update; keeping the previous "
                           "global model", RuntimeWarning, stacklevel=3)
             return
@@ -411,6 +419,14 @@ class FederatedTrainer:
         if self.layout.num_buffers:
             share = kept_ctx.num_samples / kept_ctx.num_samples.sum()
             buffers = share @ local_buffers.index_select(0, rows)
+        # finite updates can still sum to an overflowing model (attackers sending 3e38): guard the new state
+        broken = non_finite_state(self.global_params + result.update, buffers)
+        if broken:
+            record.kept_previous_model = True
+            record.kept_reason = f"would have made the global model's {broken} non-finite (NaN or Inf) with {name}"
+            warnings.warn(f"round {ctx.round}: {name}'s update would make the global model's {broken} non-finite "
+                          "(NaN or Inf); keeping the previous global model", RuntimeWarning, stacklevel=3)
+            return
         self.global_model.step(result.update, buffers)
         record.client_weights = result.client_weights
         flagged = result.diagnostics.get("flagged")
@@ -420,6 +436,19 @@ class FederatedTrainer:
                                                            self.plan.attacker_ids))
         record.metrics.update(round_metrics.diagnostic_scalars(result.diagnostics))
         record.diagnostics = result.diagnostics
+
+    def _report_non_finite(self, record: RoundRecord) -> None:
+        """Warn about, and log as text, a kept model's reason and every metric that is NaN or Inf."""
+        notes = [f"round {record.round}: kept the previous global model: it {record.kept_reason}"
+                 ] if record.kept_previous_model and record.kept_reason else []
+        bad = non_finite_metrics(record.metrics)
+        if bad:
+            shown = ", ".join(f"{name}={record.metrics[name]}" for name in bad)
+            notes.append(f"round {record.round}: non-finite metrics {shown} (the global model's outputs overflow "
+                         "or the test data holds NaN/Inf)")
+            warnings.warn(notes[-1], RuntimeWarning, stacklevel=3)
+        for note in notes:
+            self.logger_connector.log_text("round/problems", note, record.round)
 
     def _log_run_start(self) -> None:
         """Hyper-parameters, the data partition and the attackers, once at the start of a fresh run."""

@@ -44,6 +44,22 @@ def test_bad_trainer_settings_fail_at_construction(tmp_path, field, value):
         make_trainer(tmp_path, **{field: value})
 
 
+@pytest.mark.parametrize("settings,error,match", [
+    ({"seed": 2**70}, ValueError, r"FederatedTrainer: seed must be an int in \[0, \d+\], got 1180591620717411303424"),
+    ({"seed": -1}, ValueError, r"FederatedTrainer: seed must be an int in"),
+    ({"seed": "abc"}, TypeError, r"FederatedTrainer: seed must be an int .*got 'abc'"),
+    ({"seed": 1.5}, TypeError, r"FederatedTrainer: seed must be an int"),
+    ({"callbacks": [object()]}, TypeError, r"FederatedTrainer: callbacks must be .*FederatedCallback.*, got object"),
+    ({"attacks": [object()]}, TypeError, r"FederatedTrainer: attacks must be an? Attack, got object"),
+    ({"aggregator": "FedAvg()"}, TypeError, r"FederatedTrainer: aggregator must be an? Aggregator, got str"),
+    ({"max_failed_rounds": 0}, ValueError, r"FederatedTrainer: max_failed_rounds must be an int >= 1, got 0"),
+    ({"checkpoint_every": -1}, ValueError, r"FederatedTrainer: checkpoint_every must be an int >= 0, got -1"),
+])
+def test_trainer_settings_name_themselves_at_construction(tmp_path, settings, error, match):
+    with pytest.raises(error, match=match):
+        make_trainer(tmp_path, **settings)
+
+
 def test_label_flip_source_class_outside_the_dataset(tmp_path):
     _fit_fails(tmp_path, "LabelFlip: source class 7 does not exist; the dataset has classes 0..3",
                attacks=[LabelFlip(source=7, target=1, clients=1)])

@@ -5,7 +5,6 @@ import contextlib
 import inspect
 import logging
 import math
-import time
 import warnings
 from typing import Any, Iterator, Sequence
 
@@ -21,7 +20,7 @@ from fl_lightning.context import BatchPoisoner
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_threads
 from fl_lightning.engines.batches import epoch_batches
 from fl_lightning.engines.local_training import LocalResult
-from fl_lightning.engines.module_weights import ModuleWeights
+from fl_lightning.engines.module_weights import ModuleWeights, train_one_by_one
 from fl_lightning.module_contract import LoggedValues
 from fl_lightning.param_layout import ParamLayout
 
@@ -120,32 +119,9 @@ class LightningEngine(Engine):
 
     def _train_all(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],
                    out_params: Tensor, out_buffers: Tensor) -> list[ClientOutcome]:
-        int_snapshot = self._weights.int_snapshot()
-        device = _module_device(self.module)
-        outcomes = []
-        for row, task in enumerate(tasks):
-            self._weights.load(global_params, global_buffers, int_snapshot)
-            started = time.perf_counter()
-            outcome = ClientOutcome(task.client_id, len(task.data))
-            try:
-                result = self._train_client(task)
-                outcome.train_loss, outcome.logged = float(result), result.logged
-            except MisconfigurationException:
-                raise  # the module or the settings cannot work for any client: not this client's failure
-            except Exception as exc:  # a failing client is dropped for this round, not fatal
-                outcome.error = f"{type(exc).__name__}: {exc}"
-                warnings.warn(f"client {task.client_id} failed and is dropped this round: {outcome.error}",
-                              RuntimeWarning, stacklevel=2)
-            else:
-                self._weights.write(out_params[row], out_buffers[row])
-            finally:
-                self.module.trainer = None  # type: ignore[assignment]  # no Trainer outlives its client
-                if _module_device(self.module) != device:  # Lightning's teardown moves the module to the CPU
-                    self.module.to(device)
-            outcome.seconds = time.perf_counter() - started
-            outcomes.append(outcome)
-        self._weights.load(global_params, global_buffers, int_snapshot)
-        return outcomes
+        # a MisconfigurationException means the module or the settings cannot work for any client
+        return train_one_by_one(self._weights, global_params, global_buffers, tasks, out_params, out_buffers,
+                                train=self._train_client, fatal=(MisconfigurationException,))
 
     def _train_client(self, task: ClientTask) -> LocalResult:
         """Fit one client with its own Trainer; returns its mean training loss and the means of what it logged."""
@@ -158,7 +134,13 @@ class LightningEngine(Engine):
         loader = _client_loader(task, generator)
         callback = _ClientCallback(cfg.lr, self.accumulate_grad_batches)
         trainer = self._trainer(cfg.epochs, cfg.max_batches_per_epoch, callback)
-        trainer.fit(self.module, train_dataloaders=loader)
+        device = _module_device(self.module)
+        try:
+            trainer.fit(self.module, train_dataloaders=loader)
+        finally:
+            self.module.trainer = None  # type: ignore[assignment]  # no Trainer outlives its client
+            if _module_device(self.module) != device:  # Lightning's teardown moves the module to the CPU
+                self.module.to(device)
         return LocalResult(callback.mean_loss(trainer), callback.logged.means())
 
     def _trainer(self, epochs: int, max_batches: int | None, callback: "_ClientCallback") -> L.Trainer:

@@ -1,8 +1,6 @@
 """The default engine: clients one after another in this process, on one reusable module."""
 from __future__ import annotations
 
-import time
-import warnings
 from typing import Sequence
 
 import lightning as L
@@ -10,7 +8,7 @@ from torch import Tensor
 
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_threads
 from fl_lightning.engines.local_training import LocalTrainingError, check_local_training, train_client
-from fl_lightning.engines.module_weights import ModuleWeights
+from fl_lightning.engines.module_weights import ModuleWeights, train_one_by_one
 from fl_lightning.param_layout import ParamLayout
 
 
@@ -44,28 +42,8 @@ class SequentialEngine(Engine):
 
     def _train_all(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],
                    out_params: Tensor, out_buffers: Tensor) -> list[ClientOutcome]:
-        int_snapshot = self.weights.int_snapshot()
-        outcomes = []
-        for row, task in enumerate(tasks):
-            self.weights.load(global_params, global_buffers, int_snapshot)
-            started = time.perf_counter()
-            outcome = ClientOutcome(task.client_id, len(task.data))
-            try:
-                result = train_client(self.module, task)
-                outcome.train_loss = float(result)
-                outcome.logged = dict(getattr(result, "logged", {}))
-            except LocalTrainingError:
-                raise
-            except Exception as exc:  # a failing client is dropped for this round, not fatal
-                outcome.error = f"{type(exc).__name__}: {exc}"
-                warnings.warn(f"client {task.client_id} failed and is dropped this round: {outcome.error}",
-                              RuntimeWarning, stacklevel=2)
-            else:
-                self.weights.write(out_params[row], out_buffers[row])
-            outcome.seconds = time.perf_counter() - started
-            outcomes.append(outcome)
-        self.weights.load(global_params, global_buffers, int_snapshot)
-        return outcomes
+        return train_one_by_one(self.weights, global_params, global_buffers, tasks, out_params, out_buffers,
+                                train=lambda task: train_client(self.module, task), fatal=(LocalTrainingError,))
 
     def __repr__(self) -> str:
         return f"SequentialEngine(num_threads={self.num_threads})"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -36,7 +36,6 @@ class RoundContext:
     #: ``[N]`` update the server trained on its own root data this round, for rules that ask for one
     #: through ``Aggregator.root_samples`` (FLTrust); ``None`` otherwise
     reference_update: Tensor | None = None
-    extras: dict = field(default_factory=dict)
 
     def select(self, rows: list[int]) -> "RoundContext":
         """The same round restricted to the clients of ``rows`` (e.g. those whose update is usable)."""

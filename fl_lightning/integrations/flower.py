@@ -197,8 +197,7 @@ class RobustStrategy(Strategy):
         ctx = RoundContext(round=server_round, client_ids=ids,
                            num_samples=torch.tensor([w for _, _, w, _ in accepted], dtype=torch.float32),
                            layout=layout, global_params=_flat([reference[i] for i in floats], layout.num_params),
-                           seed=self.seed, num_clients=self.num_clients or len(self.client_index),
-                           extras={"flower_node_ids": node_ids})
+                           seed=self.seed, num_clients=self.num_clients or len(self.client_index))
         result = self.aggregator.aggregate(updates, ctx)
         update = result.update.detach().reshape(-1)
         if update.numel() != layout.num_params or not bool(torch.isfinite(update).all()):

@@ -142,8 +142,7 @@ class LegacyRobustStrategy(FedAvg):
         ctx = RoundContext(round=server_round, client_ids=[self.client_index[c] for c in cids],
                            num_samples=torch.tensor([float(r.num_examples) for _, r in results]),
                            layout=layout, global_params=global_flat, seed=self.seed,
-                           num_clients=self.num_clients or len(self.client_index),
-                           extras={"flower_cids": cids})
+                           num_clients=self.num_clients or len(self.client_index))
         result = self.aggregator.aggregate(updates, ctx)
         update = result.update.detach().reshape(-1)
         if update.numel() != layout.num_params or not bool(torch.isfinite(update).all()):

@@ -57,7 +57,10 @@ def logger_class(class_path: str, where: str = KEY) -> type[Logger]:
                              "or a short name such as TensorBoardLogger or CSVLogger") from None
     else:
         known = known_loggers()
-        if class_path not in known:
+        other = _shipped_class(class_path)
+        if class_path not in known and other is not None:
+            known = {class_path: other}  # e.g. FedAvg: refused below as not a logger
+        elif class_path not in known:
             raise ValueError(f"{where}: {class_path!r} is not a known logger{did_you_mean(class_path, known)}; "
                              f"write one of {', '.join(sorted(known))} or a full import path")
         found = known[class_path]
@@ -65,6 +68,15 @@ def logger_class(class_path: str, where: str = KEY) -> type[Logger]:
         raise TypeError(f"{where}: {class_path} is not a Lightning logger; write a lightning.pytorch.loggers.Logger "
                         "subclass such as TensorBoardLogger or CSVLogger")
     return found
+
+
+def _shipped_class(name: str) -> Any:
+    """The class a plug-in package of fl_lightning exports under ``name`` (``FedAvg``, ``ModelCheckpoint``), or None."""
+    for package in ("aggregators", "attacks", "callbacks", "models", "data"):
+        module = importlib.import_module(f"fl_lightning.{package}")
+        if name in getattr(module, "__all__", ()):
+            return getattr(module, name)
+    return None
 
 
 def known_loggers() -> dict[str, type[Logger]]:
@@ -143,5 +155,5 @@ def build_loggers(value: Any, *, save_dir: str, name: str, run_name: str, separa
             text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
             raise ValueError(f"{where} ({cls.__name__}): invalid init_args: {text}") from None
         if instantiate:
-            loggers.append(parser.instantiate_classes(cfg).logger)
+            loggers.append(parser.instantiate(cfg).logger)
     return loggers

@@ -152,3 +152,11 @@ def test_the_lightning_engine_from_a_recipe(tmp_path):
     run_dir = tmp_path / "logs" / "tiny" / "FedAvg"
     saved = yaml.safe_load((run_dir / "hparams.yaml").read_text())
     assert saved["engine"] == "LightningEngine" and _steps(run_dir) == [0]
+
+
+def test_a_logger_value_that_is_no_entry_names_the_key_and_the_form(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", str(_recipe(tmp_path)), "--trainer.logger", "5"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "trainer.logger" in err and "class_path: CSVLogger" in err

@@ -47,7 +47,8 @@ def fit_parser() -> ArgumentParser:
                              "trainer.aggregator); each becomes its own TensorBoard run, named by its class "
                              "plus the arguments that tell two of the same class apart")
     parser.add_argument("--name", type=str, default="default", help="run name: logs go to SAVE_DIR/NAME/AGGREGATOR")
-    parser.add_argument("--save_dir", type=str, default="logs", help="TensorBoard root folder")
+    parser.add_argument("--save_dir", type=str, default="logs",
+                        help="root folder of the runs' logs and checkpoints (SAVE_DIR/NAME/RUN)")
     parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                         help='"last" resumes each run from its own checkpoint (a run without one starts at round '
                              '0); without it, a run whose folder already holds a run is refused')

@@ -145,6 +145,9 @@ def explain(message: str, parser: "ArgumentParser") -> str:
                      r'Given value: (.*)$', text)
     if union:
         key, value = union.groups()
+        if key == "trainer.logger":
+            return (f"{key}: {value!r} is not a logger setting; write a logger entry such as "
+                    "{class_path: CSVLogger}, a list of them, or false")
         return (f"{key}: {value!r} is not a class it accepts{did_you_mean(value, _shipped_classes())}; "
                 f"write a shipped class name (e.g. Krum) or a full import path in class_path")
     group = re.search(r"Group '([A-Za-z0-9_.]+)' does not accept option '([A-Za-z0-9_.]+)'", text)

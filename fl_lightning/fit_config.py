@@ -5,7 +5,9 @@ imports neither of them.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+import inspect
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import lightning as L
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
@@ -18,6 +20,7 @@ import fl_lightning.data  # noqa: F401
 import fl_lightning.models  # noqa: F401
 from fl_lightning.aggregators.base import Aggregator
 from fl_lightning.data.datamodule import FederatedDataModule
+from fl_lightning.recipe_loggers import build_loggers, check_loggers
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.seeding import seed_everything
 from fl_lightning.trainer import FederatedTrainer
@@ -29,6 +32,12 @@ def fit_parser() -> ArgumentParser:
                             default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a recipe YAML")
     parser.add_class_arguments(FederatedTrainer, "trainer", skip={"logger"}, instantiate=False)
+    parser.add_argument("--trainer.logger", type=Optional[Union[bool, dict[str, Any], list[dict[str, Any]]]],
+                        default=None,
+                        help="Lightning logger(s): a class_path/init_args entry or a list of them (TensorBoardLogger, "
+                             "CSVLogger, any lightning.pytorch.loggers.Logger); save_dir, name and version left at "
+                             "their defaults become SAVE_DIR, NAME and the run's name; false: no logging; absent: "
+                             "TensorBoard in SAVE_DIR/NAME/RUN")
     parser.add_subclass_arguments(L.LightningModule, "model", required=True,
                                   help="the LightningModule (class_path + init_args)")
     parser.add_class_arguments(FederatedDataModule, "data")
@@ -38,7 +47,8 @@ def fit_parser() -> ArgumentParser:
                              "trainer.aggregator); each becomes its own TensorBoard run, named by its class "
                              "plus the arguments that tell two of the same class apart")
     parser.add_argument("--name", type=str, default="default", help="run name: logs go to SAVE_DIR/NAME/AGGREGATOR")
-    parser.add_argument("--save_dir", type=str, default="logs", help="TensorBoard root folder")
+    parser.add_argument("--save_dir", type=str, default="logs",
+                        help="root folder of the runs' logs and checkpoints (SAVE_DIR/NAME/RUN)")
     parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                         help='"last" resumes each run from its own checkpoint (a run without one starts at round '
                              '0); without it, a run whose folder already holds a run is refused')
@@ -55,12 +65,13 @@ def run_fit(cfg: Namespace, parser: ArgumentParser, *, quiet: bool = False) -> l
     """Run every aggregator of ``cfg`` with the same seed, partition, sampling and attackers, each in its own folder."""
     aggregator_cfgs = cfg.aggregators or [cfg.trainer.aggregator]
     names = run_names(aggregator_cfgs)
+    check_loggers(cfg.trainer.logger)  # a wrong logger fails before the first run trains
     summaries = []
     for aggregator_cfg, name in zip(aggregator_cfgs, names):
         run_cfg = cfg.clone()
         run_cfg.trainer.aggregator = aggregator_cfg
         run_cfg.aggregators = None
-        trainer = fit_one(run_cfg, parser, run_name=name, quiet=quiet)
+        trainer = fit_one(run_cfg, parser, run_name=name, quiet=quiet, several_runs=len(names) > 1)
         summaries.append(RunSummary.from_trainer(name, trainer))
     if not quiet:
         print_summaries(summaries, title=cfg.name)
@@ -68,19 +79,42 @@ def run_fit(cfg: Namespace, parser: ArgumentParser, *, quiet: bool = False) -> l
 
 
 def fit_one(cfg: Namespace, parser: ArgumentParser, run_name: str | None = None, *, index: int = 0,
-            quiet: bool = False) -> FederatedTrainer:
-    """Fit ``cfg`` with its ``trainer.aggregator``, logging to SAVE_DIR/NAME/RUN_NAME (default: the aggregator's class)."""
+            quiet: bool = False, several_runs: bool = True) -> FederatedTrainer:
+    """Fit ``cfg`` with its ``trainer.aggregator``, logging to SAVE_DIR/NAME/RUN_NAME (default: the aggregator's class).
+
+    ``trainer.logger`` entries are built for this run (:func:`~fl_lightning.recipe_loggers.build_loggers`);
+    with ``several_runs`` (a recipe of several aggregators, a sweep point) a logger that pins its ``version``
+    gets the run's name appended to its ``name``. With logging off, the checkpoints go to SAVE_DIR/NAME/RUN_NAME
+    unless ``trainer.default_root_dir`` is set.
+    """
     seed_everything(cfg.trainer.seed)  # the initial weights depend on the seed alone: same for every aggregator
     objects = parser.instantiate(cfg)
     trainer_kwargs = objects.trainer.as_dict() if isinstance(objects.trainer, Namespace) else dict(objects.trainer)
+    logger_value = trainer_kwargs.pop("logger", None)  # plain entries: built below, for this run
     if run_name is None:
         run_name = run_names([cfg.trainer.aggregator])[0] if cfg.trainer.aggregator is not None else f"run{index}"
-    logger = TensorBoardLogger(cfg.save_dir, name=cfg.name, version=run_name, default_hp_metric=False)
+    loggers = build_loggers(logger_value, save_dir=cfg.save_dir, name=cfg.name, run_name=run_name,
+                            separate_pinned=several_runs)
+    run_dir = Path(cfg.save_dir) / cfg.name / run_name
+    if loggers is None:
+        logger: Any = TensorBoardLogger(cfg.save_dir, name=cfg.name, version=run_name, default_hp_metric=False)
+    elif loggers:
+        logger = loggers
+    else:
+        logger = False
+        if trainer_kwargs.get("default_root_dir", _DEFAULT_ROOT_DIR) == _DEFAULT_ROOT_DIR:
+            trainer_kwargs["default_root_dir"] = run_dir  # the run's own folder, as with a logger
+        elif several_runs:
+            trainer_kwargs["default_root_dir"] = Path(trainer_kwargs["default_root_dir"]) / run_name
     trainer = FederatedTrainer(logger=logger, **trainer_kwargs)
     if quiet:
         trainer.enable_progress_bar = False
     trainer.fit(objects.model, objects.data, ckpt_path=cfg.ckpt_path)
     return trainer
+
+
+#: FederatedTrainer's own default_root_dir (a recipe that leaves it there gets the run's folder when logging is off)
+_DEFAULT_ROOT_DIR = inspect.signature(FederatedTrainer).parameters["default_root_dir"].default
 
 
 def run_names(aggregator_cfgs: list[Any]) -> list[str]:

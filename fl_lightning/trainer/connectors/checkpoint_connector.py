@@ -239,7 +239,11 @@ def refuse_existing_run(folder: Path) -> None:
 
 
 def purge_logged_from(loggers: Sequence[Any], step: int) -> None:
-    """Make TensorBoard drop what an interrupted process logged at rounds ``>= step`` (it is logged again)."""
+    """Make the loggers drop what an interrupted process logged at rounds ``>= step`` (it is logged again).
+
+    TensorBoard gets a purge event; a CSV logger's ``metrics.csv`` keeps its rows of earlier rounds only.
+    """
+    from lightning.fabric.loggers import CSVLogger
     from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
     for logger in loggers:
@@ -248,6 +252,44 @@ def purge_logged_from(loggers: Sequence[Any], step: int) -> None:
             if writer is not None:
                 # the event SummaryWriter(purge_step=step) writes: readers discard older events at steps >= step
                 writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+        elif isinstance(logger, CSVLogger):
+            purge_csv_from(logger, step)
+
+
+def purge_csv_from(logger: Any, step: int) -> None:
+    """Keep the rows of ``metrics.csv`` logged before round ``step``, so a resumed run holds each round once.
+
+    Lightning's CSV writer deletes an existing ``metrics.csv`` when it opens a folder that holds files (a
+    resumed run's always does); the earlier rounds' rows are read first and written back for it to append to.
+    """
+    import csv
+
+    path = Path(logger.log_dir) / "metrics.csv"
+    header: list[str] | None = None
+    kept: list[dict[str, str]] = []
+    if path.is_file():
+        with path.open(newline="") as file:
+            reader = csv.DictReader(file)
+            header = list(reader.fieldnames or [])
+            kept = [row for row in reader if _csv_step(row) < step]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Experiment logs directory")  # the deletion handled here
+        experiment = logger.experiment
+    if not header:
+        return
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(kept)
+    experiment.metrics_keys = list(header)  # the writer appends to this header (rewriting it for new keys)
+
+
+def _csv_step(row: dict[str, str]) -> float:
+    """A ``metrics.csv`` row's step (a row without one counts as logged before any round)."""
+    try:
+        return float(row.get("step") or "-1")
+    except ValueError:
+        return -1.0
 
 
 def check_fields(state: dict[str, Any], connector: CheckpointConnector, path: Path) -> None:

@@ -61,7 +61,7 @@ def _mean(values: list[float]) -> float:
 
 
 def print_summaries(summaries: Sequence[RunSummary], title: str = "") -> None:
-    """A rich table, one row per run, then where the TensorBoard logs are."""
+    """A rich table, one row per run, then where the runs' logs are."""
     from rich.console import Console
     from rich.table import Table
 
@@ -84,8 +84,9 @@ def print_summaries(summaries: Sequence[RunSummary], title: str = "") -> None:
         console.print(f"ASR: {asr_key}")
     dirs = sorted({str(s.log_dir) for s in summaries})
     roots = sorted({str(Path(d).parent) for d in dirs})
-    console.print("TensorBoard logs:", *dirs, sep="\n  ")
-    console.print(f"View them with: tensorboard --logdir {' '.join(roots)}")
+    console.print("Logs:", *dirs, sep="\n  ")
+    if any(any(Path(d).glob("events.out.tfevents.*")) for d in dirs):
+        console.print(f"View them with: tensorboard --logdir {' '.join(roots)}")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fl_lightning.checkpoint import CHECKPOINT_NAME, run_files
 from fl_lightning.fit_config import fit_one, fit_parser
+from fl_lightning.recipe_loggers import check_loggers
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.sweeps import records
 from fl_lightning.sweeps.recipe import Point, Recipe, load_recipe
@@ -58,6 +59,8 @@ def run_sweep(cfg: Namespace, console: Console | None = None) -> list[RunSummary
     parser = fit_parser()
     parser.exit_on_error = False  # a bad point raises (named by parse_point) instead of exiting
     configs = [parse_point(parser, p) for p in selected]  # a typo fails here, before any point runs
+    for config in configs:  # as is a logger that is not one, or its wrong init_args
+        check_loggers(config.trainer.logger)
     root = Path(recipe.save_dir) / recipe.name
     _print_plan(console, recipe, selected, root)
     if cfg.dry_run:

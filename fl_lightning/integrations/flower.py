@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.checks import check_fraction, check_instance, check_int, check_optional_int, check_seed
 from fl_lightning.context import RoundContext
+from fl_lightning.integrations._arrays import flat
 from fl_lightning.integrations.flower_legacy import LegacyRobustStrategy
 from fl_lightning.param_layout import ParamLayout
 from fl_lightning.seeding import numpy_rng
@@ -196,7 +197,7 @@ class RobustStrategy(Strategy):
         ids = [self._client_id(node) for node in node_ids]
         ctx = RoundContext(round=server_round, client_ids=ids,
                            num_samples=torch.tensor([w for _, _, w, _ in accepted], dtype=torch.float32),
-                           layout=layout, global_params=_flat([reference[i] for i in floats], layout.num_params),
+                           layout=layout, global_params=flat([reference[i] for i in floats], layout.num_params),
                            seed=self.seed, num_clients=self.num_clients or len(self.client_index))
         result = self.aggregator.aggregate(updates, ctx)
         update = result.update.detach().reshape(-1)
@@ -321,15 +322,6 @@ def diagnostics_metrics(result: AggregationResult, update: Tensor, node_ids: lis
         elif isinstance(value, Tensor) and value.numel() == 1:
             metrics[key] = float(value)
     return {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
-
-
-def _flat(arrays: list[np.ndarray], n: int) -> Tensor:
-    out = torch.empty(n, dtype=torch.float32)
-    offset = 0
-    for a in arrays:
-        out[offset:offset + a.size] = torch.from_numpy(np.ascontiguousarray(a).reshape(-1)).float()
-        offset += a.size
-    return out
 
 
 __all__ = ["RobustStrategy", "LegacyRobustStrategy", "weighted_metrics", "diagnostics_metrics"]

@@ -29,6 +29,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.context import RoundContext
+from fl_lightning.integrations._arrays import flat
 from fl_lightning.param_layout import ParamLayout
 
 #: ``on_diagnostics(server_round, result)``: called after every aggregation with the full result
@@ -138,7 +139,7 @@ class LegacyRobustStrategy(FedAvg):
             for i, spec in zip(floats, layout.params):
                 delta = np.asarray(arrays[i], dtype=self._global[i].dtype) - self._global[i]
                 updates[row, spec.slice] = torch.from_numpy(np.ascontiguousarray(delta).reshape(-1)).float()
-        global_flat = _flat([self._global[i] for i in floats], layout.num_params)
+        global_flat = flat([self._global[i] for i in floats], layout.num_params)
         ctx = RoundContext(round=server_round, client_ids=[self.client_index[c] for c in cids],
                            num_samples=torch.tensor([float(r.num_examples) for _, r in results]),
                            layout=layout, global_params=global_flat, seed=self.seed,
@@ -195,15 +196,6 @@ class LegacyRobustStrategy(FedAvg):
         """Restore what :meth:`state_dict` returned."""
         self.client_index = dict(state.get("client_index", {}))
         self.aggregator.load_state_dict(state.get("aggregator", {}))
-
-
-def _flat(arrays: list[np.ndarray], n: int) -> Tensor:
-    out = torch.empty(n, dtype=torch.float32)
-    offset = 0
-    for a in arrays:
-        out[offset:offset + a.size] = torch.from_numpy(np.ascontiguousarray(a).reshape(-1)).float()
-        offset += a.size
-    return out
 
 
 def _metrics(result: AggregationResult, update: Tensor, cids: list[str], num_failures: int) -> dict[str, Scalar]:

@@ -246,7 +246,9 @@ def fang_trimmed_mean(honest: Tensor, num_attackers: int, *, b: float = 2.0,
     rises = honest.mean(dim=0) > 0
     low = torch.where(rises, torch.where(w_min > 0, w_min / b, w_min * b), w_max)
     high = torch.where(rises, w_min, torch.where(w_max > 0, w_max * b, w_max / b))
-    draws = torch.rand(num_attackers, honest.shape[1], generator=generator, dtype=honest.dtype)
+    # drawn on the generator's device (the CPU by default) and moved: one seed, the same rows on every device
+    draw_on = torch.device("cpu") if generator is None else generator.device
+    draws = torch.rand(num_attackers, honest.shape[1], generator=generator, dtype=honest.dtype, device=draw_on)
     return low + draws.to(honest.device) * (high - low)
 
 

@@ -189,3 +189,32 @@ class SimulatedDevice:
     def __exit__(self, *exc: Any) -> None:
         for mode in reversed(self._modes):
             mode.__exit__(*exc)
+
+
+# -- comparing a run on the simulated device with the same run on the CPU --------------------------------
+def _leaves(value: Any, kind: tuple[type, ...], path: str = "result") -> list[tuple[str, Any]]:
+    """``(path, leaf)`` of every leaf of type ``kind`` in nested dicts, lists and tuples (named tuples too)."""
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return [(path, value)]
+    if isinstance(value, dict):
+        return [leaf for key, v in value.items() for leaf in _leaves(v, kind, f"{path}[{key!r}]")]
+    if isinstance(value, (tuple, list)):
+        return [leaf for i, v in enumerate(value) for leaf in _leaves(v, kind, f"{path}[{i}]")]
+    return []
+
+
+def assert_same_on_device(on_dev: Any, on_cpu: Any) -> None:
+    """Every tensor of ``on_dev`` is on the simulated device and equals (bit for bit) its twin in ``on_cpu``.
+
+    Python numbers (a clipping bound, an iteration count) must match too.
+    """
+    left, right = _leaves(on_dev, (torch.Tensor,)), dict(_leaves(on_cpu, (torch.Tensor,)))
+    assert [path for path, _ in left] == list(right), "the device run returned other tensors than the CPU run"
+    for path, tensor in left:
+        assert on_device(tensor), f"{path} is on {tensor.device}, not on the inputs' device {DEVICE}"
+        assert tensor.shape == right[path].shape, f"{path} has shape {tuple(tensor.shape)} on the device"
+        torch.testing.assert_close(to_cpu(tensor), right[path], rtol=0, atol=0, equal_nan=True, msg=path)
+    numbers = dict(_leaves(on_cpu, (int, float)))
+    for path, number in _leaves(on_dev, (int, float)):
+        assert path in numbers and (number == numbers[path] or number != number and numbers[path] != numbers[path]), \
+            f"{path}: {number} on the device, {numbers.get(path)} on the CPU"

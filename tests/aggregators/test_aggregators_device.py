@@ -17,7 +17,9 @@ from fl_lightning.aggregators import AGGREGATORS, PRE_AGGREGATORS, get_aggregato
 from fl_lightning.aggregators import functional as F
 from fl_lightning.context import RoundContext
 from fl_lightning.param_layout import ParamLayout
-from tests.aggregators.simulated_device import DEVICE, SimulatedDevice, on_device, to_cpu, to_device
+from tests.aggregators.simulated_device import (
+    SimulatedDevice, assert_same_on_device, on_device, to_cpu, to_device,
+)
 
 K, OUT, IN = 9, 2, 3
 
@@ -78,43 +80,6 @@ def _on_device(ctx: RoundContext) -> RoundContext:
     return dataclasses.replace(ctx, **moved)
 
 
-def _tensors(value: Any, path: str = "result") -> list[tuple[str, Tensor]]:
-    if isinstance(value, Tensor):
-        return [(path, value)]
-    if isinstance(value, dict):
-        return [t for key, v in value.items() for t in _tensors(v, f"{path}[{key!r}]")]
-    if isinstance(value, (tuple, list)):
-        return [t for i, v in enumerate(value) for t in _tensors(v, f"{path}[{i}]")]
-    return []
-
-
-def _assert_same_on_device(on_dev: Any, on_cpu: Any) -> None:
-    """Every tensor of ``on_dev`` is on the device and equals its twin computed on the CPU."""
-    left = [(path, t) for path, t in _tensors(on_dev)]
-    right = dict(_tensors(on_cpu))
-    assert [path for path, _ in left] == list(right), "the device run returned other fields than the CPU run"
-    for path, tensor in left:
-        assert on_device(tensor), f"{path} is on {tensor.device}, not on the updates' device {DEVICE}"
-        assert tensor.shape == right[path].shape, f"{path} has shape {tuple(tensor.shape)} on the device"
-        torch.testing.assert_close(to_cpu(tensor), right[path], rtol=0, atol=0, equal_nan=True, msg=path)
-    for path, value in _scalars(on_dev):
-        assert value == pytest.approx(_scalars_dict(on_cpu)[path], nan_ok=True), path
-
-
-def _scalars(value: Any, path: str = "result") -> list[tuple[str, float]]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return [(path, float(value))]
-    if isinstance(value, dict):
-        return [s for key, v in value.items() for s in _scalars(v, f"{path}[{key!r}]")]
-    if isinstance(value, (tuple, list)):
-        return [s for i, v in enumerate(value) for s in _scalars(v, f"{path}[{i}]")]
-    return []
-
-
-def _scalars_dict(value: Any) -> dict[str, float]:
-    return dict(_scalars(value))
-
-
 def _two_rounds(build: Callable[[], Any], device: bool, with_nan: bool, scanned: bool) -> list[Any]:
     """Two rounds with one aggregator (stateful rules carry memory into the second)."""
     aggregator, results = build(), []
@@ -137,7 +102,7 @@ def test_aggregator_runs_on_the_updates_device(name, inner, with_nan, scanned):
     on_cpu = _two_rounds(lambda: _build(name, inner), False, with_nan, scanned)
     with SimulatedDevice():
         on_dev = _two_rounds(lambda: _build(name, inner), True, with_nan, scanned)
-    _assert_same_on_device(on_dev, on_cpu)
+    assert_same_on_device(on_dev, on_cpu)
 
 
 def test_every_rule_and_pre_aggregator_is_checked():
@@ -157,7 +122,7 @@ def test_state_loaded_from_a_cpu_checkpoint_moves_to_the_device(name):
     resumed.load_state_dict(to_cpu(_build_state(name)))
     with SimulatedDevice():
         got = resumed.aggregate(to_device(_round(1, False, True)[0]), _on_device(_round(1, False, True)[1]))
-    _assert_same_on_device(got, expected)
+    assert_same_on_device(got, expected)
 
 
 def _build_state(name: str) -> dict:
@@ -229,7 +194,7 @@ def test_functional_rule_runs_on_the_updates_device(name, given_mask, with_nan):
     if name == "bucket_indices":                 # a list of index tensors, on the CPU by design: it has no input
         assert [t.tolist() for t in on_dev] == [t.tolist() for t in on_cpu]
         return
-    _assert_same_on_device(on_dev, on_cpu)
+    assert_same_on_device(on_dev, on_cpu)
 
 
 def test_every_public_rule_is_checked():

@@ -4,7 +4,8 @@ The torchmetrics split, as in :mod:`fl_lightning.aggregators.functional`: the at
 the hyper-parameters, the attacker set and the schedule, and call these functions for the maths.
 ``honest`` is what an omniscient attacker sees (the other clients' rows of the round); ``own``
 are the attackers' own trained rows, for the attacks that start from them. Every function returns
-a new tensor of ``honest``'s dtype and never writes its inputs.
+a new tensor of ``honest``'s dtype and device and never writes its inputs (random draws happen on the
+generator's device, the CPU by default, and are moved, so a seed crafts the same rows on every device).
 
 Imports only torch, :mod:`fl_lightning.checks` and :mod:`fl_lightning.aggregators.functional`
 (Krum, for Fang's attack).

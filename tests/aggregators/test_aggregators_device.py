@@ -114,21 +114,16 @@ def test_every_rule_and_pre_aggregator_is_checked():
 @pytest.mark.parametrize("name", ["foolsgold", "centered_clipping"])
 def test_state_loaded_from_a_cpu_checkpoint_moves_to_the_device(name):
     """A GPU run resumed from a checkpoint: the saved memory comes back on the CPU (``map_location="cpu"``)."""
-    first = _build(name)
-    updates, ctx = _round(0, False, True)
-    first.aggregate(updates, ctx)
-    expected = first.aggregate(*_round(1, False, True))
+    uninterrupted = _build(name)
+    uninterrupted.aggregate(*_round(0, False, True))
+    saved = uninterrupted.state_dict()
+    expected = uninterrupted.aggregate(*_round(1, False, True))
     resumed = _build(name)
-    resumed.load_state_dict(to_cpu(_build_state(name)))
+    resumed.load_state_dict(saved)
+    updates, ctx = _round(1, False, True)
     with SimulatedDevice():
-        got = resumed.aggregate(to_device(_round(1, False, True)[0]), _on_device(_round(1, False, True)[1]))
+        got = resumed.aggregate(to_device(updates), _on_device(ctx))
     assert_same_on_device(got, expected)
-
-
-def _build_state(name: str) -> dict:
-    aggregator = _build(name)
-    aggregator.aggregate(*_round(0, False, True))
-    return aggregator.state_dict()
 
 
 # -- the functional rules --------------------------------------------------------------------------------
@@ -217,4 +212,11 @@ def test_the_simulated_device_catches_a_cpu_tensor_mixed_in():
             updates.numpy()
         with pytest.raises(RuntimeError, match="generator"):
             torch.randperm(K, generator=torch.Generator(), device=updates.device)
+        with pytest.raises(RuntimeError, match="same device"):
+            updates.index_select(0, torch.tensor([0, 2]))
         assert on_device(torch.zeros(K, device=updates.device) + updates.sum(dim=1))
+        # what works on CUDA works here: list indices, 0-dim CPU scalars, shapes of composite ops
+        assert to_cpu(updates[[0, 2]]).equal(to_cpu(updates)[[0, 2]])
+        assert on_device(updates * torch.tensor(2.0))
+        weights = to_device(torch.rand(K))
+        assert (weights @ updates).shape == (N,) and on_device(weights @ updates)

@@ -7,12 +7,19 @@ Prints one JSON object with three parts:
   difference of the final global models (float tolerance: cuDNN's convolutions sum in another order);
 * ``engines``: clients per second of one round of 100 PaperCNN clients x 40 samples on the GPU,
   sequential vs vmap (target: vmap at least 5x the sequential engine);
-* ``residual_reweight``: seconds of ``residual_reweight`` on a ``[100, 11.2M]`` update matrix on the GPU.
+* ``residual_reweight``: seconds of ``residual_reweight`` on a ``[100, 11.2M]`` update matrix on the GPU;
+* ``aggregators``: every aggregation rule and pre-aggregator once on the GPU and once on the CPU, on the
+  same random ``[K, N]`` updates (one row non-finite, one far out), with every round tensor on its
+  device as the trainer passes them; the largest difference of the updates and client weights
+  (float tolerance: reductions sum in another order) and whether the flagged clients agree. Random
+  draws (FLAME's noise, DnC's coordinates, Bucketing's shuffle) are made on the CPU generator either
+  way, so they match exactly.
 
 Without CUDA it prints a message and exits with status 0 (nothing to measure).
 
     python benchmarks/gpu.py                       # everything
     python benchmarks/gpu.py --parts agreement --rounds 3
+    python benchmarks/gpu.py --parts aggregators --dry-run-on-cpu   # checks the script on a CPU-only machine
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ import time
 import warnings
 from typing import Any, Callable
 
-PARTS = ("agreement", "engines", "residual_reweight")
+PARTS = ("agreement", "engines", "residual_reweight", "aggregators")
 
 
 def synthetic_clients(num_clients: int, samples: int, seed: int = 0) -> list:
@@ -141,6 +148,98 @@ def residual_reweight(k: int, n: int, repeats: int, device: str = "cuda") -> dic
             "peak_gib": peak, "matrix_gib": updates.numel() * 4 / 2**30}
 
 
+#: constructor arguments of the rules that need some for ``K`` clients (f = 1 where a rule tolerates f)
+_RULE_ARGS: dict[str, dict[str, Any]] = {
+    "krum": {"f": 1}, "multi_krum": {"f": 1}, "bulyan": {"f": 1}, "mda": {"f": 1}, "monna": {"f": 1},
+    "meamed": {"f": 1}, "caf": {"f": 1}, "smea": {"f": 1}, "dnc": {"f": 1, "sub_dim": 1000},
+    "fltrust": {"root_samples": 10}, "geometric_median": {"weighted": True},
+}
+
+
+def _rules() -> dict[str, Callable[[], Any]]:
+    """A fresh instance of every rule, and of every pre-aggregator around FedAvg and TrimmedMean, by label."""
+    from fl_lightning.aggregators import AGGREGATORS, PRE_AGGREGATORS, get_aggregator
+
+    rules: dict[str, Callable[[], Any]] = {
+        name: (lambda name=name: get_aggregator(name, **_RULE_ARGS.get(name, {}))) for name in AGGREGATORS}
+    own = {"bucketing": {"s": 2}, "nnm": {"f": 1}, "arc": {"f": 1}}
+    for pre in PRE_AGGREGATORS:
+        for inner in ("fedavg", "trimmed_mean"):
+            rules[f"{pre}({inner})"] = (lambda pre=pre, inner=inner: get_aggregator(
+                pre, inner=get_aggregator(inner), **own.get(pre, {})))
+    return rules
+
+
+def _round_inputs(k: int, n: int, device: str) -> tuple[Any, Any]:
+    """Random ``[k, n]`` updates (row 3 non-finite, the last row far out) and their round context on ``device``."""
+    import torch
+
+    from fl_lightning.context import RoundContext
+    from fl_lightning.param_layout import ParamLayout
+
+    body = max(1, (n - 1011) // 100)
+    layout = ParamLayout.from_shapes(["body.weight", "head.weight", "head.bias", "temperature"],
+                                     [(body, 100), (10, 100), (10,), ()])
+    g = torch.Generator().manual_seed(0)
+    updates = torch.randn(k, layout.num_params, generator=g)
+    updates[1] = updates[0] + 1e-3 * torch.randn(layout.num_params, generator=g)
+    updates[k - 1] *= 20
+    updates[3, 5] = float("nan")
+    ctx = RoundContext(round=2, client_ids=list(range(k)), num_samples=torch.arange(10.0, 10.0 + k),
+                       layout=layout, global_params=torch.randn(layout.num_params, generator=g), seed=0,
+                       num_clients=k, reference_update=updates[2].abs() + 0.1,
+                       finite=torch.isfinite(updates).all(dim=1))
+    moved = {name: getattr(ctx, name).to(device) for name in ("num_samples", "global_params", "reference_update",
+                                                                "finite")}
+    for name, value in moved.items():
+        setattr(ctx, name, value)
+    return updates.to(device), ctx
+
+
+def _difference(cpu: Any, other: Any) -> dict[str, Any]:
+    """Largest absolute and relative difference of two tensors (``None`` when either is missing)."""
+    import torch
+
+    if cpu is None or other is None:
+        return {"same_presence": cpu is None and other is None}
+    other = other.detach().cpu().to(cpu.dtype)
+    diff = (cpu - other).abs()
+    return {"max_abs_diff": float(diff.max()) if diff.numel() else 0.0,
+            "max_rel_diff": float((diff / cpu.abs().clamp_min(1e-3)).max()) if diff.numel() else 0.0,
+            "within_tolerance": bool(torch.allclose(cpu, other, rtol=1e-4, atol=1e-5))}
+
+
+def aggregators(k: int, n: int, device: str = "cuda") -> dict[str, Any]:
+    """Every rule on ``device`` against the CPU, on the same updates: differences of updates, weights and flags."""
+    import torch
+
+    results: dict[str, Any] = {"k": k, "n": n}
+    for label, build in _rules().items():
+        try:
+            outcome = {}
+            for where in ("cpu", device):
+                updates, ctx = _round_inputs(k, n, where)
+                result = build().aggregate(updates, ctx)
+                flagged = result.diagnostics.get("flagged")
+                outcome[where] = (result.update.detach().cpu(), result.update.device.type,
+                                  None if result.client_weights is None else result.client_weights.detach().cpu(),
+                                  None if flagged is None else flagged.detach().cpu())
+            cpu, other = outcome["cpu"], outcome[device]
+            update, weights = _difference(cpu[0], other[0]), _difference(cpu[2], other[2])
+            results[label] = {
+                "update": update, "client_weights": weights, "result_on": other[1],
+                "flagged_equal": cpu[3] is None and other[3] is None or (
+                    cpu[3] is not None and other[3] is not None and bool(torch.equal(cpu[3], other[3]))),
+            }
+            results[label]["ok"] = bool(update.get("within_tolerance") and weights.get("within_tolerance", True)
+                                        and weights.get("same_presence", True) and results[label]["flagged_equal"]
+                                        and other[1] == torch.device(device).type)
+        except Exception as exc:  # one failing rule must not hide the others
+            results[label] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    results["all_ok"] = all(v["ok"] for key, v in results.items() if isinstance(v, dict))
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen parts and print their JSON; exit 0 with a message when there is no CUDA."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -150,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=40, help="samples per client of the engine timing")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rr-n", type=int, default=11_200_000, help="columns of the residual_reweight matrix")
+    parser.add_argument("--agg-k", type=int, default=20, help="clients of the aggregator comparison")
+    parser.add_argument("--agg-n", type=int, default=100_000, help="columns of the aggregator comparison")
     parser.add_argument("--dry-run-on-cpu", action="store_true",
                         help="run every part on the CPU instead (checks the script itself; no GPU figures)")
     args = parser.parse_args(argv)
@@ -168,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                 report[part] = agreement(args.rounds, num_clients=10, samples=40, device=device)
             elif part == "engines":
                 report[part] = engines(args.clients, args.samples, args.repeats, device)
+            elif part == "aggregators":
+                report[part] = aggregators(args.agg_k, args.agg_n, device)
             else:
                 report[part] = residual_reweight(100, args.rr_n, args.repeats, device)
         except Exception as exc:  # one failing part must not hide the others' figures

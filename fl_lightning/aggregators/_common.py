@@ -28,12 +28,12 @@ def check_updates(updates: Tensor, name: str, ctx: Any = None) -> Tensor:
     return finite_rows(updates)
 
 
-def sample_weights(ctx: Any, k: int, name: str) -> Tensor:
-    """The clients' sample counts from ``ctx.num_samples`` as a float64 ``[K]`` tensor."""
+def sample_weights(ctx: Any, k: int, name: str, device: torch.device | None = None) -> Tensor:
+    """The clients' sample counts from ``ctx.num_samples`` as a float64 ``[K]`` tensor on ``device``."""
     counts = getattr(ctx, "num_samples", None)
     if counts is None:
         raise ValueError(f"{name}: the round context has no num_samples; pass weighted=False")
-    counts = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    counts = torch.as_tensor(counts, dtype=torch.float64, device=device).flatten()
     if counts.numel() != k:
         raise ValueError(f"{name}: ctx.num_samples has {counts.numel()} entries for {k} updates")
     return counts
@@ -44,7 +44,8 @@ def sample_weights(ctx: Any, k: int, name: str) -> Tensor:
 def client_weights(ctx: Any, finite: Tensor, weighted: bool, name: str) -> Tensor:
     """Sum-1 weights over the finite rows: by sample count when ``weighted``, else uniform."""
     k = finite.numel()
-    raw = sample_weights(ctx, k, name) if weighted else torch.ones(k, dtype=torch.float64, device=finite.device)
+    raw = sample_weights(ctx, k, name, finite.device) if weighted \
+        else torch.ones(k, dtype=torch.float64, device=finite.device)
     return normalised(raw, finite)
 
 

@@ -86,7 +86,8 @@ class FoolsGold(Aggregator):
             raise ValueError(f"FoolsGold: client {client_id}'s stored history has {past.numel()} values but "
                              f"this round's features have {feature.numel()}; the model changed, reset "
                              f"the aggregator (load_state_dict({{}}))")
-        self._memory[client_id] = feature.clone() if past is None else past + feature
+        # a memory restored from a checkpoint sits on the CPU (map_location="cpu"); it joins the feature's device
+        self._memory[client_id] = feature.clone() if past is None else past.to(feature.device) + feature
         return self._memory[client_id]
 
     def state_dict(self) -> dict[str, Any]:

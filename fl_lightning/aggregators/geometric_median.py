@@ -30,7 +30,7 @@ class GeometricMedian(Aggregator):
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The geometric median of the finite rows."""
         finite = check_updates(updates, "GeometricMedian", ctx)
-        alpha = sample_weights(ctx, updates.shape[0], "GeometricMedian") if self.weighted else None
+        alpha = sample_weights(ctx, updates.shape[0], "GeometricMedian", updates.device) if self.weighted else None
         if alpha is not None:
             alpha = torch.where(finite, alpha, torch.zeros_like(alpha))
         result = weiszfeld(updates, alpha, tol=self.tol, max_iter=self.max_iter, eps=self.eps,

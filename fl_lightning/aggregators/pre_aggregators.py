@@ -16,9 +16,9 @@ from fl_lightning.context import RoundContext, SetupContext
 from fl_lightning.seeding import derive_seed
 
 
-def _all_rows(k: int) -> Tensor:
+def _all_rows(k: int, device: torch.device) -> Tensor:
     """The finite mask of rows built from finite rows only (the transformed rows ``inner`` sees)."""
-    return torch.ones(k, dtype=torch.bool)
+    return torch.ones(k, dtype=torch.bool, device=device)
 
 
 class PreAggregator(Aggregator):
@@ -64,15 +64,15 @@ class PreAggregator(Aggregator):
         finite = check_updates(updates, type(self).__name__, ctx)
         keep = torch.nonzero(finite).flatten()
         rows_in = updates if bool(finite.all()) else updates.index_select(0, keep)
-        sub_ctx = dataclasses.replace(ctx.select(keep.tolist()), finite=_all_rows(keep.numel()))
+        sub_ctx = dataclasses.replace(ctx.select(keep.tolist()), finite=_all_rows(keep.numel(), updates.device))
         rows, inner_ctx, to_clients = self.transform(rows_in, sub_ctx)
         result = self.inner.aggregate(rows, inner_ctx)
         k = updates.shape[0]
         weights = None
         if result.client_weights is not None:
-            weights = torch.zeros(k)
+            weights = torch.zeros(k, device=updates.device)
             weights[keep] = (result.client_weights.double() @ to_clients).float()
-        flagged = torch.ones(k, dtype=torch.bool)
+        flagged = torch.ones(k, dtype=torch.bool, device=updates.device)
         inner_flagged = result.diagnostics.get("flagged")
         if inner_flagged is not None:
             flagged[keep] = (inner_flagged.double() @ (to_clients > 0).double()) > 0
@@ -120,13 +120,14 @@ class Bucketing(PreAggregator):
         """The bucket means."""
         k = updates.shape[0]
         generator = torch.Generator().manual_seed(derive_seed(ctx.seed, "bucketing", ctx.round))
-        buckets = bucket_indices(k, self.s, generator)
-        to_clients = torch.zeros(len(buckets), k, dtype=torch.float64)
+        buckets = bucket_indices(k, self.s, generator, updates.device)
+        to_clients = torch.zeros(len(buckets), k, dtype=torch.float64, device=updates.device)
         for b, index in enumerate(buckets):
             to_clients[b, index] = 1.0 / index.numel()
         means = to_clients.to(updates.dtype) @ updates
-        counts = torch.as_tensor(ctx.num_samples, dtype=torch.float64)
-        inner_ctx = dataclasses.replace(ctx, client_ids=list(range(len(buckets))), finite=_all_rows(len(buckets)),
+        counts = torch.as_tensor(ctx.num_samples, dtype=torch.float64, device=updates.device)
+        inner_ctx = dataclasses.replace(ctx, client_ids=list(range(len(buckets))),
+                                        finite=_all_rows(len(buckets), updates.device),
                                         num_samples=torch.stack([counts[i].sum() for i in buckets]).float())
         return means, inner_ctx, to_clients
 
@@ -153,8 +154,9 @@ class NNM(PreAggregator):
 
     def transform(self, updates: Tensor, ctx: RoundContext) -> tuple[Tensor, RoundContext, Tensor]:
         """The mixed rows."""
-        mixing = nnm_weights(updates, self.f, finite=_all_rows(updates.shape[0]))
-        return mixing.to(updates.dtype) @ updates, dataclasses.replace(ctx, finite=_all_rows(len(mixing))), mixing
+        mixing = nnm_weights(updates, self.f, finite=_all_rows(updates.shape[0], updates.device))
+        mixed_ctx = dataclasses.replace(ctx, finite=_all_rows(len(mixing), updates.device))
+        return mixing.to(updates.dtype) @ updates, mixed_ctx, mixing
 
 
 class ARC(PreAggregator):
@@ -167,7 +169,8 @@ class ARC(PreAggregator):
 
     def transform(self, updates: Tensor, ctx: RoundContext) -> tuple[Tensor, RoundContext, Tensor]:
         """The clipped rows."""
-        scales = arc_scales(updates, self.f, finite=_all_rows(updates.shape[0]))
+        k, device = updates.shape[0], updates.device
+        scales = arc_scales(updates, self.f, finite=_all_rows(k, device))
         clipped = updates * scales.to(updates.dtype).unsqueeze(1)
-        k = updates.shape[0]
-        return clipped, dataclasses.replace(ctx, finite=_all_rows(k)), torch.eye(k, dtype=torch.float64)
+        return clipped, dataclasses.replace(ctx, finite=_all_rows(k, device)), torch.eye(k, dtype=torch.float64,
+                                                                                         device=device)

@@ -4,7 +4,8 @@ The torchmetrics split, as in :mod:`fl_lightning.aggregators.functional`: the at
 the hyper-parameters, the attacker set and the schedule, and call these functions for the maths.
 ``honest`` is what an omniscient attacker sees (the other clients' rows of the round); ``own``
 are the attackers' own trained rows, for the attacks that start from them. Every function returns
-a new tensor of ``honest``'s dtype and never writes its inputs.
+a new tensor of ``honest``'s dtype and device and never writes its inputs (random draws happen on the
+generator's device, the CPU by default, and are moved, so a seed crafts the same rows on every device).
 
 Imports only torch, :mod:`fl_lightning.checks` and :mod:`fl_lightning.aggregators.functional`
 (Krum, for Fang's attack).
@@ -246,7 +247,9 @@ def fang_trimmed_mean(honest: Tensor, num_attackers: int, *, b: float = 2.0,
     rises = honest.mean(dim=0) > 0
     low = torch.where(rises, torch.where(w_min > 0, w_min / b, w_min * b), w_max)
     high = torch.where(rises, w_min, torch.where(w_max > 0, w_max * b, w_max / b))
-    draws = torch.rand(num_attackers, honest.shape[1], generator=generator, dtype=honest.dtype)
+    # drawn on the generator's device (the CPU by default) and moved: one seed, the same rows on every device
+    draw_on = torch.device("cpu") if generator is None else generator.device
+    draws = torch.rand(num_attackers, honest.shape[1], generator=generator, dtype=honest.dtype, device=draw_on)
     return low + draws.to(honest.device) * (high - low)
 
 

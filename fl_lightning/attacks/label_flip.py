@@ -73,8 +73,8 @@ class LabelFlip(Attack):
             flipped[mask] = self.target
         else:
             others = torch.tensor([c for c in range(self._num_classes) if c != self.source],
-                                  dtype=targets.dtype)
-            flipped[mask] = others[torch.arange(int(mask.sum())) % len(others)]
+                                  dtype=targets.dtype, device=targets.device)
+            flipped[mask] = others[torch.arange(int(mask.sum()), device=targets.device) % len(others)]
         return flipped
 
     @property

@@ -35,10 +35,11 @@ class ClassAccuracy(FederatedCallback):
         was_training = module.training
         module.eval()
         predict = predict_fn(module)
+        device = module.device
         order = list(torch.arange(len(test)).split(self.batch_size))
-        preds = torch.cat([predict(module(inputs)) for inputs, _ in test.batches(order)])
+        preds = torch.cat([predict(module(inputs.to(device))) for inputs, _ in test.batches(order)])
         module.train(was_training)
-        targets = test.targets.reshape(preds.shape)
+        targets = test.targets.to(preds.device).reshape(preds.shape)
         scalars = {}
         for c in self.classes:
             mask = targets == c

@@ -25,7 +25,7 @@ def attack_success_counts(preds: Tensor, targets: Tensor, source: int | None,
     """Numerator and denominator of :func:`attack_success_rate`, to accumulate over batches."""
     preds, targets = preds.reshape(-1), targets.reshape(-1).to(preds.dtype)
     if source is None:
-        return (preds != targets).sum().float(), torch.tensor(float(targets.numel()))
+        return (preds != targets).sum().float(), torch.tensor(float(targets.numel()), device=preds.device)
     mask = targets == source
     wrong = preds[mask] == target if target is not None else preds[mask] != source
     return wrong.sum().float(), mask.sum().float()
@@ -59,9 +59,11 @@ def detection_counts(flagged_ids: IdSet, attacker_ids: IdSet,
 
     Only the round's ``participating_ids`` count: a flagged id or an attacker that did not take part
     is ignored. ``flagged_ids`` may also be a ``[K]`` bool mask aligned with ``participating_ids``
-    (the ``"flagged"`` diagnostic of an aggregator).
+    (the ``"flagged"`` diagnostic of an aggregator). The counts are on ``flagged_ids``' device when it is
+    a tensor, else on the CPU.
     """
     participating = _id_list(participating_ids, "participating_ids")
+    device = flagged_ids.device if isinstance(flagged_ids, Tensor) else None
     if isinstance(flagged_ids, Tensor) and flagged_ids.dtype == torch.bool:
         if flagged_ids.numel() != len(participating):
             raise ValueError(f"detection_counts: a flagged mask of {flagged_ids.numel()} entries for "
@@ -71,8 +73,8 @@ def detection_counts(flagged_ids: IdSet, attacker_ids: IdSet,
         flagged = set(_id_list(flagged_ids, "flagged_ids")) & set(participating)
     attackers = set(_id_list(attacker_ids, "attacker_ids")) & set(participating)
     tp = len(flagged & attackers)
-    return torch.tensor(float(tp)), torch.tensor(float(len(flagged) - tp)), \
-        torch.tensor(float(len(attackers) - tp))
+    return torch.tensor(float(tp), device=device), torch.tensor(float(len(flagged) - tp), device=device), \
+        torch.tensor(float(len(attackers) - tp), device=device)
 
 
 def detection_precision_recall(flagged_ids: IdSet, attacker_ids: IdSet,

@@ -5,6 +5,11 @@ Every function takes the stacked updates ``u`` of shape ``[K, N]`` and returns t
 anything else. Work is done in chunks of columns so the extra memory stays a small multiple of the
 input; ``chunk_size`` overrides the number of columns per chunk where a function accepts it.
 
+Everything a rule computes stays on the device of ``u`` (a ``finite`` mask or ``weights`` given on
+another device are moved there). Random draws (FLAME's noise, DnC's coordinates, Bucketing's shuffle)
+happen on the generator's device, the CPU by default, and are then moved: one seed gives the same
+draws whether the updates live on the CPU or a GPU.
+
 Medians follow the statistics convention (the mean of the two middle values for an even count), as
 the reference implementation of residual reweighting does. The column-wise rules run many small ops
 per chunk: they use one intra-op thread each and spread whole chunks over threads instead, which

@@ -150,6 +150,15 @@ def _map_columns(updates: Tensor, mask: Tensor | None, bytes_per_column: int, ch
     return out
 
 
+def _draw_device(generator: torch.Generator | None) -> torch.device:
+    """Where a draw from ``generator`` happens: its own device (the default generator's is the CPU).
+
+    Rules draw there and move the result to the updates' device, so a CPU generator drives rules on
+    any device and one seed gives the same draws whatever device the updates live on.
+    """
+    return torch.device("cpu") if generator is None else generator.device
+
+
 def _all_or_mask(mask: Tensor) -> Tensor | None:
     return None if bool(mask.all()) else mask
 
@@ -172,7 +181,8 @@ def _row_sq_distances(updates: Tensor, mask: Tensor | None, center: Tensor | Non
         part = diff.square().sum(dim=1, dtype=torch.float64)
         total = part if total is None else total + part
     if total is None:                    # no columns: every row is at distance 0
-        return torch.zeros(updates.shape[0] if mask is None else int(mask.sum()), dtype=torch.float64)
+        return torch.zeros(updates.shape[0] if mask is None else int(mask.sum()), dtype=torch.float64,
+                           device=updates.device)
     return total
 
 
@@ -185,7 +195,7 @@ def _gram(updates: Tensor, mask: Tensor | None) -> Tensor:
         gram = part if gram is None else gram + part
     if gram is None:                     # no columns: every inner product is 0
         k = updates.shape[0] if mask is None else int(mask.sum())
-        return torch.zeros(k, k, dtype=torch.float64)
+        return torch.zeros(k, k, dtype=torch.float64, device=updates.device)
     return gram
 
 
@@ -201,7 +211,7 @@ def row_distances(updates: Tensor, center: Tensor | None = None, *, finite: Tens
     """``[K]`` L2 distance of each row to ``center`` (its norm if None); ``+inf`` for non-finite rows."""
     _check_updates(updates, "row_distances")
     mask = _given_or_scanned(updates, finite, "row_distances")
-    out = torch.full((updates.shape[0],), math.inf, dtype=torch.float64)
+    out = torch.full((updates.shape[0],), math.inf, dtype=torch.float64, device=updates.device)
     if bool(mask.any()):
         out[mask] = _row_sq_distances(updates, _all_or_mask(mask), center).sqrt()
     return out
@@ -217,12 +227,12 @@ def _finite_mask(updates: Tensor, name: str, finite: Tensor | None = None) -> Te
 
 
 def _finite_weights(weights: Tensor | None, mask: Tensor, name: str) -> Tensor:
-    """Per-client ``weights`` (uniform if None) of the finite rows, float64, scaled to sum 1."""
+    """Per-client ``weights`` (uniform if None) of the finite rows, float64, scaled to sum 1, on ``mask``'s device."""
     k = mask.numel()
     if weights is None:
-        w = torch.ones(k, dtype=torch.float64)
+        w = torch.ones(k, dtype=torch.float64, device=mask.device)
     else:
-        w = torch.as_tensor(weights, dtype=torch.float64)
+        w = torch.as_tensor(weights, dtype=torch.float64, device=mask.device)
         if tuple(w.shape) != (k,):
             raise ValueError(f"{name}: weights must have shape ({k},) (one per client), got {tuple(w.shape)}")
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):

@@ -28,7 +28,7 @@ def centered_clipping(updates: Tensor, *, tau: float = 1.0, iters: int = 3,
     else:
         if not isinstance(center, Tensor) or tuple(center.shape) != (n,) or not bool(torch.isfinite(center).all()):
             raise ValueError(f"{name}: center must be a finite tensor of shape ({n},)")
-        v = center.to(updates.dtype)
+        v = center.to(device=updates.device, dtype=updates.dtype)
     rows = _all_or_mask(mask)
     for _ in range(iters):
         dist = _row_sq_distances(updates, rows, v).sqrt()

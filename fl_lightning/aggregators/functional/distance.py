@@ -53,7 +53,7 @@ def krum_ranking(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Kr
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
     nearest = torch.sort(dist, dim=1).values[:, 1:k - f - 1]      # column 0 is the row itself
     finite_scores = nearest.sum(dim=1)
-    scores = torch.full((k_all,), math.inf, dtype=torch.float64)
+    scores = torch.full((k_all,), math.inf, dtype=torch.float64, device=updates.device)
     scores[mask] = finite_scores
     index = torch.nonzero(mask).flatten()
     return KrumRanking(scores, index[_krum_order(finite_scores, dist)])
@@ -87,7 +87,7 @@ def bulyan(updates: Tensor, f: int, *, chunk_size: int | None = None, selection:
     k = _check_bulyan(updates, f, finite=finite)
     selected = bulyan_selection(updates, f, finite=finite) if selection is None else selection
     keep = k - 4 * f
-    chosen_rows = torch.zeros(updates.shape[0], dtype=torch.bool)
+    chosen_rows = torch.zeros(updates.shape[0], dtype=torch.bool, device=updates.device)
     chosen_rows[selected] = True
 
     def closest_mean(chunk: Tensor) -> Tensor:
@@ -118,7 +118,7 @@ def bulyan_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -
     index = torch.nonzero(mask).flatten()
     k = index.numel()
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
-    remaining = torch.ones(k, dtype=torch.bool)
+    remaining = torch.ones(k, dtype=torch.bool, device=dist.device)
     for _ in range(k - 2 * f):
         alive = torch.nonzero(remaining).flatten()
         sub = dist[alive][:, alive]
@@ -145,8 +145,8 @@ def check_byzantine_count(f: int, owner: str) -> int:
 MAX_SUBSETS = 2_000_000
 
 
-def _subsets(k: int, size: int, owner: str, batch: int = 4096):
-    """Batches ``[B, size]`` of the ``size``-subsets of ``range(k)`` in lexicographic order."""
+def _subsets(k: int, size: int, owner: str, device: torch.device | None = None, batch: int = 4096):
+    """Batches ``[B, size]`` of the ``size``-subsets of ``range(k)`` in lexicographic order, on ``device``."""
     total = math.comb(k, size)
     if total > MAX_SUBSETS:
         raise ValueError(f"{owner} examines every subset of K - f clients: C({k}, {size}) = {total} is more than "
@@ -156,12 +156,12 @@ def _subsets(k: int, size: int, owner: str, batch: int = 4096):
         chunk = list(itertools.islice(combos, batch))
         if not chunk:
             return
-        yield torch.tensor(chunk, dtype=torch.long).reshape(len(chunk), size)
+        yield torch.tensor(chunk, dtype=torch.long, device=device).reshape(len(chunk), size)
 
 
 def _full_mask(mask: Tensor, chosen: Tensor) -> Tensor:
     """``[K]`` bool over all rows from ``chosen`` indices into the finite rows ``mask`` selects."""
-    full = torch.zeros(mask.numel(), dtype=torch.bool)
+    full = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
     full[torch.nonzero(mask).flatten()[chosen]] = True
     return full
 
@@ -183,9 +183,10 @@ def mda_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -> S
     MAJORITY.check(k, f, name)
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
     best, best_subset = (math.inf, math.inf), None
-    for subsets in _subsets(k, k - f, name):
+    for subsets in _subsets(k, k - f, name, dist.device):
         inner = dist[subsets.unsqueeze(2), subsets.unsqueeze(1)].flatten(1)   # [B, m * m]
-        diameters = inner.max(dim=1).values if inner.shape[1] else torch.zeros(len(subsets), dtype=dist.dtype)
+        diameters = inner.max(dim=1).values if inner.shape[1] \
+            else torch.zeros(len(subsets), dtype=dist.dtype, device=dist.device)
         spread = inner.sum(dim=1)
         for index in torch.nonzero(diameters == diameters.min()).flatten().tolist():
             key = (float(diameters[index]), float(spread[index]))

@@ -6,7 +6,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators.functional._base import _all_or_mask, _gram, _require_finite, _weighted_rows
+from fl_lightning.aggregators.functional._base import (
+    _all_or_mask, _draw_device, _gram, _require_finite, _weighted_rows,
+)
 from fl_lightning.aggregators.functional._order import _median0
 from fl_lightning.checks import check_number
 
@@ -49,15 +51,16 @@ def flame_details(updates: Tensor, *, noise: float = 0.001, generator: torch.Gen
     check_number(noise, "noise (lambda, the noise scale relative to the median norm)", name, low=0.0)
     values, mask = _require_finite(updates, 1, name, finite)
     k = values.shape[0]
-    admitted = torch.ones(k, dtype=torch.bool)
+    admitted = torch.ones(k, dtype=torch.bool, device=values.device)
     if k >= 2:
         from sklearn.cluster import HDBSCAN
 
         options = dict(min_cluster_size=k // 2 + 1, min_samples=1, metric="precomputed", allow_single_cluster=True)
         if "copy" in HDBSCAN().get_params():
             options["copy"] = False                # the distance matrix is ours to overwrite
-        labels = HDBSCAN(**options).fit(cosine_distances(updates, finite=mask).numpy()).labels_
-        labels = torch.as_tensor(labels)
+        # scikit-learn clusters on the host; the labels come back to the updates' device
+        labels = HDBSCAN(**options).fit(cosine_distances(updates, finite=mask).cpu().numpy()).labels_
+        labels = torch.as_tensor(labels, device=values.device)
         clustered = labels[labels >= 0]
         if clustered.numel():
             admitted = labels == torch.bincount(clustered).argmax()
@@ -67,9 +70,10 @@ def flame_details(updates: Tensor, *, noise: float = 0.001, generator: torch.Gen
     weights = torch.where(admitted, scale, torch.zeros_like(scale)) / int(admitted.sum())
     aggregate = _weighted_rows(weights, updates, _all_or_mask(mask))
     if noise > 0 and bound > 0:
-        aggregate = aggregate + noise * bound * torch.randn(aggregate.shape, generator=generator,
-                                                            dtype=aggregate.dtype)
-    full = torch.zeros(mask.numel(), dtype=torch.bool)
+        draws = torch.randn(aggregate.shape, generator=generator, dtype=aggregate.dtype,
+                            device=_draw_device(generator))
+        aggregate = aggregate + noise * bound * draws.to(aggregate.device)
+    full = torch.zeros(mask.numel(), dtype=torch.bool, device=mask.device)
     full[mask] = admitted
     return FlameResult(aggregate, full, bound)
 

@@ -33,14 +33,14 @@ def fltrust_details(updates: Tensor, reference: Tensor, *, finite: Tensor | None
         shape = tuple(reference.shape) if isinstance(reference, Tensor) else type(reference).__name__
         raise ValueError(f"{name}: reference must be the server's finite update of shape ({n},), got {shape}")
     rows = _all_or_mask(mask)
-    ref = reference.to(torch.float64)
+    ref = reference.to(device=updates.device, dtype=torch.float64)
     ref_norm = float(ref.norm())
     norms = _row_sq_distances(updates, rows).sqrt()
     dots = _dots(updates, rows, ref)
     denominator = norms * ref_norm
     cosine = torch.where(denominator > 0, dots / denominator.clamp_min(1e-300), torch.zeros_like(dots))
     scores = cosine.clamp_min(0)
-    full = torch.zeros(mask.numel(), dtype=updates.dtype)
+    full = torch.zeros(mask.numel(), dtype=updates.dtype, device=updates.device)
     full[mask] = scores.to(updates.dtype)
     total = float(scores.sum())
     if total <= 0:
@@ -52,7 +52,9 @@ def fltrust_details(updates: Tensor, reference: Tensor, *, finite: Tensor | None
 def _dots(updates: Tensor, rows: Tensor | None, reference: Tensor) -> Tensor:
     """``[K_f]`` float64 inner products of the finite rows with ``reference``."""
     values = updates if rows is None else updates[rows]
-    return values.double() @ reference if values.shape[1] else torch.zeros(values.shape[0], dtype=torch.float64)
+    if not values.shape[1]:
+        return torch.zeros(values.shape[0], dtype=torch.float64, device=values.device)
+    return values.double() @ reference
 
 
 def fltrust(updates: Tensor, reference: Tensor, *, finite: Tensor | None = None) -> Tensor:

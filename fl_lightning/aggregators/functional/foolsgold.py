@@ -36,7 +36,7 @@ def foolsgold_weights(features: Tensor, *, confidence: float = 1.0, finite: Tens
     sim = torch.where(pardon, sim * top.unsqueeze(1) / top.unsqueeze(0).clamp_min(1e-300), sim)
     wv = (1 - sim.max(dim=1).values).clamp(0, 1)
     wv = torch.where(wv < _SIMILARITY_NOISE, torch.zeros_like(wv), wv)
-    out = torch.zeros(k, dtype=torch.float64)
+    out = torch.zeros(k, dtype=torch.float64, device=features.device)
     if not wv.max() > 0:
         return out.to(features.dtype)
     wv = wv / wv.max()

@@ -54,7 +54,7 @@ def weiszfeld(updates: Tensor, weights: Tensor | None = None, *, tol: float = 1e
         z = new
         if moved <= tol * max(float(dist.median()), eps):
             break
-    full = torch.zeros(updates.shape[0], dtype=updates.dtype)
+    full = torch.zeros(updates.shape[0], dtype=updates.dtype, device=updates.device)
     full[mask] = beta.to(updates.dtype)
     return WeiszfeldResult(z, full, steps)
 

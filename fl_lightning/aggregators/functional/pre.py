@@ -8,17 +8,22 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _pairwise_sq_distances, _require_finite, _row_sq_distances,
+    _all_or_mask, _draw_device, _pairwise_sq_distances, _require_finite, _row_sq_distances,
 )
 from fl_lightning.checks import check_int
 
 
-def bucket_indices(k: int, s: int, generator: torch.Generator | None = None) -> list[Tensor]:
+def bucket_indices(k: int, s: int, generator: torch.Generator | None = None,
+                   device: torch.device | None = None) -> list[Tensor]:
     """Row indices of each bucket: a random permutation of ``range(k)`` cut into runs of ``s``
-    (the last bucket holds the ``k mod s`` left over, as in ByzFL)."""
+    (the last bucket holds the ``k mod s`` left over, as in ByzFL), on ``device`` (default: the CPU).
+
+    The permutation is drawn on the generator's device and then moved, so a seed gives the same
+    buckets whatever device the updates live on.
+    """
     check_int(s, "s (the bucket size)", "bucketing", minimum=1)
-    order = torch.randperm(k, generator=generator)
-    return list(order.split(s))
+    order = torch.randperm(k, generator=generator, device=_draw_device(generator))
+    return list(order.to(device).split(s))
 
 
 def bucketing(updates: Tensor, s: int, generator: torch.Generator | None = None,
@@ -26,7 +31,7 @@ def bucketing(updates: Tensor, s: int, generator: torch.Generator | None = None,
     """Bucketing (Karimireddy et al., ICLR 2022, Algorithm 1): the ``ceil(K / s)`` means of the finite rows
     shuffled by ``generator`` and grouped ``s`` at a time. ``s = 1`` returns the rows, shuffled."""
     values, _ = _require_finite(updates, 1, "bucketing", finite)
-    buckets = bucket_indices(values.shape[0], s, generator)
+    buckets = bucket_indices(values.shape[0], s, generator, values.device)
     return torch.stack([values[index].mean(dim=0) for index in buckets])
 
 
@@ -42,7 +47,7 @@ def nnm_weights(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Ten
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
     dist.fill_diagonal_(-1.0)                      # each row is its own nearest neighbour, whatever the ties
     nearest = torch.sort(dist, dim=1, stable=True).indices[:, :k - f]
-    mixing = torch.zeros(k, k, dtype=torch.float64)
+    mixing = torch.zeros(k, k, dtype=torch.float64, device=dist.device)
     mixing.scatter_(1, nearest, 1.0 / (k - f))
     return mixing
 
@@ -67,7 +72,7 @@ def arc_scales(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tens
     k = values.shape[0]
     norms = _row_sq_distances(updates, _all_or_mask(mask)).sqrt()
     clipped = arc_clip_count(k, f)
-    scales = torch.ones(k, dtype=torch.float64)
+    scales = torch.ones(k, dtype=torch.float64, device=norms.device)
     if clipped == 0:
         return scales
     order = torch.sort(norms, descending=True, stable=True).indices

@@ -7,7 +7,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators.functional._base import _all_or_mask, _gram, _require_finite, _weighted_rows
+from fl_lightning.aggregators.functional._base import (
+    _all_or_mask, _draw_device, _gram, _require_finite, _weighted_rows,
+)
 from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.aggregators.functional.distance import (
     SubsetResult, _full_mask, _subsets, check_byzantine_count,
@@ -47,7 +49,7 @@ def caf_details(updates: Tensor, f: int, *, finite: Tensor | None = None) -> CAF
     k = values.shape[0]
     MAJORITY.check(k, f, name)
     gram = _gram(updates, _all_or_mask(mask))
-    c = torch.ones(k, dtype=torch.float64)
+    c = torch.ones(k, dtype=torch.float64, device=gram.device)
     best_value, best_c = math.inf, c.clone()
     while float(c.sum()) > k - 2 * f:
         root = c.sqrt()
@@ -66,7 +68,7 @@ def caf_details(updates: Tensor, f: int, *, finite: Tensor | None = None) -> CAF
         c = c * (1 - tau / tau[c > 0].max())
         c = c.clamp_min(0)
     weights = best_c / best_c.sum()
-    full = torch.zeros(mask.numel(), dtype=updates.dtype)
+    full = torch.zeros(mask.numel(), dtype=updates.dtype, device=updates.device)
     full[mask] = best_c.to(updates.dtype)
     return CAFResult(_weighted_rows(weights, updates, _all_or_mask(mask)), full)
 
@@ -90,9 +92,9 @@ def smea_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -> 
     MAJORITY.check(k, f, name)
     gram = _gram(updates, _all_or_mask(mask))
     m = k - f
-    centre = torch.eye(m, dtype=torch.float64) - 1.0 / m
+    centre = torch.eye(m, dtype=torch.float64, device=gram.device) - 1.0 / m
     best, best_subset = math.inf, None
-    for subsets in _subsets(k, m, name):
+    for subsets in _subsets(k, m, name, gram.device):
         sub = gram[subsets.unsqueeze(2), subsets.unsqueeze(1)]
         top = torch.linalg.eigvalsh(centre @ sub @ centre)[:, -1] / m        # [B]
         index = int(torch.argmin(top))
@@ -124,9 +126,12 @@ def dnc_selection(updates: Tensor, f: int, *, niters: int = 5, sub_dim: int = 10
     k, n = values.shape
     MAJORITY.check(k, f, name)
     remove = min(k - 1, int(math.floor(c * f * (1 + 1e-9))))
-    kept_count = torch.zeros(k, dtype=torch.long)
+    kept_count = torch.zeros(k, dtype=torch.long, device=values.device)
     for _ in range(niters):
-        columns = torch.randperm(n, generator=generator)[:sub_dim].sort().values if sub_dim < n else None
+        columns = None
+        if sub_dim < n:
+            drawn = torch.randperm(n, generator=generator, device=_draw_device(generator))
+            columns = drawn[:sub_dim].sort().values.to(values.device)
         sub = (values if columns is None else values[:, columns]).double()
         centred = sub - sub.mean(dim=0)
         eigenvalues, eigenvectors = torch.linalg.eigh(centred @ centred.T)

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
-
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING, Any
 
 from fl_lightning.sweeps.report_table import TableAxes, cells, mean
 from fl_lightning.sweeps.paper import PaperTable
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_PANELS = 24
 #: the report's plots go into this subfolder of the sweep folder
@@ -47,6 +47,9 @@ def _mean_curve(group: list[dict[str, Any]], metric: str) -> tuple[list[int], li
 
 
 def _curves(path: Path, metric: str, grouped: dict, layout: TableAxes, rows: list, columns: list) -> Path:
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     shown = columns[:MAX_PANELS]
     across = min(4, len(shown))
     down = math.ceil(len(shown) / across)
@@ -73,6 +76,8 @@ def _curves(path: Path, metric: str, grouped: dict, layout: TableAxes, rows: lis
 
 def _finals(path: Path, metric: str, grouped: dict, layout: TableAxes, rows: list, columns: list,
             paper: PaperTable | None) -> Path:
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(max(5, 0.6 * len(columns) + 3), 3.5), layout="constrained")
     panel = figure.subplots()
     x = list(range(len(columns)))
@@ -94,6 +99,9 @@ def _finals(path: Path, metric: str, grouped: dict, layout: TableAxes, rows: lis
 
 def client_weights(path: Path, point: dict[str, Any]) -> Path:
     """Each participating client's aggregation weight per round; attackers in red."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     attackers = set(point.get("attackers", []))
     figure = Figure(figsize=(7, 3.5), layout="constrained")
     panel = figure.subplots()
@@ -118,7 +126,7 @@ def client_weights(path: Path, point: dict[str, Any]) -> Path:
     return _save(figure, path)
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def _save(figure: "Figure", path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
     return path

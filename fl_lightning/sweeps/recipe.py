@@ -36,7 +36,10 @@ import yaml
 CONFIG_KEYS = ("trainer", "model", "data", "aggregators", "name", "save_dir", "description")
 #: short forms of axis and override keys
 SHORTHANDS = {"aggregator": "trainer.aggregator"}
-SWEEP_KEYS = ("grid", "paper", "rows")
+SWEEP_KEYS = ("grid", "paper", "rows", "baseline", "heatmap")
+#: roles of ``sweep.heatmap``: which axis makes the figures, rows, columns and panels of the heatmaps
+HEATMAP_ROLES = ("figures", "rows", "columns", "panels")
+ATTACKS = "trainer.attacks"
 PROFILE_KEYS = ("grid", "max_values_per_axis")
 AGGREGATOR = "trainer.aggregator"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+-]")
@@ -92,6 +95,10 @@ def value_label(value: Any) -> str:
         return f"{value:g}"
     if isinstance(value, (list, tuple)):
         return "+".join(value_label(v) for v in value)
+    if isinstance(value, dict) and "class_path" in value:
+        args = value.get("init_args") or {}
+        inner = ",".join(f"{k}={value_label(v)}" for k, v in args.items())
+        return value["class_path"].rsplit(".", 1)[-1] + (f"({inner})" if inner else "")
     if isinstance(value, dict):
         return ",".join(f"{k}={value_label(v)}" for k, v in value.items())
     return str(value)
@@ -111,8 +118,9 @@ class Axis:
 
     @property
     def short(self) -> str:
-        """The path's last meaningful segment (``clients`` for ``trainer.attacks.0.init_args.clients``)."""
-        return self.path.split(".")[-1]
+        """The path's last meaningful segment (``clients`` for ``trainer.attacks.0.init_args.clients``,
+        ``attacks`` for ``trainer.attacks.0``)."""
+        return short_name(self.path)
 
     def labels(self) -> list[str]:
         """A readable label per value; ``class_path`` values by class name and the init_args that tell them apart."""
@@ -123,7 +131,9 @@ class Axis:
         labels = []
         for cls, own in zip(classes, args):
             peers = [a for c, a in zip(classes, args) if c == cls]
-            differing = {k: v for k, v in own.items() if any(p.get(k, _MISSING) != v for p in peers)}
+            # differing arguments, and always the rule a wrapper wraps (NNM's inner)
+            differing = {k: v for k, v in own.items() if any(p.get(k, _MISSING) != v for p in peers)
+                         or (isinstance(v, dict) and "class_path" in v)}
             text = ",".join(f"{k}={value_label(v)}" for k, v in differing.items())
             one_class = len(set(classes)) == 1
             labels.append(text if one_class and text else "_".join(filter(None, [cls, text])))
@@ -131,6 +141,17 @@ class Axis:
 
 
 _MISSING = object()
+
+
+def short_name(path: str) -> str:
+    """The last segment of a dotted path, or the one before it when the last is a list index."""
+    parts = path.split(".")
+    return parts[-2] if parts[-1].isdigit() and len(parts) > 1 else parts[-1]
+
+
+def is_attack_path(path: str) -> bool:
+    """Whether a full dotted path lies under ``trainer.attacks``."""
+    return path == ATTACKS or path.startswith(ATTACKS + ".")
 
 
 @dataclass
@@ -154,6 +175,8 @@ class Recipe:
     profile: str | None = None
     path: str | None = None
     profiles: list[str] = field(default_factory=list)
+    baseline: dict[str, Any] = field(default_factory=dict)
+    heatmap: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -166,7 +189,11 @@ class Recipe:
         return str(self.base.get("save_dir", "logs"))
 
     def points(self) -> list[Point]:
-        """Every combination of axis values, in grid order (the last axis varies fastest)."""
+        """Every combination of axis values, in grid order (the last axis varies fastest).
+
+        A combination that matches ``baseline`` runs without attacks: its attack axes are labelled
+        ``none`` and it is listed once, not once per attack.
+        """
         labels = [axis.labels() for axis in self.axes]
         base = copy.deepcopy(self.base)
         base.pop("aggregators", None)  # every point runs exactly one aggregator
@@ -176,16 +203,31 @@ class Recipe:
             params, point_labels = {}, {}
             for axis, axis_labels, i in zip(self.axes, labels, combo):
                 params[axis.key], point_labels[axis.key] = axis.values[i], axis_labels[i]
+            no_attack = self._is_baseline(params)
             # shorter paths first: an aggregator value is written before an axis sets one of its init_args
             for axis in sorted(self.axes, key=lambda a: a.path.count(".")):
-                set_path(config, axis.path, copy.deepcopy(params[axis.key]))
+                if no_attack and is_attack_path(axis.path) and axis.path not in self.baseline:
+                    params[axis.key], point_labels[axis.key] = None, "none"
+                elif not (no_attack and is_attack_path(axis.path)):
+                    set_path(config, axis.path, copy.deepcopy(params[axis.key]))
+            if no_attack:
+                config.setdefault("trainer", {})[ATTACKS.split(".")[1]] = []
             name = self._point_name(point_labels)
+            if no_attack and name in seen and seen[name] == params:
+                continue  # the same attack-free run, already listed for an earlier attack
             if name in seen:
                 raise ValueError(f"grid points {seen[name]} and {params} both get the name {name!r}; "
                                  "make the axis values differ in their first 6 significant digits")
             seen[name] = params
             points.append(Point(name, params, point_labels, config))
         return points
+
+    def _is_baseline(self, params: dict[str, Any]) -> bool:
+        """Whether a combination takes every ``baseline`` value (and so runs without attacks)."""
+        if not self.baseline:
+            return False
+        by_path = {normalize_key(k): v for k, v in params.items()}
+        return all(by_path.get(path, _MISSING) == value for path, value in self.baseline.items())
 
     def _point_name(self, labels: dict[str, str]) -> str:
         varying = [axis for axis in self.axes if len(axis.values) > 1]
@@ -249,8 +291,43 @@ def recipe_from_dict(raw: dict, profile: str | None = None, path: str | None = N
                              f"got {max_values!r}")
         axes = [Axis(axis.key, axis.values[:max_values]) for axis in axes]
     rows = sweep.get("rows")
+    baseline = _baseline(sweep.get("baseline"), axes, where)
+    heatmap = _heatmap(sweep.get("heatmap"), axes, where)
     return Recipe(base=base, axes=axes, paper=sweep.get("paper"), rows=list(rows) if rows else None,
-                  profile=profile, path=path, profiles=sorted(profiles))
+                  profile=profile, path=path, profiles=sorted(profiles), baseline=baseline, heatmap=heatmap)
+
+
+def _baseline(raw: Any, axes: list[Axis], where: str) -> dict[str, Any]:
+    """``sweep.baseline`` as full paths; each must be a grid axis and hold one of its values."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"{where}: sweep.baseline must map grid axes to the value that means 'no attack', "
+                         f"e.g. {{trainer.attacks.0.init_args.clients: 0}}, got {raw!r}")
+    by_path = {axis.path: axis for axis in axes}
+    out = {}
+    for key, value in raw.items():
+        path = normalize_key(key)
+        if path not in by_path or value not in by_path[path].values:
+            raise ValueError(f"{where}: sweep.baseline {key}: {value!r} must name a grid axis and one of its "
+                             f"values; the axes are {sorted(by_path)}")
+        out[path] = value
+    return out
+
+
+def _heatmap(raw: Any, axes: list[Axis], where: str) -> dict[str, str]:
+    """``sweep.heatmap`` as full paths; every role must name a grid axis."""
+    if raw is None:
+        return {}
+    paths = {axis.path for axis in axes}
+    if not isinstance(raw, dict) or set(raw) - set(HEATMAP_ROLES) or not {"rows", "columns"} <= set(raw):
+        raise ValueError(f"{where}: sweep.heatmap takes rows and columns (and optionally figures, panels), "
+                         f"each a grid axis, got {raw!r}")
+    out = {role: normalize_key(key) for role, key in raw.items()}
+    unknown = [key for key in out.values() if key not in paths]
+    if unknown:
+        raise ValueError(f"{where}: sweep.heatmap names {unknown}, which are not grid axes {sorted(paths)}")
+    return out
 
 
 def _warn_class_swap(base: dict, key: str, value: Any) -> None:

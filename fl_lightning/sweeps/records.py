@@ -57,7 +57,7 @@ def _finite(data: Any) -> Any:
 def sweep_record(recipe: "Recipe", points: list["Point"]) -> dict[str, Any]:
     """What ``sweep.json`` holds: the recipe, profile, axes and point names (the report's layout)."""
     return {"name": recipe.name, "recipe": recipe.path, "profile": recipe.profile, "paper": recipe.paper,
-            "rows": recipe.rows,
+            "rows": recipe.rows, "baseline": recipe.baseline, "heatmap": recipe.heatmap,
             "axes": [{"key": a.key, "path": a.path, "values": a.values, "labels": a.labels()} for a in recipe.axes],
             "points": [p.name for p in points]}
 

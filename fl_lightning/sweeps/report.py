@@ -7,7 +7,7 @@ from typing import Any, Optional
 from jsonargparse import ArgumentParser, Namespace
 
 from fl_lightning.run_summary import LATE_FRACTION
-from fl_lightning.sweeps import plots, records
+from fl_lightning.sweeps import heatmaps, plots, records
 from fl_lightning.sweeps.report_table import Labels, TableAxes, cells, mean
 from fl_lightning.sweeps.paper import PaperTable, load_paper_results
 
@@ -43,8 +43,12 @@ def run_report(cfg: Namespace) -> Path:
     if layout.note:
         paper = None
     metrics = [m for m in _metrics(points) if m.startswith(TABLE_PREFIXES)] or ["test/acc"]
-    images = plots.write_all(folder, points, layout, metrics, paper) if points else []
-    text = _markdown(folder, sweep, points, failed, layout, metrics, paper, images)
+    if sweep and sweep.get("heatmap"):  # a robustness matrix: heatmaps instead of one curve per point
+        images = heatmaps.write_all(folder, sweep, points) if points else []
+        text = _matrix_markdown(folder, sweep, points, failed, images)
+    else:
+        images = plots.write_all(folder, points, layout, metrics, paper) if points else []
+        text = _markdown(folder, sweep, points, failed, layout, metrics, paper, images)
     out = folder / "report.md"
     out.write_text(text)
     print(f"wrote {out} and {len(images)} plots")
@@ -122,6 +126,30 @@ def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], fa
         lines += ["", "## Failed points", ""] + [f"- {f['point']}: {f.get('error', '?')}" for f in failed]
     if images:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.relative_to(folder).as_posix()})" for p in images]
+    return "\n".join(lines) + "\n"
+
+
+def _matrix_markdown(folder: Path, sweep: dict[str, Any], points: list[dict[str, Any]],
+                     failed: list[dict[str, Any]], images: list[Path]) -> str:
+    """The report of a sweep with ``sweep.heatmap``: no-attack beside under-attack accuracy, tables, heatmaps."""
+    lines = [f"# Report: {sweep.get('name', folder.name)} (robustness matrix)", "",
+             f"Recipe `{sweep.get('recipe')}`" + (f", profile `{sweep['profile']}`" if sweep.get("profile") else "")
+             + f"; {len(points)} of {len(sweep.get('points', []))} points finished."]
+    missing = sorted(set(sweep.get("points", [])) - {p["point"] for p in points + failed})
+    if missing:
+        lines += ["", f"Not run yet (left out below): {len(missing)} points, e.g. {', '.join(missing[:5])}."]
+    if failed:
+        lines += ["", f"Failed (left out below): {', '.join(f['point'] for f in failed)}."]
+    rounds = sorted({p.get("rounds", 0) for p in points})
+    lines += ["", f"Rounds per point: {', '.join(map(str, rounds))}. Late accuracy: the mean test accuracy over "
+              f"the last {int(LATE_FRACTION * 100)}% of rounds. The `none` column ran without any attack, once per "
+              "rule, split and seed; accuracy drops are against it, seed by seed."]
+    lines += heatmaps.markdown(sweep, points)
+    if images:
+        lines += ["", "## Heatmaps", ""] + [f"![{p.stem}]({p.relative_to(folder).as_posix()})" for p in images]
+    lines += ["", "## Points", ""] + _points_table(points)
+    if failed:
+        lines += ["", "## Failed points", ""] + [f"- {f['point']}: {f.get('error', '?')}" for f in failed]
     return "\n".join(lines) + "\n"
 
 

@@ -220,7 +220,7 @@ def markdown(sweep: dict[str, Any], points: list[dict[str, Any]]) -> list[str]:
         lines += ["", f"### {split}={figure}: accuracy without attack beside under attack", "",
                   "Late accuracy, mean±sd over seeds. Under attack: the mean over the attacks, and the worst "
                   "attack with its accuracy.", "",
-                  f"| rule | no attack | " + " | ".join(f"{panel_name}={p}: mean | worst" for p in attacked) + " |",
+                  "| rule | no attack | " + " | ".join(f"{panel_name}={p}: mean | worst" for p in attacked) + " |",
                   "|---" * (2 + 2 * len(attacked)) + "|"]
         for row in late.rows:
             clean = next((late.cell(figure, p, row, NO_ATTACK) for p in late.panels

@@ -177,10 +177,8 @@ def mda_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -> S
     rule). Needs ``K > 2f`` finite clients.
     """
     name = "mda"
-    check_byzantine_count(f, name)
-    values, mask = _require_finite(updates, 1, name, finite)
+    values, mask = _majority_input(updates, f, name, finite)
     k = values.shape[0]
-    MAJORITY.check(k, f, name)
     dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
     best, best_subset = (math.inf, math.inf), None
     for subsets in _subsets(k, k - f, name, dist.device):
@@ -193,6 +191,14 @@ def mda_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -> S
             if key < best:
                 best, best_subset = key, subsets[index]
     return SubsetResult(values[best_subset].mean(dim=0), _full_mask(mask, best_subset))
+
+
+def _majority_input(updates: Tensor, f: int, name: str, finite: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """The finite rows (and their mask) of a rule that needs an honest majority, ``K > 2f``, checked."""
+    check_byzantine_count(f, name)
+    values, mask = _require_finite(updates, 1, name, finite)
+    MAJORITY.check(values.shape[0], f, name)
+    return values, mask
 
 
 def mda(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:

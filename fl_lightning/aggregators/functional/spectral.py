@@ -12,7 +12,7 @@ from fl_lightning.aggregators.functional._base import (
 )
 from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.aggregators.functional.distance import (
-    SubsetResult, _full_mask, _subsets, check_byzantine_count,
+    SubsetResult, _full_mask, _majority_input, _subsets, check_byzantine_count,
 )
 from fl_lightning.checks import check_int, check_number
 
@@ -44,10 +44,8 @@ def caf_details(updates: Tensor, f: int, *, finite: Tensor | None = None) -> CAF
     Needs ``K > 2f`` finite clients.
     """
     name = "caf"
-    check_byzantine_count(f, name)
-    values, mask = _require_finite(updates, 1, name, finite)
+    values, mask = _majority_input(updates, f, name, finite)
     k = values.shape[0]
-    MAJORITY.check(k, f, name)
     gram = _gram(updates, _all_or_mask(mask))
     c = torch.ones(k, dtype=torch.float64, device=gram.device)
     best_value, best_c = math.inf, c.clone()
@@ -86,10 +84,8 @@ def smea_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -> 
     Needs ``K > 2f`` finite clients.
     """
     name = "smea"
-    check_byzantine_count(f, name)
-    values, mask = _require_finite(updates, 1, name, finite)
+    values, mask = _majority_input(updates, f, name, finite)
     k = values.shape[0]
-    MAJORITY.check(k, f, name)
     gram = _gram(updates, _all_or_mask(mask))
     m = k - f
     centre = torch.eye(m, dtype=torch.float64, device=gram.device) - 1.0 / m

@@ -52,6 +52,7 @@ class _WorkerTask:
     config: LocalConfig
     seed: int
     batch_poisoner: BatchPoisoner | None
+    precision: str = "32-true"
 
 
 def _to_numpy(tensor: Tensor) -> np.ndarray | Tensor:
@@ -103,7 +104,8 @@ class ClientWorker:
         self._load(global_state)
         inputs = _to_tensor(data["inputs"]).to(self.device)
         targets = _to_tensor(data["targets"]).to(self.device)
-        client = ClientTask(task.client_id, TensorData(inputs, targets), task.config, task.seed, task.batch_poisoner)
+        client = ClientTask(task.client_id, TensorData(inputs, targets), task.config, task.seed, task.batch_poisoner,
+                            precision=task.precision)
         try:
             loss = train_client(self.module, client)
         except LocalTrainingError as exc:
@@ -320,7 +322,8 @@ class RayEngine(Engine):
                     if self._loaded.get(actor) != self._generation:  # calls to one actor run in order
                         actor.load_module.remote(self._module_ref, self.layout)
                         self._loaded[actor] = self._generation
-                    worker_task = _WorkerTask(task.client_id, task.config, task.seed, task.batch_poisoner)
+                    worker_task = _WorkerTask(task.client_id, task.config, task.seed, task.batch_poisoner,
+                                              task.precision)
                     ref = actor.train.remote(global_ref, self._data_ref(task), worker_task)
                     self._affinity[task.client_id] = actor
                     running[ref] = (row, actor, time.perf_counter())

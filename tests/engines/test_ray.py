@@ -63,14 +63,16 @@ def _module() -> TinyNet:
     return TinyNet(hidden=8, batchnorm=True, dropout=0.2)  # float and int buffers, global-RNG dropout
 
 
-def _tasks(clients: list[TensorData], round_idx: int, poisoners: dict | None = None) -> list[ClientTask]:
+def _tasks(clients: list[TensorData], round_idx: int, poisoners: dict | None = None,
+           precision: str = "32-true") -> list[ClientTask]:
     poisoners = poisoners or {}
     return [ClientTask(cid, data, LocalConfig(epochs=2, batch_size=16), seed=1000 * round_idx + cid,
-                       batch_poisoner=poisoners.get(cid)) for cid, data in enumerate(clients)]
+                       batch_poisoner=poisoners.get(cid), precision=precision) for cid, data in enumerate(clients)]
 
 
 def _run(engine: Engine, module: TinyNet, clients: list[TensorData], rounds: int = 2,
-         poisoners: dict | None = None, setup: bool = True) -> tuple[list[Tensor], list[list]]:
+         poisoners: dict | None = None, setup: bool = True, precision: str = "32-true"
+         ) -> tuple[list[Tensor], list[list]]:
     """``rounds`` rounds of plain averaging; returns each round's local parameters and outcomes."""
     layout = ParamLayout.from_module(module)
     if setup:
@@ -81,7 +83,7 @@ def _run(engine: Engine, module: TinyNet, clients: list[TensorData], rounds: int
     for r in range(rounds):
         out_p = torch.full((len(clients), layout.num_params), float("nan"))
         out_b = torch.full((len(clients), layout.num_buffers), float("nan"))
-        outcome = engine.train_round(params, buffers, _tasks(clients, r, poisoners), out_p, out_b)
+        outcome = engine.train_round(params, buffers, _tasks(clients, r, poisoners, precision), out_p, out_b)
         ok = torch.tensor([o.ok for o in outcome])
         params, buffers = out_p[ok].mean(0), out_b[ok].mean(0)
         locals_.append(out_p.clone())
@@ -106,6 +108,15 @@ def test_same_models_as_sequential_engine(engine: RayEngine, clients: list[Tenso
         assert torch.equal(want, have)  # same loop, same seeds, same thread count: bit-identical
     assert all(o.ok and o.num_samples == len(clients[o.client_id]) for o in outcomes[-1])
     assert [o.client_id for o in outcomes[-1]] == list(range(NUM_CLIENTS))
+
+
+def test_workers_train_at_the_task_precision(engine: RayEngine, clients: list[TensorData]) -> None:
+    with torch_threads(1):
+        full, _ = _run(SequentialEngine(), _module(), clients, rounds=1)
+        expected, _ = _run(SequentialEngine(), _module(), clients, rounds=1, precision="bf16-mixed")
+    got, _ = _run(engine, _module(), clients, rounds=1, setup=False, precision="bf16-mixed")
+    assert torch.equal(expected[0], got[0])  # the workers autocast to bf16 as the in-process loop does
+    assert not torch.equal(full[0], got[0])  # and that is not the float32 result
 
 
 def test_a_pool_ray_cannot_place_fails_clearly(engine: RayEngine, clients: list[TensorData]) -> None:

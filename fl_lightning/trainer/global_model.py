@@ -20,9 +20,9 @@ class GlobalModel:
         self.params = flatten(self.weights.params)
         self.buffers = flatten(self.weights.buffers)
 
-    def step(self, update: Tensor, buffers: Tensor | None = None) -> None:
-        """Add the aggregated ``update`` (and take the averaged float ``buffers``), then refresh the module."""
-        self.params.add_(update)
+    def replace(self, params: Tensor, buffers: Tensor | None = None) -> None:
+        """Take the stepped ``params`` (and the averaged float ``buffers``), then refresh the module."""
+        self.params.copy_(params)
         if buffers is not None:
             self.buffers.copy_(buffers)
         self.weights.load(self.params, self.buffers)

@@ -420,14 +420,15 @@ class FederatedTrainer:
             share = kept_ctx.num_samples / kept_ctx.num_samples.sum()
             buffers = share @ local_buffers.index_select(0, rows)
         # finite updates can still sum to an overflowing model (attackers sending 3e38): guard the new state
-        broken = non_finite_state(self.global_params + result.update, buffers)
+        stepped = self.global_params + result.update
+        broken = non_finite_state(stepped, buffers)
         if broken:
             record.kept_previous_model = True
             record.kept_reason = f"would have made the global model's {broken} non-finite (NaN or Inf) with {name}"
             warnings.warn(f"round {ctx.round}: {name}'s update would make the global model's {broken} non-finite "
                           "(NaN or Inf); keeping the previous global model", RuntimeWarning, stacklevel=3)
             return
-        self.global_model.step(result.update, buffers)
+        self.global_model.replace(stepped, buffers)
         record.client_weights = result.client_weights
         flagged = result.diagnostics.get("flagged")
         if flagged is not None:

@@ -19,13 +19,7 @@ from fl_lightning.param_layout import ParamLayout, flatten, module_tensors
 TOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, which stall badly on a busy shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyMLP(L.LightningModule):

@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-import torch
 from tests.sweeps.tiny_sweep import quiet, sweep_args, write_recipe
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models train many times faster on one thread when the machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(one_thread: None) -> None:
+    """Every sweep test trains on one thread (the ``one_thread`` fixture of tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
@@ -23,11 +17,9 @@ def finished_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny recipe's four points, run once per session; returns the sweep folder."""
     from fl_lightning.sweeps import run_sweep
 
+    from fl_lightning.engines.base import torch_threads
+
     folder = tmp_path_factory.mktemp("finished")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         run_sweep(sweep_args(write_recipe(folder)), console=quiet())
-    finally:
-        torch.set_num_threads(before)
     return folder / "logs" / "tiny"

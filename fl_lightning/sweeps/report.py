@@ -82,7 +82,8 @@ def _metrics(points: list[dict[str, Any]]) -> list[str]:
         # the attackers' own local models (attack/local_*) may be measured only in rounds they attack: late means
         seen = {**point.get("final", {}), **{k: v for k, v in point.get("late_mean", {}).items()
                                              if k.startswith("attack/local_")}}
-        keys += [k for k, v in seen.items() if k not in keys and v is not None and k != "attack/local_diverged"]
+        keys += [k for k, v in seen.items() if k not in keys and v is not None and k != "attack/local_diverged"
+                 and not k.endswith("loss")]
     return sorted(keys, key=lambda k: (k != "test/acc", k))
 
 

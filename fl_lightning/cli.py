@@ -104,10 +104,11 @@ def check_config_files(args: Sequence[str]) -> None:
 
 def _run(command: str, args: list[str]) -> None:
     if command == "fit":
-        from fl_lightning.fit_config import fit_parser, run_fit
+        from fl_lightning.fit_config import check_recipe, fit_parser, run_fit
 
         parser = _quiet_parser(fit_parser(), command)
         cfg = parse(parser, args)
+        check_recipe(cfg)  # before any class of it is built
         warn_replaced_attacks(parser, args, cfg)
         run_fit(cfg, parser)
     elif command == "sweep":

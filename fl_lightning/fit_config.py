@@ -21,6 +21,7 @@ import fl_lightning.models  # noqa: F401
 from fl_lightning.aggregators.base import Aggregator
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.recipe_loggers import build_loggers, check_loggers
+from fl_lightning.recipe_safety import check_buildable, keep_loose_values_plain
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.seeding import seed_everything
 from fl_lightning.trainer import FederatedTrainer
@@ -28,6 +29,7 @@ from fl_lightning.trainer import FederatedTrainer
 
 def fit_parser() -> ArgumentParser:
     """The parser of ``fl-lightning fit`` (also the basis of ``sweep``)."""
+    keep_loose_values_plain()  # a class_path inside trainer_kwargs / init_kwargs / Any is never built
     parser = ArgumentParser(description="Run a federated training under attack.", env_prefix="FL_LIGHTNING",
                             default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a recipe YAML")
@@ -87,6 +89,7 @@ def fit_one(cfg: Namespace, parser: ArgumentParser, run_name: str | None = None,
     gets the run's name appended to its ``name``. With logging off, the checkpoints go to SAVE_DIR/NAME/RUN_NAME
     unless ``trainer.default_root_dir`` is set.
     """
+    check_recipe(cfg)
     seed_everything(cfg.trainer.seed)  # the initial weights depend on the seed alone: same for every aggregator
     objects = parser.instantiate(cfg)
     trainer_kwargs = objects.trainer.as_dict() if isinstance(objects.trainer, Namespace) else dict(objects.trainer)
@@ -111,6 +114,15 @@ def fit_one(cfg: Namespace, parser: ArgumentParser, run_name: str | None = None,
         trainer.enable_progress_bar = False
     trainer.fit(objects.model, objects.data, ckpt_path=cfg.ckpt_path)
     return trainer
+
+
+#: keys of a fit config that hold data ``fit`` never builds (the grid and profiles are built by ``sweep``)
+NOT_BUILT = ("sweep", "profiles")
+
+
+def check_recipe(cfg: Namespace) -> None:
+    """Refuse, naming the key, any ``class_path`` of ``cfg`` that is not a plug-in class a recipe may build."""
+    check_buildable(cfg, skip=NOT_BUILT)
 
 
 #: FederatedTrainer's own default_root_dir (a recipe that leaves it there gets the run's folder when logging is off)

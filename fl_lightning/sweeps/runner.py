@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fl_lightning.checkpoint import CHECKPOINT_NAME, run_files
-from fl_lightning.fit_config import fit_one, fit_parser
+from fl_lightning.fit_config import check_recipe, fit_one, fit_parser
 from fl_lightning.recipe_loggers import check_loggers
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.sweeps import records
@@ -97,7 +97,9 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 def parse_point(parser: ArgumentParser, point: Point) -> Namespace:
     """The point's config checked by the fit parser; an invalid key or value names the point."""
     try:
-        return parser.parse_object(copy.deepcopy(point.config))  # jsonargparse edits what it is given
+        cfg = parser.parse_object(copy.deepcopy(point.config))  # jsonargparse edits what it is given
+        check_recipe(cfg)  # nothing of any point is built before every point passed
+        return cfg
     except Exception as exc:  # argparse.ArgumentError from jsonargparse, or an import error of a class_path
         raise ValueError(f"sweep point {point.name!r} ({point.params}) is not a valid fit config: {exc}. "
                          "Check the sweep.grid and profile keys against `fl-lightning fit --help`.") from exc

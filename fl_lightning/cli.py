@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 import yaml
 
 from fl_lightning.checks import did_you_mean
+from fl_lightning.recipe_bounds import RecipeTooLarge, check_bounds, read_text
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser, Namespace
@@ -84,13 +85,25 @@ def config_paths(args: Sequence[str]) -> list[str]:
 
 
 def check_config_files(args: Sequence[str]) -> None:
-    """Every ``--config`` names a readable file holding a YAML mapping; else :class:`ConfigError`."""
+    """Every ``--config`` names a readable file holding a YAML mapping within the size and depth bounds
+    (:mod:`fl_lightning.recipe_bounds`), and every other value is within them too; else :class:`ConfigError`."""
+    for value in args:
+        try:
+            check_bounds(value, "a command-line value")
+        except RecipeTooLarge as exc:
+            raise ConfigError(str(exc)) from None
+        except yaml.YAMLError:
+            pass  # not YAML: the parser says what it expected
     for path in map(Path, config_paths(args)):
         if not path.is_file():
             raise ConfigError(f"--config {path}: no such file; pass a recipe such as "
                               "--config recipes/quickstart.yaml")
         try:
-            content = yaml.safe_load(path.read_text())
+            text = read_text(path, f"--config {path}")
+            check_bounds(text, f"--config {path}")
+            content = yaml.safe_load(text)
+        except RecipeTooLarge as exc:
+            raise ConfigError(str(exc)) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

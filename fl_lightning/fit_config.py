@@ -21,6 +21,7 @@ import fl_lightning.models  # noqa: F401
 from fl_lightning.aggregators.base import Aggregator
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.recipe_loggers import build_loggers, check_loggers
+from fl_lightning.recipe_bounds import bound_parser_loader
 from fl_lightning.recipe_safety import check_buildable, keep_loose_values_plain
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.seeding import seed_everything
@@ -30,6 +31,7 @@ from fl_lightning.trainer import FederatedTrainer
 def fit_parser() -> ArgumentParser:
     """The parser of ``fl-lightning fit`` (also the basis of ``sweep``)."""
     keep_loose_values_plain()  # a class_path inside trainer_kwargs / init_kwargs / Any is never built
+    bound_parser_loader()  # every YAML text the parser reads is within the recipe bounds first
     parser = ArgumentParser(description="Run a federated training under attack.", env_prefix="FL_LIGHTNING",
                             default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a recipe YAML")

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fl_lightning.checkpoint import CHECKPOINT_NAME, run_files
 from fl_lightning.fit_config import check_recipe, fit_one, fit_parser
+from fl_lightning.recipe_bounds import safe_load
 from fl_lightning.recipe_loggers import check_loggers
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.sweeps import records
@@ -90,7 +91,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set {item!r} is not KEY=VALUE; write e.g. --set trainer.rounds=100")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = safe_load(value, f"--set {key.strip()}")
     return overrides
 
 

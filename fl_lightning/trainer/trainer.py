@@ -274,7 +274,7 @@ class FederatedTrainer:
                                  layout=self.layout, clients_per_round=per_round)
         self.aggregator.setup(setup_ctx)
         setup_attacks(self.attacks, setup_ctx)
-        joining = max((len(self._joining_clients(r)) for r in range(self.rounds)), default=0)
+        joining = max((len(self._joining_clients(r)) for r in self._joining_rounds()), default=0)
         if joining > per_round:
             raise ValueError(f"FederatedTrainer: {joining} attacking clients must join some round, more than "
                              f"clients_per_round={per_round}; raise clients_per_round or use fewer attackers")
@@ -304,6 +304,17 @@ class FederatedTrainer:
         others = [cid for cid in range(num_clients) if cid not in forced]
         drawn = rng.choice(others, self.clients_per_round - len(forced), replace=False)
         return sorted(forced | {int(i) for i in drawn})
+
+    def _joining_rounds(self) -> list[int]:
+        """Rounds whose joining attackers cover every case, without visiting all ``rounds`` (which may be 10**12).
+
+        An attack is active in every round or in the rounds it lists, so the set of joining clients changes only
+        at a listed round; one round that no attack lists stands for all the others.
+        """
+        listed = {r for attack in self.attacks if attack.joins_active_rounds
+                  for r in (getattr(attack, "rounds", None) or ()) if 0 <= r < self.rounds}
+        other = next(r for r in range(len(listed) + 1) if r not in listed)
+        return sorted(listed) + ([other] if other < self.rounds else [])
 
     def _joining_clients(self, round_idx: int) -> set[int]:
         return {cid for attack in self.attacks if attack.joins_active_rounds and attack.is_active(round_idx)

@@ -23,6 +23,7 @@ from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.recipe_loggers import build_loggers, check_loggers
 from fl_lightning.recipe_bounds import bound_parser_loader
 from fl_lightning.recipe_safety import check_buildable, keep_loose_values_plain
+from fl_lightning.run_paths import check_inside, check_name, check_no_symlinks
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.seeding import seed_everything
 from fl_lightning.trainer import FederatedTrainer
@@ -53,6 +54,9 @@ def fit_parser() -> ArgumentParser:
     parser.add_argument("--name", type=str, default="default", help="run name: logs go to SAVE_DIR/NAME/AGGREGATOR")
     parser.add_argument("--save_dir", type=str, default="logs",
                         help="root folder of the runs' logs and checkpoints (SAVE_DIR/NAME/RUN)")
+    parser.add_argument("--follow_symlinks", type=bool, default=False,
+                        help="let the run write through symlinks below SAVE_DIR (SAVE_DIR/NAME, the run's folder); "
+                             "without it such a link is refused, since it carries the run outside SAVE_DIR")
     parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                         help='"last" resumes each run from its own checkpoint (a run without one starts at round '
                              '0); without it, a run whose folder already holds a run is refused')
@@ -98,9 +102,15 @@ def fit_one(cfg: Namespace, parser: ArgumentParser, run_name: str | None = None,
     logger_value = trainer_kwargs.pop("logger", None)  # plain entries: built below, for this run
     if run_name is None:
         run_name = run_names([cfg.trainer.aggregator])[0] if cfg.trainer.aggregator is not None else f"run{index}"
+    check_name(cfg.name, "name")
+    check_name(run_name, "the run's folder name")
     loggers = build_loggers(logger_value, save_dir=cfg.save_dir, name=cfg.name, run_name=run_name,
                             separate_pinned=several_runs)
     run_dir = Path(cfg.save_dir) / cfg.name / run_name
+    follow = bool(getattr(cfg, "follow_symlinks", False))
+    check_no_symlinks(cfg.save_dir, run_dir / "checkpoints", f"{cfg.save_dir}/{cfg.name}/{run_name}", follow)
+    for number, built in enumerate(loggers or []):
+        check_logger_folder(built, f"trainer.logger.{number}", follow)
     if loggers is None:
         logger: Any = TensorBoardLogger(cfg.save_dir, name=cfg.name, version=run_name, default_hp_metric=False)
     elif loggers:
@@ -116,6 +126,15 @@ def fit_one(cfg: Namespace, parser: ArgumentParser, run_name: str | None = None,
         trainer.enable_progress_bar = False
     trainer.fit(objects.model, objects.data, ckpt_path=cfg.ckpt_path)
     return trainer
+
+
+def check_logger_folder(logger: Any, key: str, follow: bool = False) -> None:
+    """A logger's folder (``name`` / ``version`` / ``sub_dir`` under its ``save_dir``) stays inside its save_dir."""
+    root, folder = getattr(logger, "save_dir", None), getattr(logger, "log_dir", None)
+    if root is None or folder is None:
+        return  # a logger without folders (e.g. a remote service)
+    check_inside(root, folder, key)
+    check_no_symlinks(root, Path(folder) / "checkpoints", key, follow)
 
 
 #: keys of a fit config that hold data ``fit`` never builds (the grid and profiles are built by ``sweep``)

@@ -33,7 +33,7 @@ from typing import Any
 from fl_lightning.recipe_bounds import read_text, safe_load
 
 #: top-level keys of a fit config that sweep and profile keys may start with
-CONFIG_KEYS = ("trainer", "model", "data", "aggregators", "name", "save_dir", "description")
+CONFIG_KEYS = ("trainer", "model", "data", "aggregators", "name", "save_dir", "description", "follow_symlinks")
 #: short forms of axis and override keys
 SHORTHANDS = {"aggregator": "trainer.aggregator"}
 SWEEP_KEYS = ("grid", "paper", "rows", "baseline", "heatmap")

@@ -8,7 +8,6 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import yaml
 from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 from rich.table import Table
@@ -17,6 +16,7 @@ from fl_lightning.checkpoint import CHECKPOINT_NAME, run_files
 from fl_lightning.fit_config import check_recipe, fit_one, fit_parser
 from fl_lightning.recipe_bounds import safe_load
 from fl_lightning.recipe_loggers import check_loggers
+from fl_lightning.run_paths import check_name, check_no_symlinks
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.sweeps import records
 from fl_lightning.sweeps.recipe import Point, Recipe, load_recipe
@@ -40,6 +40,8 @@ def sweep_parser() -> ArgumentParser:
     parser.add_argument("--name", type=Optional[str], default=None, help="sweep folder name (default: the recipe's)")
     parser.add_argument("--save_dir", type=Optional[str], default=None,
                         help="TensorBoard root (default: the recipe's save_dir)")
+    parser.add_argument("--follow_symlinks", type=bool, default=False,
+                        help="let the points write through symlinks below SAVE_DIR (default: refused)")
     return parser
 
 
@@ -51,7 +53,15 @@ def run_sweep(cfg: Namespace, console: Console | None = None) -> list[RunSummary
         recipe.base["name"] = cfg.name
     if cfg.save_dir:
         recipe.base["save_dir"] = cfg.save_dir
+    if cfg.follow_symlinks:
+        recipe.base["follow_symlinks"] = True
+    check_name(recipe.name, "name")  # before anything is written under SAVE_DIR/NAME
+    follow = bool(recipe.base.get("follow_symlinks", False))
     points = recipe.points()
+    for point in points:
+        check_name(point.name, f"sweep point {point.name!r}")
+        check_no_symlinks(recipe.save_dir, Path(recipe.save_dir) / recipe.name / point.name / "checkpoints",
+                          f"sweep point {point.name!r}", follow)
     globs = [cfg.only] if isinstance(cfg.only, str) else cfg.only
     selected = [p for p in points if globs is None or any(fnmatch.fnmatchcase(p.name, g) for g in globs)]
     if not selected:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +26,7 @@ from fl_lightning.engines.base import ClientOutcome, ClientTask, train_scalars
 from fl_lightning.evaluation import evaluate
 from fl_lightning.param_layout import ParamLayout
 from fl_lightning.attacks.plan import AttackPlan
+from fl_lightning.stopping import StopOnSignal, StopRequested, run_cleanup
 from fl_lightning.seeding import derive_seed, numpy_rng, seed_everything as seed_global_generators
 import fl_lightning.trainer.round_metrics as round_metrics
 from fl_lightning.trainer.boundary import (as_list, check_result, dropped_clients, finite_rows, input_shape,
@@ -215,10 +217,18 @@ class FederatedTrainer:
         file). Without ``ckpt_path``, a logger folder that already holds a run is refused
         (``FileExistsError``), and a folder another process is fitting into is always refused.
         """
+        with StopOnSignal() as stop:  # SIGTERM stops the fit as Ctrl-C does: round abandoned, lock released
+            self._fit(module, datamodule, ckpt_path, stop)
+        for callback in self.callbacks:
+            callback.on_fit_end(self, module)
+
+    def _fit(self, module: L.LightningModule, datamodule: FederatedDataModule, ckpt_path: str | Path | None,
+             stop: StopOnSignal) -> None:
         self._setup(module, datamodule)
         # the run's folder: locked against a second process, never another run's, resumed from its own checkpoint
         start_round = self.checkpoint_connector.begin(ckpt_path)
         status = "failed"
+        failure: BaseException | None = None
         self.should_stop = False
         try:
             self.current_round = start_round
@@ -241,14 +251,22 @@ class FederatedTrainer:
                                               or round_idx + 1 == self.rounds or self.should_stop):
                     self.checkpoint_connector.save(round_idx + 1)
             status = "success"
+        except StopRequested as exc:
+            failure = exc
+            saved = self.checkpoint_connector.saved_round
+            exc.round, exc.next_round = self.current_round, saved
+            exc.checkpoint = str(self.checkpoint_path) if saved is not None else None
+            raise
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            for callback in self.callbacks:
-                callback.teardown(self)
-            self.logger_connector.finalize(status)
-            self.engine.teardown()
-            self.checkpoint_connector.end()
-        for callback in self.callbacks:
-            callback.on_fit_end(self, module)
+            stop.disarm()
+            # every step runs even if one fails, and none replaces the error that ended the fit
+            run_cleanup([*[(f"{type(c).__name__}.teardown", partial(c.teardown, self)) for c in self.callbacks],
+                         ("the loggers' finalize", partial(self.logger_connector.finalize, status)),
+                         (f"{type(self.engine).__name__}.teardown", self.engine.teardown),
+                         ("releasing the run folder's lock", self.checkpoint_connector.end)], failure)
 
     def _setup(self, module: L.LightningModule, datamodule: FederatedDataModule) -> None:
         """Check the module and data against the trainer's settings, then set up every plug-in."""

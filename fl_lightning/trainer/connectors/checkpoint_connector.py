@@ -11,6 +11,7 @@ from torch import Tensor
 
 import fl_lightning.checkpoint as ckpt
 from fl_lightning.run_lock import RunLock
+from fl_lightning.stopping import critical_section
 from fl_lightning.seeding import rng_states, set_rng_states
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class CheckpointConnector:
         self.trainer = trainer
         self.lock: RunLock | None = None
         self._hparams: dict[str, Any] = {}
+        #: ``next_round`` of the checkpoint this fit last wrote or resumed from (``None``: none)
+        self.saved_round: int | None = None
 
     # -- what is saved ----------------------------------------------------------------------------------
     def stateful_parts(self) -> dict[str, Stateful]:
@@ -153,6 +156,7 @@ class CheckpointConnector:
             if ckpt_path is None:
                 return 0
             start_round = self.restore(ckpt_path)
+            self.saved_round = start_round or None
             if start_round < t.rounds:
                 purge_logged_from(t.logger_connector.loggers, start_round)
             return start_round
@@ -175,7 +179,10 @@ class CheckpointConnector:
                 state[key] = part.state_dict()
             else:
                 state.update(part.state_dict())
-        return ckpt.save_atomic(state, self.checkpoint_path)
+        with critical_section():  # SIGTERM waits for the write: it would cut torch's zip writer in half
+            path = ckpt.save_atomic(state, self.checkpoint_path)
+            self.saved_round = next_round
+        return path
 
     def restore(self, ckpt_path: str | Path) -> int:
         """Load the checkpoint ``ckpt_path`` names into every part; returns the round to start from (0: none found)."""

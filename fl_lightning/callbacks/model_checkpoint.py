@@ -14,6 +14,7 @@ import torch
 from fl_lightning.callbacks.base import FederatedCallback
 from fl_lightning.callbacks.monitor import MODES, is_better, monitored_value, worst
 from fl_lightning.checks import check_bool, check_choice, check_instance, check_int
+from fl_lightning.stopping import critical_section
 
 if TYPE_CHECKING:
     import lightning as L
@@ -202,7 +203,7 @@ def save_lightning_checkpoint(module: "L.LightningModule", record: "RoundRecord"
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with critical_section(), os.fdopen(handle, "wb") as stream:  # SIGTERM waits: a cut zip writer masks it
             torch.save(lightning_checkpoint(module, record), stream)
         os.replace(tmp, path)
     except BaseException:

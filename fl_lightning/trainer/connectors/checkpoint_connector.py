@@ -11,7 +11,7 @@ from torch import Tensor
 
 import fl_lightning.checkpoint as ckpt
 from fl_lightning.run_lock import RunLock
-from fl_lightning.stopping import critical_section
+from fl_lightning.stopping import critical_section, run_cleanup
 from fl_lightning.seeding import rng_states, set_rng_states
 
 if TYPE_CHECKING:
@@ -160,8 +160,8 @@ class CheckpointConnector:
             if start_round < t.rounds:
                 purge_logged_from(t.logger_connector.loggers, start_round)
             return start_round
-        except BaseException:
-            self.end()
+        except BaseException as exc:
+            run_cleanup([("releasing the run folder's lock", self.end)], exc)  # never hides why begin failed
             raise
 
     def end(self) -> None:

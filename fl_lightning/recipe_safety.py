@@ -2,9 +2,10 @@
 
 A recipe is data. The config parser builds the objects its ``class_path`` entries name, so every entry, at
 any depth of any field (command-line overrides, sweep points and logger ``init_args`` included), must name a
-class of one of the kinds a recipe exists to build (:data:`BUILDABLE_KINDS`): an fl_lightning aggregator,
-attack, engine, callback or dataset, a ``LightningModule`` / ``LightningDataModule``, a torch ``Dataset``, a
-Lightning ``Logger``. A function (``os.system``) or any other class (``shutil.rmtree``'s neighbours,
+class of one of the kinds a recipe exists to build (:func:`buildable_kinds`): an fl_lightning aggregator,
+attack, engine, callback or dataset, a ``LightningModule`` / ``LightningDataModule``, a torch ``Dataset`` or
+``nn.Module`` (torchvision's v2 transforms are modules), a Lightning ``Logger``; and no argument typed
+``Callable`` or ``type`` may name a function (the parser imports what it names). A function (``os.system``) or any other class (``shutil.rmtree``'s neighbours,
 ``subprocess.Popen``) is refused, naming the key, before anything is instantiated.
 
 Values typed loosely (``dict[str, Any]`` keyword arguments such as ``LightningEngine(trainer_kwargs=...)`` or
@@ -14,13 +15,14 @@ of such a value is refused with the key, since it would reach the receiver as an
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from typing import Any, Iterator
 
 #: the message's advice: what to do instead
 _FIX = ("a recipe builds only fl_lightning plug-ins (aggregators, attacks, engines, callbacks, datasets), "
-        "LightningModules and Lightning loggers; build anything else in Python")
+        "LightningModules, torch Datasets and Modules, and Lightning loggers; build anything else in Python")
 
 
 def buildable_kinds() -> tuple[type, ...]:
@@ -36,8 +38,10 @@ def buildable_kinds() -> tuple[type, ...]:
     from fl_lightning.data.datamodule import FederatedDataModule
     from fl_lightning.engines.base import Engine
 
+    from torch import nn
+
     return (Aggregator, Attack, Engine, FederatedCallback, FederatedDataset, FederatedDataModule,
-            L.LightningModule, L.LightningDataModule, Dataset, Logger)
+            L.LightningModule, L.LightningDataModule, Dataset, Logger, nn.Module)
 
 
 def keep_loose_values_plain() -> None:
@@ -56,6 +60,7 @@ def check_buildable(tree: Any, where: str = "", skip: tuple[str, ...] = ()) -> N
     must name a class of :func:`buildable_kinds`. Top-level keys in ``skip`` (data the command never builds,
     such as ``sweep`` for ``fit``) are not walked.
     """
+    _check_plain_leaves(tree, where, skip)
     kinds: tuple[type, ...] | None = None
     for key, spec, loose in _specs(tree, where, skip):
         class_path = spec.get("class_path") if isinstance(spec, dict) else getattr(spec, "class_path", None)
@@ -68,10 +73,37 @@ def check_buildable(tree: Any, where: str = "", skip: tuple[str, ...] = ()) -> N
                              "object in Python")
         kinds = kinds or buildable_kinds()
         found = _resolve(class_path, kinds)
+        if found is None:
+            continue  # names nothing importable: nothing can be built from it (the parser says what is wrong)
         if not (inspect.isclass(found) and issubclass(found, kinds)):
-            what = "a function" if callable(found) and not inspect.isclass(found) else \
-                "not a class it can find" if found is None else "not a plug-in class"
+            what = "a function" if callable(found) and not inspect.isclass(found) else "not a plug-in class"
             raise ValueError(f"{shown}: {class_path!r} is {what}; {_FIX}")
+
+
+def _check_plain_leaves(tree: Any, where: str, skip: tuple[str, ...]) -> None:
+    """Refuse a function, class or module among the parsed values: the parser imported it from a name.
+
+    jsonargparse turns text given to an argument typed ``Callable`` or ``type`` into what it names at parse
+    time (torchvision's ``ImageFolder(loader="os.remove")`` would call ``os.remove`` on every image file).
+    """
+    from jsonargparse import Namespace
+
+    stack: list[tuple[str, Any]] = [(where, tree)]
+    while stack:
+        key, node = stack.pop()
+        if isinstance(node, Namespace):
+            stack.extend((f"{key}.{k}" if key else k, v) for k, v in vars(node).items()
+                         if not (node is tree and k in skip))
+        elif isinstance(node, dict):
+            stack.extend((f"{key}.{k}" if key else str(k), v) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((f"{key}.{i}" if key else str(i), v) for i, v in enumerate(node))
+        elif inspect.isroutine(node) or inspect.isclass(node) or inspect.ismodule(node) \
+                or isinstance(node, functools.partial):
+            name = getattr(node, "__qualname__", None) or getattr(node, "__name__", type(node).__name__)
+            raise ValueError(f"{key}: the recipe names {getattr(node, '__module__', '')}.{name}, which the parser "
+                             "imported for an argument that takes a function or class; a recipe cannot name one: "
+                             "leave the argument at its default or set it in Python")
 
 
 def _specs(tree: Any, where: str, skip: tuple[str, ...]) -> Iterator[tuple[str, Any, bool]]:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
 
 #: where the marks go; a test points it at its own folder through the environment
 MARKS = "FL_TEST_MARKS"
@@ -38,3 +40,16 @@ def factory(*args: Any, **kwargs: Any) -> "MarkOnCall":
     """A function that returns an object: jsonargparse accepts such factories in class_path."""
     _mark("factory")
     return MarkOnCall()
+
+
+class FilesDataset(Dataset):
+    """A map-style dataset that reads each sample with ``loader``, as torchvision's ``ImageFolder`` does."""
+
+    def __init__(self, root: str = ".", loader: Callable[[str], Any] = str) -> None:
+        self.root, self.loader = root, loader
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> Any:
+        return self.loader(f"{self.root}/{index}")

@@ -78,3 +78,14 @@ def test_shipped_recipes_pass_the_allow_list(parser):
 
     for path in sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml")):
         check_recipe(parser.parse_args(["--config", str(path)]))
+
+
+def test_an_argument_typed_callable_cannot_be_given_a_function_name(parser, tmp_path):
+    recipe = copy.deepcopy(TINY)
+    recipe["data"]["dataset"] = {"class_path": "fl_lightning.data.TorchDatasets", "init_args": {
+        "train": {"class_path": "tests.trust.harmful.FilesDataset",
+                  "init_args": {"root": str(tmp_path), "loader": "tests.trust.harmful.leave_mark"}}}}
+    cfg = parser.parse_object(recipe)
+    with pytest.raises(ValueError, match=r"data\.dataset\.init_args\.train\.init_args\.loader: the recipe names "
+                                         r"tests\.trust\.harmful\.leave_mark, .* a recipe cannot name one"):
+        check_recipe(cfg)

@@ -1,7 +1,8 @@
 """Recipe fuzzer: ``class_path`` entries of harmful callables at any depth of any field never run.
 
 Each harmful callable leaves a file when it runs (``tests/trust/harmful.py``, plus ``os.system``,
-``builtins.open``, ``subprocess.Popen``, ``os.makedirs`` and ``shutil.rmtree`` pointed at the test's folder).
+``builtins.open``, ``subprocess.Popen``, ``os.makedirs`` and ``shutil.rmtree`` pointed at the test's folder,
+and a function's import path as text, which the parser imports for an argument typed ``Callable``).
 A random recipe hides one of them somewhere (a direct field, a plug-in's ``init_args``, an engine's
 ``trainer_kwargs`` / ``init_kwargs``, a logger's ``init_args``, a list, nested mappings, another spec's
 ``init_args``, a sweep profile), goes through everything a recipe goes through before training (parse, the
@@ -53,6 +54,8 @@ PLACES = {
     "data.dataset.noise": {"class_path": "tests.helpers.Blobs", "init_args": {"noise": "X"}},
     "data.partition": "X",
     "aggregators": ["X"],
+    "data.dataset.loader": {"class_path": "fl_lightning.data.TorchDatasets", "init_args": {"train": {
+        "class_path": "tests.trust.harmful.FilesDataset", "init_args": {"loader": "X"}}}},
 }
 
 
@@ -68,11 +71,12 @@ def harmful(kind: str, marks: Path) -> dict:
         "popen": {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", f"{marks}/mark-popen"]}},
         "makedirs": {"class_path": "os.makedirs", "init_args": {"name": f"{marks}/mark-dir"}},
         "rmtree": {"class_path": "shutil.rmtree", "init_args": {"path": f"{marks}/keep"}},
+        "name": "tests.trust.harmful.leave_mark",  # a function's import path as text (for Callable arguments)
     }
     return specs[kind]
 
 
-KINDS = ["function", "class", "call", "factory", "os.system", "open", "popen", "makedirs", "rmtree"]
+KINDS = ["function", "class", "call", "factory", "os.system", "open", "popen", "makedirs", "rmtree", "name"]
 #: how the spec is wrapped, innermost first: a list, a mapping under a random key, another spec's init_args
 wrappers = st.lists(st.one_of(st.just(("list", "")), st.tuples(st.just("dict"), st.sampled_from(["callbacks", "a", "x"])),
                               st.tuples(st.just("spec"), st.sampled_from(KINDS))), max_size=4)
@@ -86,6 +90,8 @@ def _wrap(value, layers, marks: Path):
             value = {arg: value}
         else:
             outer = copy.deepcopy(harmful(arg, marks))
+            if not isinstance(outer, dict):
+                outer = {"class_path": "tests.trust.harmful.MarkOnInit"}
             outer.setdefault("init_args", {})["inner"] = value
             value = outer
     return value
@@ -140,10 +146,9 @@ def test_no_class_path_of_a_recipe_runs_anything(marks, parser, tmp_path, place,
     value = _wrap(harmful(kind, marks), layers, marks)
     placed = _put(PLACES[place], value)
     config = copy.deepcopy(BASE)
-    head, _, rest = place.partition(".")
-    key = place.split(".")[1] if head == "trainer" else None
+    parts = place.split(".")
+    dotted = ".".join(parts[:2]) if parts[0] in ("trainer", "data") else parts[0]  # where the template goes
     if via_profile:  # the same value reaching a sweep point through a profile
-        dotted = f"trainer.{key}" if key else head
         raw = {**copy.deepcopy(BASE), "profiles": {"p": {dotted: placed}}}
         try:
             (point,) = recipe_from_dict(raw, "p").points()
@@ -153,10 +158,10 @@ def test_no_class_path_of_a_recipe_runs_anything(marks, parser, tmp_path, place,
         except Exception:
             pass
     else:
-        if key:
-            config["trainer"][key] = placed
-        else:
-            config[head] = placed
+        node = config
+        for part in dotted.split(".")[:-1]:
+            node = node[part]
+        node[dotted.split(".")[-1]] = placed
         _attempt(parser, config, tmp_path)
     left = sorted(p.name for p in marks.iterdir() if p.name != "keep")
     assert left == [] and (marks / "keep").is_dir(), f"{kind} in {place} via {layers} ran: {left}"

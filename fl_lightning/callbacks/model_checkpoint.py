@@ -61,6 +61,9 @@ class ModelCheckpoint(FederatedCallback):
         self.mode = check_choice(mode, MODES, "mode", _OWNER) if monitor is not None else "max"
         self.filename = filename if filename is not None else _default_filename(monitor)
         check_instance(self.filename, str, "filename", _OWNER)
+        if Path(self.filename).is_absolute() or ".." in Path(self.filename).parts:
+            raise ValueError(f"{_OWNER}: filename {self.filename!r} leaves dirpath; a filename is a name inside "
+                             "dirpath (e.g. 'best-{round}'), without '..' or a leading '/': set dirpath instead")
         self.save_top_k = check_int(save_top_k, "save_top_k", _OWNER, minimum=-1)
         self.save_last = check_bool(save_last, "save_last", _OWNER)
         self.every_n_rounds = check_int(every_n_rounds, "every_n_rounds", _OWNER, minimum=1)

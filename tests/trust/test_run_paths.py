@@ -77,3 +77,11 @@ def test_links_deeper_down_are_found_and_save_dir_itself_may_be_one(tmp_path):
     check_no_symlinks(tmp_path / "root", tmp_path / "root" / "n" / "r" / "checkpoints", "k", follow=True)
     with pytest.raises(ValueError, match="outside its save folder"):
         check_inside(tmp_path / "root", tmp_path / "root" / ".." / "x", "k")
+
+
+@pytest.mark.parametrize("filename", ["../../x-{round}", "/tmp/x"])
+def test_a_model_checkpoint_filename_cannot_leave_its_folder(filename):
+    from fl_lightning.callbacks import ModelCheckpoint
+
+    with pytest.raises(ValueError, match="leaves dirpath"):
+        ModelCheckpoint(filename=filename)

@@ -41,6 +41,7 @@ from fl_lightning.data.base import TensorData
 from fl_lightning.context import BatchPoisoner
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import LocalTrainingError, train_client
+from fl_lightning.engines.module_weights import LayoutGuard, ModuleLayoutError
 from fl_lightning.param_layout import ParamLayout, flatten, load_flat_, module_tensors
 
 
@@ -89,6 +90,7 @@ class ClientWorker:
         self._buffers = module_tensors(module, layout.buffers, "buffers")
         named = dict(module.named_buffers())
         self._int_buffers = [named[name] for name in layout.int_buffers]
+        self._guard = LayoutGuard(module, layout)
 
     def ready(self) -> int:
         """The actor's process id, once the module is loaded (the driver waits on it)."""
@@ -107,7 +109,11 @@ class ClientWorker:
         client = ClientTask(task.client_id, TensorData(inputs, targets), task.config, task.seed, task.batch_poisoner,
                             precision=task.precision)
         try:
-            loss = train_client(self.module, client)
+            loss = train_client(self.module, client, self._guard.check)
+        except ModuleLayoutError as exc:  # drop the client, repair the module for the next one
+            self._guard.restore()
+            return {"error": f"{type(exc).__name__}: {exc}", "traceback": "",
+                    "layout_change": (exc.hook, exc.difference)}
         except LocalTrainingError as exc:
             return {"fatal": str(exc)}
         except Exception as exc:  # a failing client is dropped by the driver, the actor stays usable
@@ -423,6 +429,8 @@ class RayEngine(Engine):
         if "error" in result:
             self._drop(task, outcome, result["error"])
             outcome.extras["traceback"] = result["traceback"]
+            if "layout_change" in result:
+                outcome.extras["layout_change"] = tuple(result["layout_change"])
             return True
         out_params[row].copy_(_to_tensor(result["params"]))
         out_buffers[row].copy_(_to_tensor(result["buffers"]))

@@ -43,7 +43,8 @@ class SequentialEngine(Engine):
     def _train_all(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],
                    out_params: Tensor, out_buffers: Tensor) -> list[ClientOutcome]:
         return train_one_by_one(self.weights, global_params, global_buffers, tasks, out_params, out_buffers,
-                                train=lambda task: train_client(self.module, task), fatal=(LocalTrainingError,))
+                                train=lambda task: train_client(self.module, task, self.weights.guard.check),
+                                fatal=(LocalTrainingError,))
 
     def __repr__(self) -> str:
         return f"SequentialEngine(num_threads={self.num_threads})"

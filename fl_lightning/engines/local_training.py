@@ -9,6 +9,7 @@ comes back with the loss), the module's device and mixed precision.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable
 
 import lightning as L
@@ -134,6 +135,10 @@ def train_client(module: L.LightningModule, task: ClientTask,
                     _optimizer_step(loss, setup.optimizer, scaler)
                     total += float(loss.detach())
                     steps += 1
+                else:
+                    warnings.warn(f"{type(module).__name__}.training_step returned None: the batch is skipped, as "
+                                  "Lightning skips it; if that is not on purpose, return the loss", UserWarning,
+                                  stacklevel=2)
                 epoch_steps += 1
                 setup.step_schedulers(module, "step", batch_idx, False, monitored)
                 setup.step_schedulers(module, "step", batch_idx, True, monitored)

@@ -36,6 +36,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("RayEngine needs Ray: pip install 'fl-lightning[ray]'") from exc
 
+from fl_lightning.checks import check_number, check_optional_int, check_positive
 from fl_lightning.context import LocalConfig
 from fl_lightning.data.base import TensorData
 from fl_lightning.context import BatchPoisoner
@@ -158,15 +159,12 @@ class RayEngine(Engine):
     def __init__(self, address: str | None = None, num_cpus_per_client: float = 1,
                  num_gpus_per_client: float = 0, max_concurrency: int | None = None,
                  client_timeout_s: float | None = None, init_kwargs: dict[str, Any] | None = None) -> None:
-        if num_cpus_per_client <= 0:
-            raise ValueError(f"num_cpus_per_client must be > 0, got {num_cpus_per_client}")
-        if num_gpus_per_client < 0:
-            raise ValueError(f"num_gpus_per_client must be >= 0, got {num_gpus_per_client}")
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1 (or None for as many as the cluster allows), "
-                             f"got {max_concurrency}")
-        if client_timeout_s is not None and client_timeout_s <= 0:
-            raise ValueError(f"client_timeout_s must be > 0 seconds (or None for no limit), got {client_timeout_s}")
+        check_positive(num_cpus_per_client, "num_cpus_per_client", "RayEngine")
+        check_number(num_gpus_per_client, "num_gpus_per_client", "RayEngine", low=0.0)
+        # None: as many workers as the cluster allows; no time limit
+        check_optional_int(max_concurrency, "max_concurrency", "RayEngine", minimum=1)
+        if client_timeout_s is not None:
+            check_positive(client_timeout_s, "client_timeout_s", "RayEngine")
         self.address = address
         self.num_cpus_per_client = num_cpus_per_client
         self.num_gpus_per_client = num_gpus_per_client

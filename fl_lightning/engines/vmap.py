@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from fl_lightning.checks import check_optional_int, check_positive
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import (TRAIN_HOOKS, LocalTrainingError, build_optimizer,
                                                  build_optimizer_setup, detached_logging, step_loss)
@@ -122,10 +123,9 @@ class VmapEngine(Engine):
     """
 
     def __init__(self, max_group_size: int | None = None, memory_budget_mb: float | None = None) -> None:
-        if max_group_size is not None and max_group_size < 1:
-            raise ValueError(f"VmapEngine: max_group_size must be >= 1 or None, got {max_group_size}")
-        if memory_budget_mb is not None and memory_budget_mb <= 0:
-            raise ValueError(f"VmapEngine: memory_budget_mb must be > 0 or None, got {memory_budget_mb}")
+        check_optional_int(max_group_size, "max_group_size", "VmapEngine", minimum=1)
+        if memory_budget_mb is not None:
+            check_positive(memory_budget_mb, "memory_budget_mb", "VmapEngine")
         self.max_group_size = max_group_size
         self.memory_budget_mb = memory_budget_mb
 

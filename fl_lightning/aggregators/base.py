@@ -46,6 +46,16 @@ class Aggregator:
     #: round (passed as ``ctx.reference_update``); 0: the rule needs no reference (all but FLTrust)
     root_samples: int = 0
 
+    @property
+    def min_robust_clients(self) -> int:
+        """The fewest clients among which the rule can single out one attacker (0: it never singles one out).
+
+        Below it a round still aggregates, but an attacker may take a full share unflagged; deployments
+        that lose clients (Flower) warn and count such rounds. Default: an honest majority of two
+        against one, or :attr:`min_clients` if more.
+        """
+        return max(3, self.min_clients)
+
     def setup(self, ctx: SetupContext) -> None:
         """Check, at ``fit()`` start and before any training, that the rule can run on this federation.
 

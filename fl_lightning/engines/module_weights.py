@@ -33,17 +33,28 @@ class LayoutGuard:
     the bound tensors, submodules and shapes back so the next client starts from the layout again.
     """
 
-    def __init__(self, module: nn.Module, layout: ParamLayout) -> None:
+    def __init__(self, module: nn.Module) -> None:
         self.module = module
         self.expected = {**dict(module.named_parameters()), **dict(module.named_buffers())}
         self.shapes = {name: (tuple(t.shape), t.dtype) for name, t in self.expected.items()}
-        self.layout_names = {s.name for s in layout.params + layout.buffers} | set(layout.int_buffers)
         # every submodule's registries, to undo a replaced layer or an added / removed tensor
         self._registries = [(m, dict(m._parameters), dict(m._buffers), dict(m._modules))
                             for m in module.modules()]
+        self._tensors = [(t, t.shape, t.dtype) for t in self.expected.values()]
+
+    def unchanged(self) -> bool:
+        """Whether every registry still holds the bound objects and every tensor its shape and dtype (the fast check)."""
+        for module, params, buffers, children in self._registries:
+            for registry, saved in ((module._parameters, params), (module._buffers, buffers),
+                                    (module._modules, children)):
+                if len(registry) != len(saved) or any(registry.get(k) is not v for k, v in saved.items()):
+                    return False
+        return all(t.shape == shape and t.dtype == dtype for t, shape, dtype in self._tensors)
 
     def difference(self) -> str | None:
         """What differs from the bound layout (first few differences), or ``None``."""
+        if self.unchanged():
+            return None
         live = {**dict(self.module.named_parameters()), **dict(self.module.named_buffers())}
         problems = [f"added {name!r} {tuple(t.shape)}" for name, t in live.items() if name not in self.expected]
         problems += [f"removed {name!r}" for name in self.expected if name not in live]
@@ -95,7 +106,7 @@ class ModuleWeights:
         self.buffers = module_tensors(module, layout.buffers, "buffers")
         named = dict(module.named_buffers())
         self.int_buffers = [named[name] for name in layout.int_buffers]
-        self.guard = LayoutGuard(module, layout)
+        self.guard = LayoutGuard(module)
 
     def int_snapshot(self) -> list[Tensor]:
         """Copies of the integer buffers (``num_batches_tracked``), which the flat vectors do not hold."""

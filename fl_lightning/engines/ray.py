@@ -91,7 +91,7 @@ class ClientWorker:
         self._buffers = module_tensors(module, layout.buffers, "buffers")
         named = dict(module.named_buffers())
         self._int_buffers = [named[name] for name in layout.int_buffers]
-        self._guard = LayoutGuard(module, layout)
+        self._guard = LayoutGuard(module)
 
     def ready(self) -> int:
         """The actor's process id, once the module is loaded (the driver waits on it)."""

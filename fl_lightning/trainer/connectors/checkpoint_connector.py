@@ -64,7 +64,9 @@ class KeyedStates:
         taken: dict[int, tuple[Any, Any]] = {}
         unmatched = []
         for saved_key, value in state.items():
-            item = by_key.get(saved_key) or self._legacy_match(str(saved_key), keys)
+            item = by_key.get(saved_key)
+            if item is None:
+                item = self._legacy_match(str(saved_key), keys)
             if item is None or id(item) in taken:
                 if value:  # an empty state (a progress bar's) loses nothing
                     unmatched.append(saved_key)

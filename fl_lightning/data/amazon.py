@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fl_lightning.checks import check_fraction, check_int
+from fl_lightning.checks import check_fraction, check_int, check_optional_int, check_seed
 from fl_lightning.data.base import FederatedDataset, TensorData
 from fl_lightning.data.files import DataFileError, DataFileNotFoundError, open_maybe_gzip
 from fl_lightning.seeding import numpy_rng
@@ -59,6 +59,8 @@ class AmazonReviews(FederatedDataset):
         check_int(vocab_size, "vocab_size", "AmazonReviews", minimum=3)
         check_int(max_len, "max_len", "AmazonReviews", minimum=1)
         check_fraction(test_fraction, "test_fraction", "AmazonReviews", include_zero=False, include_one=False)
+        check_seed(seed, "AmazonReviews")
+        check_optional_int(max_reviews, "max_reviews", "AmazonReviews", minimum=1)
         self.path = Path(path)
         self.vocab_size = vocab_size
         self.max_len = max_len

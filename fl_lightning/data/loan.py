@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fl_lightning.checks import check_fraction, check_optional_int
+from fl_lightning.checks import check_fraction, check_optional_int, check_seed
 from fl_lightning.data.base import FederatedDataset, TensorData
 from fl_lightning.data.files import DataFileError, DataFileNotFoundError, open_maybe_gzip
 from fl_lightning.seeding import numpy_rng
@@ -125,6 +125,7 @@ class LendingClubLoan(FederatedDataset):
                  max_rows: int | None = None) -> None:
         check_fraction(test_fraction, "test_fraction", "LendingClubLoan", include_zero=False, include_one=False)
         check_optional_int(max_rows, "max_rows", "LendingClubLoan", minimum=2)
+        check_seed(seed, "LendingClubLoan")
         self.path = Path(path)
         self.seed = seed
         self.test_fraction = test_fraction

@@ -5,7 +5,7 @@ from typing import Sequence
 
 import torch
 
-from fl_lightning.checks import check_int, check_optional_int
+from fl_lightning.checks import check_int, check_optional_int, check_seed
 from fl_lightning.data.base import FederatedDataset, TensorData
 
 _OWNER = "SyntheticDataset"
@@ -30,6 +30,7 @@ class SyntheticDataset(FederatedDataset):
             raise ValueError(f"{_OWNER}: shape must be non-empty positive sizes, got {list(shape)}")
         check_int(num_classes, "num_classes", _OWNER, minimum=1)
         check_int(n, "n", _OWNER, minimum=1)
+        check_seed(seed, _OWNER)
         check_optional_int(n_test, "n_test", _OWNER, minimum=1)
         check_optional_int(vocab_size, "vocab_size", _OWNER, minimum=2)
         check_optional_int(num_keys, "num_keys", _OWNER, minimum=1, maximum=n)

@@ -94,6 +94,15 @@ def test_impossible_settings_are_refused_at_construction(make, kwargs, match) ->
         RobustStrategy(make(), **kwargs)
 
 
+def test_the_legacy_strategy_refuses_fltrust_too() -> None:
+    from fl_lightning.integrations.flower import LegacyRobustStrategy
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(ValueError, match=r"LegacyRobustStrategy: FLTrust needs a server-side root data set"):
+            LegacyRobustStrategy(FLTrust())
+
+
 def test_evaluation_minimums_do_not_matter_when_evaluation_is_off() -> None:
     RobustStrategy(CoordinateMedian(), min_available_nodes=3, min_evaluate_nodes=5, fraction_evaluate=0.0)
 

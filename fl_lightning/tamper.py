@@ -2,11 +2,13 @@
 
 Torch has no read-only tensors, and copying the ``[K, N]`` update matrix for every attack would double the
 round's peak memory. A fingerprint is one ``int64`` per row: the sum over columns of each value's bit
-pattern times an odd per-column weight (wrapping arithmetic), taken in chunks of columns. Any single
-changed value changes it (odd weights are invertible modulo 2^64), NaN payloads included.
+pattern times an odd per-column weight, in the bits' own integer width (wrapping arithmetic), taken
+in chunks of columns. Any single changed value changes it (odd weights are invertible modulo 2^b),
+NaN payloads included.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -23,15 +25,23 @@ _CHUNK_VALUES = 1 << 22
 def row_fingerprints(values: Tensor) -> Tensor:
     """``[K]`` int64 digests of the rows of a ``[K, N]`` tensor (a ``[N]`` vector gives one digest)."""
     matrix = values.detach().reshape(1, -1) if values.dim() < 2 else values.detach().reshape(values.shape[0], -1)
-    bits = matrix.view(_INT_OF[matrix.element_size()]) if matrix.is_floating_point() else matrix
+    floating_or_bool = matrix.is_floating_point() or matrix.dtype == torch.bool
+    bits = matrix.view(_INT_OF[matrix.element_size()]) if floating_or_bool else matrix
     digest = torch.zeros(matrix.shape[0], dtype=torch.int64, device=matrix.device)
     width = max(1024, _CHUNK_VALUES // max(1, matrix.shape[0]))
-    for start in range(0, matrix.shape[1], width):
-        stop = min(start + width, matrix.shape[1])
-        weights = torch.arange(start + 1, stop + 1, dtype=torch.int64, device=matrix.device) * _MULTIPLIER
-        weights |= 1
-        digest += (bits[:, start:stop].to(torch.int64) * weights).sum(dim=1)
+    for chunk, start in enumerate(range(0, matrix.shape[1], width)):
+        part = bits[:, start:start + width]
+        weights = _odd_weights(part.shape[1], part.dtype, matrix.device)
+        # products wrap in the bits' own width; the chunk's odd multiplier keeps chunks apart
+        digest += (part * weights).sum(dim=1, dtype=torch.int64) * (2 * chunk + 1)
     return digest
+
+
+@functools.lru_cache(maxsize=4)
+def _odd_weights(width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Odd per-column weights (a golden-ratio hash of the column), in the integer dtype of the bits."""
+    weights = torch.arange(1, width + 1, dtype=torch.int64) * _MULTIPLIER | 1
+    return weights.to(dtype).to(device)
 
 
 class LentTensors:

@@ -598,8 +598,21 @@ def _may_return_none(step: Callable[..., Any]) -> bool:
     returns = [node for node in _own_nodes(function) if isinstance(node, ast.Return)]
     if any(r.value is None or (isinstance(r.value, ast.Constant) and r.value.value is None) for r in returns):
         return True
-    last = function.body[-1] if function.body else None
-    return not isinstance(last, (ast.Return, ast.Raise))
+    return not _always_returns(function.body)
+
+
+def _always_returns(body: list[ast.stmt]) -> bool:
+    """Whether a block of statements ends in ``return``/``raise`` on every path (so never falls off its end)."""
+    if not body:
+        return False
+    last = body[-1]
+    if isinstance(last, (ast.Return, ast.Raise)):
+        return True
+    if isinstance(last, ast.If):
+        return _always_returns(last.body) and _always_returns(last.orelse)
+    if isinstance(last, (ast.With, ast.AsyncWith)):
+        return _always_returns(last.body)
+    return False
 
 
 def _own_nodes(function: ast.AST) -> list[ast.AST]:

@@ -58,3 +58,35 @@ def test_a_client_that_skips_every_batch_sends_a_zero_update(tmp_path) -> None:
     trainer.fit(module, make_dm(num_clients=2))
     assert not trainer.history[0].dropped
     assert torch.equal(flat_params(module), start)
+
+
+class _ReturnsOnEveryPath:
+    def training_step(self, batch, batch_idx):
+        if batch_idx:
+            return batch[0].sum()
+        else:
+            return batch[1].sum()
+
+
+class _FallsOffTheEnd:
+    def training_step(self, batch, batch_idx):
+        if batch_idx:
+            return batch[0].sum()
+
+
+class _BareReturn:
+    def training_step(self, batch, batch_idx):
+        def helper():
+            return None  # a nested function's None is not the step's
+
+        if batch_idx > 3:
+            return
+        return helper() or batch[0].sum()
+
+
+@pytest.mark.parametrize("cls,may", [(_ReturnsOnEveryPath, False), (_FallsOffTheEnd, True), (_BareReturn, True),
+                                     (TinyNet, False)])
+def test_vmap_reads_whether_a_step_may_return_none(cls, may: bool) -> None:
+    from fl_lightning.engines.vmap import _may_return_none
+
+    assert _may_return_none(cls.training_step) is may

@@ -37,7 +37,7 @@ class FederatedCallback:
 
     @property
     def state_key(self) -> str:
-        """Key of this callback's state inside a checkpoint (the class name; with settings, see :meth:`_generate_state_key`)."""
+        """Key of this callback's state in a checkpoint: the class name (with settings: :meth:`_generate_state_key`)."""
         return type(self).__name__
 
     def _generate_state_key(self, **settings: Any) -> str:

@@ -68,7 +68,7 @@ class ModelCheckpoint(FederatedCallback):
 
     @property
     def state_key(self) -> str:
-        """Its settings that make two checkpoint callbacks distinct, as Lightning's ``ModelCheckpoint`` keys its state."""
+        """The settings that tell two checkpoint callbacks apart, as Lightning's ``ModelCheckpoint`` keys its state."""
         return self._generate_state_key(monitor=self.monitor, mode=self.mode, every_n_rounds=self.every_n_rounds)
 
     def _reset(self) -> None:

@@ -43,7 +43,7 @@ class LayoutGuard:
         self._tensors = [(t, t.shape, t.dtype) for t in self.expected.values()]
 
     def unchanged(self) -> bool:
-        """Whether every registry still holds the bound objects and every tensor its shape and dtype (the fast check)."""
+        """Whether every registry holds the bound objects and every tensor its shape and dtype (the fast check)."""
         for module, params, buffers, children in self._registries:
             for registry, saved in ((module._parameters, params), (module._buffers, buffers),
                                     (module._modules, children)):

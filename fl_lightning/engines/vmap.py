@@ -583,7 +583,7 @@ def _activation_bytes(module: nn.Module, x: Tensor, y: Tensor) -> tuple[float, f
 
 
 def _may_return_none(step: Callable[..., Any]) -> bool:
-    """Whether ``training_step``'s source can return ``None`` (a bare ``return``, ``return None``, or falling off the end).
+    """Whether ``training_step``'s source can return ``None`` (bare ``return``, ``return None``, falling off its end).
 
     Lightning skips such a batch; vmap computes every client's loss without calling ``training_step``,
     so it must not run a step that may skip. Unreadable source counts as "may".

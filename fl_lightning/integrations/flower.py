@@ -340,7 +340,8 @@ class RobustStrategy(Strategy):
         if len(records) != 1:
             return f"its reply holds {len(records)} MetricRecords, expected 1 with {self.weighted_by_key!r}", 0.0
         value = records[0].get(self.weighted_by_key)
-        count = value.is_integer() if isinstance(value, float) else isinstance(value, int) and not isinstance(value, bool)
+        integral_float = isinstance(value, float) and value.is_integer()
+        count = integral_float or (isinstance(value, int) and not isinstance(value, bool))
         if not count or not 1 <= value <= self.max_num_examples:
             return (f"its MetricRecord's {self.weighted_by_key!r} is {value!r}, expected an integer count in "
                     f"[1, {self.max_num_examples}] (max_num_examples)"), 0.0

@@ -70,6 +70,11 @@ class ModelCheckpoint(FederatedCallback):
         self._reset()
         self._restored: dict[str, Any] | None = None
 
+    @property
+    def state_key(self) -> str:
+        """The settings that tell two checkpoint callbacks apart, as Lightning's ``ModelCheckpoint`` keys its state."""
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode, every_n_rounds=self.every_n_rounds)
+
     def _reset(self) -> None:
         self.best_k_models: dict[str, float] = {}
         self.best_model_path = ""

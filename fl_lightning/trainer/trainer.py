@@ -29,8 +29,9 @@ from fl_lightning.attacks.plan import AttackPlan
 from fl_lightning.stopping import StopOnSignal, StopRequested, run_cleanup
 from fl_lightning.seeding import derive_seed, numpy_rng, seed_everything as seed_global_generators
 import fl_lightning.trainer.round_metrics as round_metrics
-from fl_lightning.trainer.boundary import (as_list, check_result, dropped_clients, finite_rows, input_shape,
-                                          non_finite_metrics, non_finite_state, setup_data)
+from fl_lightning.trainer.boundary import (aggregate_checked, as_list, check_layout_changes, check_result,
+                                          dropped_clients, finite_rows, input_shape, non_finite_metrics,
+                                          non_finite_state, setup_data)
 from fl_lightning.trainer.connectors.checkpoint_connector import CheckpointConnector
 from fl_lightning.trainer.connectors.logger_connector import LoggerConnector, resolve_loggers
 from fl_lightning.trainer.devices import get_lightning_engine, resolve_accelerator, resolve_devices, resolve_precision
@@ -350,11 +351,13 @@ class FederatedTrainer:
         k = len(tasks)
         outcomes = self.engine.train_round(self.global_params, self.global_buffers, tasks,
                                            self._out_params[:k], self._out_buffers[:k])
+        check_layout_changes(outcomes, type(self.module).__name__)
         updates = self._out_params[:k].sub_(self.global_params)  # in place: the rows now hold U = local - global
+        # plug-ins get a copy of the global model: a write into it (refused by the checks) cannot move the model
         ctx = RoundContext(round=round_idx, client_ids=client_ids,
                            num_samples=torch.tensor([len(t.data) for t in tasks], dtype=torch.float32,
                                                     device=self.device),
-                           layout=self.layout, global_params=self.global_params, seed=self.seed,
+                           layout=self.layout, global_params=self.global_params.clone(), seed=self.seed,
                            num_clients=len(self.datamodule.clients),
                            reference_update=self._reference_update(round_idx))
         # 2. attacks poison the updates; 3. unusable rows are dropped. The [K, N] matrix is scanned for
@@ -436,7 +439,7 @@ class FederatedTrainer:
         rows = torch.tensor(keep, dtype=torch.long, device=self.device)
         kept = updates if len(keep) == len(updates) else updates.index_select(0, rows)
         kept_ctx = ctx.select(keep)  # its finite mask is all True: the aggregator need not scan again
-        result = self.aggregator.aggregate(kept, kept_ctx)
+        result = aggregate_checked(self.aggregator, kept, kept_ctx)
         check_result(result, name, len(keep), self.layout.num_params)
         if not torch.isfinite(result.update).all():
             record.kept_previous_model = True

@@ -81,7 +81,7 @@ class Evaluator:
             self.note = (f"{type(module).__name__} has no test_step or validation_step and its forward gives no "
                          "class scores for integer labels, so rounds report training metrics only; define "
                          "test_step to evaluate the global model")
-            warnings.warn(self.note, UserWarning, stacklevel=3)
+            warnings.warn(self.note, UserWarning, stacklevel=4)
 
     @torch.no_grad()
     def __call__(self, module: L.LightningModule, test: Any, batch_size: int = 1000) -> dict[str, float]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Hashable
 from typing import Any, Callable, Sequence, Union
 
 import torch
@@ -16,9 +15,11 @@ from fl_lightning.labels import has_class_labels, require_labels
 from fl_lightning.seeding import derive_seed
 
 OWNER = "FederatedDataModule"
-#: a partition: a name of :data:`~fl_lightning.data.partition.PARTITIONS`, one list of training-set
-#: indices per client, or a Python function of a training-set index giving the sample's client key
-Partition = Union[str, Sequence[Sequence[int]], Callable[[int], Hashable]]
+#: a partition as a recipe may write it: a name of :data:`~fl_lightning.data.partition.PARTITIONS`, or
+#: one list of training-set indices per client. It holds no ``Callable``, so a recipe can never name a
+#: function (``partition: os.system`` stays a string and is refused); Python callers may still pass a key
+#: function ``key(index) -> hashable``, accepted at run time, not through the type.
+Partition = Union[str, list[list[int]]]
 
 
 class FederatedDataModule:

@@ -233,3 +233,13 @@ def test_validation_and_test_steps_both_report(tmp_path) -> None:
     trainer = make_trainer(tmp_path, rounds=1)
     trainer.fit(Both(), datamodule=dm)
     assert {"val/val_mae", "test/mse"} <= set(trainer.history[-1].metrics)
+
+
+def test_class_accuracy_on_unlabeled_data_is_refused_before_round_0(tmp_path) -> None:
+    from fl_lightning.callbacks import ClassAccuracy
+
+    dm = FederatedDataModule.from_datasets(_unlabeled(40, 0), _unlabeled(8, 1), num_clients=4)
+    trainer = make_trainer(tmp_path, rounds=2, callbacks=[ClassAccuracy(classes=[0])])
+    with pytest.raises(MissingLabelsError, match="ClassAccuracy needs integer class labels"):
+        trainer.fit(AutoEncoder(), datamodule=dm)
+    assert len(trainer.history) == 0

@@ -147,3 +147,27 @@ def test_pairs_with_scalar_labels_keep_the_tensor_fast_path() -> None:
     dm = FederatedDataModule.from_datasets(TensorDataset(torch.randn(20, 3), torch.arange(20) % 2), num_clients=2)
     dm.setup()
     assert all(isinstance(c, TensorData) for c in dm.clients)
+
+
+class NoisyRows(Dataset):
+    """Dict samples with a random augmentation on every read: they stay lazy, and seeded reads repeat."""
+
+    def __len__(self) -> int:
+        return 16
+
+    def __getitem__(self, index: int) -> dict:
+        return {"x": torch.full((2,), float(index)) + torch.rand(2), "label": index % 2}
+
+
+def test_random_samples_of_any_structure_stay_lazy_and_seeded_reads_repeat() -> None:
+    dm = FederatedDataModule.from_datasets(NoisyRows(), num_clients=2, partition="classes", classes_per_client=1)
+    before = torch.random.get_rng_state()
+    dm.setup()
+    client = dm.clients[0]
+    assert dm.dataset.lazy["train"] and isinstance(client.source, Dataset)
+    order = [torch.tensor([0, 1, 2]), torch.tensor([3, 4])]
+    first, again, other = (list(client.batches(order, seed=s)) for s in (5, 5, 6))
+    for index, a, b, c in zip(order, first, again, other):
+        assert torch.equal(a["x"], b["x"]) and not torch.equal(a["x"], c["x"])
+        assert torch.equal(a["label"], client.targets[index])
+    assert torch.equal(torch.random.get_rng_state(), before)  # reading left the global generator alone

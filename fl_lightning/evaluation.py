@@ -64,7 +64,8 @@ class Evaluator:
     """How the global model is evaluated, decided once per fit from the module and the test data.
 
     - ``validation_step`` / ``test_step``, each the module defines: what it ``self.log``s, as
-      ``val/<name>`` / ``test/<name>`` (a name with a ``/`` is kept as it is);
+      ``val/<name>`` / ``test/<name>`` (a name with a ``/`` is kept as it is); ``validation_step``
+      runs on the validation split when the data has one, else on the test split;
     - neither, and ``forward`` gives class scores for integer labels: ``test/acc`` and ``test/loss``
       from ``forward`` and :mod:`~fl_lightning.module_contract` (the arg-max fallback);
     - neither, and no class scores: no test metrics (the round logs its training metrics), said once.
@@ -72,49 +73,59 @@ class Evaluator:
     Attack metrics (success rates) come from ``forward`` + ``predict`` whenever the module gives class scores.
     """
 
-    def __init__(self, module: L.LightningModule, test: Any, attacks: Sequence[Attack]) -> None:
+    def __init__(self, module: L.LightningModule, test: Any, attacks: Sequence[Attack], val: Any | None = None) -> None:
         self.steps = evaluation_steps(module)
         self.class_scores = gives_class_scores(module, test)
         self.attacks = list(attacks)
         self.note = ""
-        if test is not None and not self.steps and not self.class_scores:
+        if (test is not None or val is not None) and not self.steps and not self.class_scores:
             self.note = (f"{type(module).__name__} has no test_step or validation_step and its forward gives no "
                          "class scores for integer labels, so rounds report training metrics only; define "
                          "test_step to evaluate the global model")
             warnings.warn(self.note, UserWarning, stacklevel=4)
 
     @torch.no_grad()
-    def __call__(self, module: L.LightningModule, test: Any, batch_size: int = 1000) -> dict[str, float]:
-        """The round's test metrics for the module as it is now; ``{}`` when there is no test data."""
-        if test is None:
-            return {}
+    def __call__(self, module: L.LightningModule, test: Any, batch_size: int = 1000,
+                 val: Any | None = None) -> dict[str, float]:
+        """The round's evaluation metrics for the module as it is now; ``{}`` when there is no data to evaluate on.
+
+        ``validation_step`` runs on ``val`` when there is one, else on ``test``; everything else on ``test``.
+        """
         was_training = module.training
         module.eval()
         try:
-            metric_sets = attack_metrics(self.attacks) if self.class_scores else []
-            device = module.device
-            for _, metrics in metric_sets:
-                for metric in metrics.values():
-                    metric.to(device)
             results: dict[str, float] = {}
             for step in self.steps:
-                results.update(_own_pass(module, test, step, batch_size, device))
-            if self.class_scores and not self.steps:
-                results.update(_default_pass(module, test, metric_sets, batch_size, device))
-            elif any(metrics for _, metrics in metric_sets):
-                _default_pass(module, test, metric_sets, batch_size, device)
-            for _, metrics in metric_sets:
-                for name, metric in metrics.items():
-                    results[name] = float(metric.compute())
+                data = val if step[0] == "validation_step" and val is not None else test
+                if data is not None:
+                    results.update(_own_pass(module, data, step, batch_size, module.device))
+            if test is not None and self.class_scores:
+                results.update(self._class_score_pass(module, test, batch_size))
         finally:
             module.train(was_training)
         return results
 
+    def _class_score_pass(self, module: L.LightningModule, test: Any, batch_size: int) -> dict[str, float]:
+        """The arg-max fallback (only without evaluation steps) and the attack metrics, in one pass."""
+        metric_sets = attack_metrics(self.attacks)
+        for _, metrics in metric_sets:
+            for metric in metrics.values():
+                metric.to(module.device)
+        results: dict[str, float] = {}
+        if not self.steps:
+            results.update(_default_pass(module, test, metric_sets, batch_size, module.device))
+        elif any(metrics for _, metrics in metric_sets):
+            _default_pass(module, test, metric_sets, batch_size, module.device)
+        for _, metrics in metric_sets:
+            for name, metric in metrics.items():
+                results[name] = float(metric.compute())
+        return results
 
-def evaluate(module: L.LightningModule, test: Any, attacks: Sequence[Attack],
-             batch_size: int = 1000) -> dict[str, float]:
-    """The test metrics of :class:`Evaluator`, deciding how to evaluate afresh (one-off use)."""
-    return Evaluator(module, test, attacks)(module, test, batch_size)
+
+def evaluate(module: L.LightningModule, test: Any, attacks: Sequence[Attack], batch_size: int = 1000,
+             val: Any | None = None) -> dict[str, float]:
+    """The metrics of :class:`Evaluator`, deciding how to evaluate afresh (one-off use)."""
+    return Evaluator(module, test, attacks, val=val)(module, test, batch_size, val=val)
 
 
 def _batch_size_of(batch: Any) -> float:

@@ -94,6 +94,10 @@ class FederatedDataset:
         """Return ``(train, test)``: :class:`TensorData`, or lazy data for per-sample transforms."""
         raise NotImplementedError
 
+    def load_val(self) -> ClientData | None:
+        """The split the module's ``validation_step`` runs on, or ``None`` (it then runs on the test split)."""
+        return None
+
     def partition_keys(self) -> list | None:
         """Per-training-sample keys for the ``by_key`` partition, or ``None``."""
         return None

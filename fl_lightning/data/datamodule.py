@@ -77,14 +77,18 @@ class FederatedDataModule:
         self.client_keys: list | None = None
         self.clients: list[ClientData] = []
         self.test: ClientData | None = None
+        #: the validation split the module's ``validation_step`` runs on (``None``: it runs on :attr:`test`)
+        self.val: ClientData | None = None
         #: the server's root set when :meth:`setup` was asked for ``root_samples > 0`` (FLTrust), else ``None``
         self.root: ClientData | None = None
         self.root_samples = 0
         self._loaded: tuple[ClientData, ClientData | None] | None = None
+        self._val_loaded: ClientData | None | bool = False
         self._prepared = False
 
     @classmethod
-    def from_datasets(cls, train: Any, test: Any | None = None, *, num_clients: int | None, partition: Partition = "iid",
+    def from_datasets(cls, train: Any, test: Any | None = None, *, num_clients: int | None,
+                      partition: Partition = "iid", val: Any | None = None,
                       classes_per_client: int = 2, train_fraction: float = 1.0, alpha: float = 0.9,
                       samples_per_class: int | None = None, seed: int = 0, num_classes: int | None = None,
                       class_names: Sequence[str] | None = None, materialize: bool | None = None,
@@ -97,17 +101,18 @@ class FederatedDataModule:
         next_tokens)``) reaches ``training_step`` collated as a ``DataLoader`` collates it, with its
         scalar label (position 1, or a ``label``-like key; ``target_key`` names it) kept for the
         features that need one. ``input_key`` turns mapping samples into ``(sample[input_key],
-        label)`` pairs instead. Small data with fixed samples is
-        read once into tensors; data with a random ``transform``, data over ``memory_budget_mb``,
+        label)`` pairs instead. Small data with fixed samples is read once into memory; data with a random ``transform``, data over ``memory_budget_mb``,
         or ``materialize=False`` stays lazy (:class:`~fl_lightning.data.lazy.LazyData`, read with
         ``num_workers`` loader workers). ``num_classes``/``class_names`` default to the dataset's
-        ``classes`` or to the largest label + 1 (0 for unlabeled data and float, regression, targets). The other arguments are those of the constructor.
+        ``classes`` or to the largest label + 1 (0 for unlabeled data and float, regression, targets).
+        ``val``: a validation dataset for the module's ``validation_step`` (without one it runs on
+        ``test``). The other arguments are those of the constructor.
         """
         from fl_lightning.data.torch_datasets import TorchDatasets
 
-        source = TorchDatasets(train, test, num_classes=num_classes, class_names=class_names, materialize=materialize,
-                               memory_budget_mb=memory_budget_mb, num_workers=num_workers, input_key=input_key,
-                               target_key=target_key)
+        source = TorchDatasets(train, test, val=val, num_classes=num_classes, class_names=class_names,
+                               materialize=materialize, memory_budget_mb=memory_budget_mb, num_workers=num_workers,
+                               input_key=input_key, target_key=target_key)
         return cls(source, num_clients=num_clients, partition=partition, classes_per_client=classes_per_client,
                    train_fraction=train_fraction, seed=seed, alpha=alpha, samples_per_class=samples_per_class)
 
@@ -118,12 +123,15 @@ class FederatedDataModule:
 
         Runs ``prepare_data()``, ``setup("fit")`` and ``setup("test")``; the training set is
         ``train_dataloader().dataset`` (or a ``train_dataset``-like attribute), the test set
-        ``test_dataloader().dataset`` when defined. ``num_classes`` defaults to the data module's
+        ``test_dataloader().dataset`` when defined, the validation set ``val_dataloader().dataset``
+        (for the module's ``validation_step``). ``num_classes`` defaults to the data module's
         own ``num_classes`` attribute; every other argument is that of :meth:`from_datasets`.
         """
-        from fl_lightning.data.lightning_source import lightning_datasets
+        from fl_lightning.data.lightning_source import lightning_datasets, validation_dataset
 
         train, test = lightning_datasets(datamodule)
+        if kwargs.get("val") is None:
+            kwargs["val"] = validation_dataset(datamodule)
         declared = getattr(datamodule, "num_classes", None)
         if kwargs.get("num_classes") is None and isinstance(declared, int) and not isinstance(declared, bool):
             kwargs["num_classes"] = declared
@@ -164,6 +172,9 @@ class FederatedDataModule:
         if self._prepared and root_samples == self.root_samples:
             return
         train, self.test = self._load()
+        if self._val_loaded is False:
+            self._val_loaded = self.dataset.load_val()
+        self.val = self._val_loaded
         if root_samples >= len(train):
             raise ValueError(f"{OWNER}: root_samples={root_samples} leaves none of the {len(train)} training samples "
                              f"for the clients; hold out fewer than {len(train)}")
@@ -197,7 +208,7 @@ class FederatedDataModule:
             self.setup()
 
     def _split(self, targets: Tensor | None, count: int, pool: Tensor | None) -> list[Tensor]:
-        """Client index lists into the ``count`` samples of the training set, or of its part ``pool`` left after the root set."""
+        """Client index lists into the ``count`` training samples (or those of ``pool``, left after the root set)."""
         if callable(self.partition):
             keys = [self.partition(int(i)) for i in (range(count) if pool is None else pool.tolist())]
             return self._clients_of_keys(keys)

@@ -8,6 +8,7 @@ OWNER = "FederatedDataModule.from_lightning"
 #: attributes that commonly hold a data module's datasets, tried when its dataloader is not defined
 TRAIN_ATTRIBUTES = ("train_dataset", "dataset_train", "train_set", "trainset", "train_data", "train_ds", "train")
 TEST_ATTRIBUTES = ("test_dataset", "dataset_test", "test_set", "testset", "test_data", "test_ds", "test")
+VAL_ATTRIBUTES = ("val_dataset", "dataset_val", "val_set", "valset", "val_data", "val_ds", "val")
 
 
 def _placeholders(hook: str) -> tuple[Any, ...]:
@@ -70,3 +71,8 @@ def lightning_datasets(datamodule: Any) -> tuple[Any, Any | None]:
         raise ValueError(f"{OWNER}: {type(datamodule).__name__} defines no train_dataloader() and has none of the "
                          f"attributes {', '.join(TRAIN_ATTRIBUTES)}; define train_dataloader()")
     return train, _dataset_of(datamodule, "test_dataloader", TEST_ATTRIBUTES)
+
+
+def validation_dataset(datamodule: Any) -> Any | None:
+    """``val_dataloader().dataset`` of a set-up data module, a ``val_dataset``-like attribute, or ``None``."""
+    return _dataset_of(datamodule, "val_dataloader", VAL_ATTRIBUTES)

@@ -64,12 +64,14 @@ class TorchDatasets(FederatedDataset):
     without one, or with floating-point targets (regression), ``num_classes`` is 0.
     """
 
-    def __init__(self, train: Dataset, test: Dataset | None = None, *, num_classes: int | None = None,
+    def __init__(self, train: Dataset, test: Dataset | None = None, *, val: Dataset | None = None,
+                 num_classes: int | None = None,
                  class_names: Sequence[str] | None = None, materialize: bool | None = None,
                  memory_budget_mb: float = 2048.0, num_workers: int = 0, input_key: str | None = None,
                  target_key: str | None = None) -> None:
         self.train = _check_map_style(train, "train")
         self.test = None if test is None else _check_map_style(test, "test")
+        self.val = None if val is None else _check_map_style(val, "val")
         self._num_classes = check_optional_int(num_classes, "num_classes", OWNER, minimum=1)
         self._class_names = None if class_names is None else tuple(str(c) for c in class_names)
         if self._class_names is not None and self._num_classes is not None \
@@ -103,6 +105,13 @@ class TorchDatasets(FederatedDataset):
                                     f"{train.input_shape}; give both splits the same transform to tensors")
         self._set_classes(train, test)
         return train, test
+
+    def load_val(self) -> ClientData | None:
+        """The validation dataset prepared as the others are (``None`` without one)."""
+        if self.val is None:
+            return None
+        with kept_global_generators():
+            return self._prepare(self.val, "val")
 
     def _prepare(self, dataset: Dataset, split: str) -> ClientData:
         owner = f"{OWNER}({split}={type(dataset).__name__})"

@@ -284,7 +284,7 @@ class FederatedTrainer:
         self._out_params = torch.empty(rows, self.layout.num_params, device=self.device)
         self._out_buffers = torch.empty(rows, self.layout.num_buffers, device=self.device)
         self.engine.setup(module, self.layout)
-        self.evaluator = Evaluator(module, datamodule.test, self.attacks)
+        self.evaluator = Evaluator(module, datamodule.test, self.attacks, val=getattr(datamodule, "val", None))
         self.history, self.current_round = RunHistory(), 0
         self.detection = round_metrics.DetectionTracker()
 
@@ -352,7 +352,8 @@ class FederatedTrainer:
         else:
             self._aggregate(record, updates, self._out_buffers[:k], keep, ctx)
         # 5. evaluate and record
-        record.metrics.update(self.evaluator(self.module, self.datamodule.test))
+        record.metrics.update(self.evaluator(self.module, self.datamodule.test,
+                                             val=getattr(self.datamodule, "val", None)))
         record.metrics.update(round_metrics.client_scalars(record, outcomes, self.plan.attacker_ids))
         record.metrics.update(train_scalars(outcomes))
         if self.attacks and not record.kept_previous_model:
@@ -470,7 +471,7 @@ class FederatedTrainer:
         """Evaluate the current global model: ``test/acc``, ``test/loss``, attack and defense metrics."""
         if self.module is None or self.datamodule is None:
             raise RuntimeError("call fit(module, datamodule) before test()")
-        results = self.evaluator(self.module, self.datamodule.test)
+        results = self.evaluator(self.module, self.datamodule.test, val=getattr(self.datamodule, "val", None))
         if self.history and self.attacks:
             last = self.history[-1].metrics
             for key in ("defense/precision", "defense/recall"):

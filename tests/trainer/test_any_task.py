@@ -223,16 +223,33 @@ def test_label_attacks_on_unlabeled_data_are_refused_before_round_0(tmp_path, at
     assert len(trainer.history) == 0 and torch.equal(before, flat_params(module))
 
 
-def test_validation_and_test_steps_both_report(tmp_path) -> None:
+def test_validation_step_runs_on_the_validation_split_and_test_step_on_the_test_split(tmp_path) -> None:
     class Both(Regressor):
         def validation_step(self, batch, batch_idx):
             x, y = batch
             self.log("val_mae", (self(x) - y).abs().mean())
+            self.log("seen", float(len(y)))
 
-    dm = FederatedDataModule.from_datasets(_regression_data(80, 0), _regression_data(20, 1), num_clients=2)
-    trainer = make_trainer(tmp_path, rounds=1)
-    trainer.fit(Both(), datamodule=dm)
-    assert {"val/val_mae", "test/mse"} <= set(trainer.history[-1].metrics)
+    def fit(**data):
+        dm = FederatedDataModule.from_datasets(_regression_data(80, 0), _regression_data(20, 1), num_clients=2, **data)
+        trainer = make_trainer(tmp_path / str(len(data)), rounds=1)
+        trainer.fit(Both(), datamodule=dm)
+        return trainer.history[-1].metrics
+
+    with_val, without = fit(val=_regression_data(12, 2)), fit()
+    assert {"val/val_mae", "val/seen", "test/mse"} <= set(with_val) and "test/acc" not in with_val
+    assert with_val["val/seen"] == 12.0 and without["val/seen"] == 20.0  # no validation split: the test split
+
+
+def test_mnist_demo_validation_split_comes_from_its_val_dataloader(tmp_path, monkeypatch) -> None:
+    from lightning.pytorch.demos.mnist_datamodule import MNISTDataModule
+
+    monkeypatch.setenv("PL_USE_MOCKED_MNIST", "1")
+    _write_mnist_files(tmp_path, 160)
+    dm = FederatedDataModule.from_lightning(MNISTDataModule(str(tmp_path), val_split=40, num_workers=0),
+                                            num_clients=4)
+    dm.setup()
+    assert len(dm.val) == 40 and len(dm.test) == 40 and sum(len(c) for c in dm.clients) == 120
 
 
 def test_class_accuracy_on_unlabeled_data_is_refused_before_round_0(tmp_path) -> None:

@@ -171,3 +171,16 @@ def test_random_samples_of_any_structure_stay_lazy_and_seeded_reads_repeat() -> 
         assert torch.equal(a["x"], b["x"]) and not torch.equal(a["x"], c["x"])
         assert torch.equal(a["label"], client.targets[index])
     assert torch.equal(torch.random.get_rng_state(), before)  # reading left the global generator alone
+
+
+def test_ray_engine_refuses_data_it_cannot_ship_as_tensors() -> None:
+    pytest.importorskip("ray", reason="RayEngine needs ray (extra: ray)")
+    from fl_lightning.context import LocalConfig
+    from fl_lightning.engines import RayEngine
+    from fl_lightning.engines.base import ClientTask
+
+    dm = FederatedDataModule.from_datasets(Vectors(8), num_clients=2)
+    dm.setup()
+    task = ClientTask(1, dm.clients[1], LocalConfig(epochs=1), seed=0)
+    with pytest.raises(TypeError, match="client 1 holds SampleData .*use engine='sequential' or 'lightning'"):
+        RayEngine()._data_ref(task)

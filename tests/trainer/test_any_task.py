@@ -260,3 +260,18 @@ def test_class_accuracy_on_unlabeled_data_is_refused_before_round_0(tmp_path) ->
     with pytest.raises(MissingLabelsError, match="ClassAccuracy needs integer class labels"):
         trainer.fit(AutoEncoder(), datamodule=dm)
     assert len(trainer.history) == 0
+
+
+def test_attack_success_rate_keeps_working_for_a_classifier_with_its_own_test_step(tmp_path) -> None:
+    from tests.helpers import TinyNet, make_dm
+
+    class OwnMetrics(TinyNet):
+        def test_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("nll", F.cross_entropy(self(x), y))
+
+    trainer = make_trainer(tmp_path, rounds=2, attacks=[LabelFlip(source=1, target=2, clients=1)])
+    trainer.fit(OwnMetrics(), make_dm(num_clients=4))
+    metrics = trainer.history[-1].metrics
+    assert "test/nll" in metrics and 0.0 <= metrics["attack/asr"] <= 1.0
+    assert "test/acc" not in metrics and "test/loss" not in metrics  # the module logs no accuracy

@@ -4,6 +4,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -101,9 +102,10 @@ class FederatedDataModule:
         next_tokens)``) reaches ``training_step`` collated as a ``DataLoader`` collates it, with its
         scalar label (position 1, or a ``label``-like key; ``target_key`` names it) kept for the
         features that need one. ``input_key`` turns mapping samples into ``(sample[input_key],
-        label)`` pairs instead. Small data with fixed samples is read once into memory; data with a random ``transform``, data over ``memory_budget_mb``,
-        or ``materialize=False`` stays lazy (:class:`~fl_lightning.data.lazy.LazyData`, read with
-        ``num_workers`` loader workers). ``num_classes``/``class_names`` default to the dataset's
+        label)`` pairs instead. Small data with fixed samples is read once into memory; data
+        with a random ``transform``, data over ``memory_budget_mb``, or ``materialize=False``
+        stays lazy (:class:`~fl_lightning.data.lazy.LazyData`, read with ``num_workers`` loader
+        workers; samples of another structure are read in-process). ``num_classes``/``class_names`` default to the dataset's
         ``classes`` or to the largest label + 1 (0 for unlabeled data and float, regression, targets).
         ``val``: a validation dataset for the module's ``validation_step`` (without one it runs on
         ``test``). The other arguments are those of the constructor.
@@ -303,11 +305,12 @@ def _check_partition(partition: Any, num_clients: int | None) -> Partition:
     if callable(partition):
         return partition
     if isinstance(partition, Sequence) and not isinstance(partition, bytes) and len(partition) > 0 and all(
-            isinstance(part, (Sequence, Tensor)) and not isinstance(part, str) for part in partition):
+            isinstance(part, (Sequence, Tensor, np.ndarray)) and not isinstance(part, str) for part in partition):
         for part in partition:
-            for index in part:
-                check_int(int(index) if isinstance(index, Tensor) else index, "partition (a sample index)", OWNER,
-                          minimum=0)
+            for index in part:  # ints, NumPy ints and integer tensor elements; never bools or floats
+                if isinstance(index, bool) or not hasattr(index, "__index__"):
+                    raise TypeError(f"{OWNER}: a partition's index lists hold sample indices (ints), got {index!r}")
+                check_int(int(index), "partition (a sample index)", OWNER, minimum=0)
         return [list(map(int, part)) for part in partition]
     raise TypeError(f"{OWNER}: partition must be one of {list(partitions.PARTITIONS)}, a list of index lists (one "
                     f"per client) or a function of a sample index, got {type(partition).__name__}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 import lightning as L
@@ -46,11 +47,11 @@ def gives_class_scores(module: L.LightningModule, test: Any) -> bool:
     """
     if test is None or len(test) == 0 or not _pairs_with_class_labels(test):
         return False
-    inputs, targets = next(iter(test.test_batches(min(len(test), 8))))
     was_training = module.training
     module.eval()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # lazy test data draws its read seed from the global generator
+            inputs, targets = next(iter(test.test_batches(min(len(test), 8))))
             output = module(inputs.to(module.device))
     except (NotImplementedError, TypeError):  # no forward, or one that needs more than the inputs
         return False
@@ -132,7 +133,7 @@ def _batch_size_of(batch: Any) -> float:
     """How many samples a collated batch holds (its first tensor's length), for weighting logged means."""
     if isinstance(batch, Tensor):
         return float(len(batch)) if batch.dim() else 1.0
-    parts = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    parts = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
     for part in parts:
         size = _batch_size_of(part)
         if size:

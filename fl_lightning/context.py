@@ -82,7 +82,9 @@ class SetupContext:
     #: how many rounds the run has (an attack's ``rounds=`` is its schedule, a set of round indices)
     num_rounds: int
     seed: int
-    client_targets: list[Tensor]
+    #: each client's labels; ``None`` for samples without one (read them through :meth:`client_labels`)
+    client_targets: list[Tensor | None]
+    #: 0 for unlabeled data and regression targets
     num_classes: int
     input_shape: tuple[int, ...]
     layout: ParamLayout | None = None
@@ -90,3 +92,9 @@ class SetupContext:
     clients_per_round: int = 0
     #: the run's ``local_steps`` (``None``: clients train ``local_epochs``)
     local_steps: int | None = None
+
+    def client_labels(self, feature: str) -> list[Tensor]:
+        """Every client's integer class labels; unlabeled data or regression targets are refused naming ``feature``."""
+        from fl_lightning.labels import require_all_labels
+
+        return require_all_labels(self.client_targets, feature)

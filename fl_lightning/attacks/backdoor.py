@@ -37,6 +37,7 @@ class _Backdoor(Attack):
 
     def _validate_backdoor(self, ctx: SetupContext) -> None:
         name = type(self).__name__
+        ctx.client_labels(name)
         if self.target >= ctx.num_classes:
             raise ValueError(f"{name}: target class {self.target!r} does not exist; the dataset has "
                              f"classes 0..{ctx.num_classes - 1}")

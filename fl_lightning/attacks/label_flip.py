@@ -44,7 +44,8 @@ class LabelFlip(Attack):
         return self.source is None or bool((client_targets == self.source).any())
 
     def setup(self, ctx: SetupContext) -> None:
-        """Check the classes exist, then draw the attackers."""
+        """Check the data has class labels and the classes exist, then draw the attackers."""
+        ctx.client_labels("LabelFlip")
         if ctx.num_classes < 2:
             raise ValueError(f"LabelFlip needs a dataset with at least 2 classes, got {ctx.num_classes}")
         for role, cls in (("source", self.source), ("target", self.target)):

@@ -79,12 +79,12 @@ def _check_selector(spec: Mapping, owner: str) -> None:
 
 def _holders(spec: Mapping, ctx: SetupContext, owner: str) -> list[int]:
     classes = spec["holders_of"] if isinstance(spec["holders_of"], list) else [spec["holders_of"]]
+    labels = ctx.client_labels(f"{owner}: clients={{holders_of: {spec['holders_of']}}}")
     bad = [c for c in classes if c >= ctx.num_classes]
     if bad:
         raise ValueError(f"{owner}: clients.holders_of names classes {bad} that the dataset does not have "
                          f"(classes 0..{ctx.num_classes - 1})")
-    return [i for i in range(ctx.num_clients)
-            if any(bool((ctx.client_targets[i] == c).any()) for c in classes)]
+    return [i for i in range(ctx.num_clients) if any(bool((labels[i] == c).any()) for c in classes)]
 
 
 def resolve_clients(spec: ClientSpec | Callable[[Tensor], bool], ctx: SetupContext,
@@ -97,7 +97,8 @@ def resolve_clients(spec: ClientSpec | Callable[[Tensor], bool], ctx: SetupConte
     check_client_spec(spec, name)
     n = ctx.num_clients
     if callable(spec):
-        return tuple(i for i in range(n) if spec(ctx.client_targets[i]))
+        labels = ctx.client_labels(f"{name}: clients=<a predicate over a client's labels>")
+        return tuple(i for i in range(n) if spec(labels[i]))
     if isinstance(spec, Mapping):
         pool = _holders(spec, ctx, name)
         count = spec.get("count")

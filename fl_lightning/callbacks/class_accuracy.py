@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from fl_lightning.callbacks.base import FederatedCallback
+from fl_lightning.labels import require_labels
 from fl_lightning.module_contract import predict_fn
 
 if TYPE_CHECKING:
@@ -23,6 +24,12 @@ class ClassAccuracy(FederatedCallback):
         if not self.classes:
             raise ValueError("ClassAccuracy: classes is empty; name at least one class")
         self.batch_size = batch_size
+
+    def on_fit_start(self, trainer: "FederatedTrainer", module: "torch.nn.Module") -> None:
+        """Refuse, before round 0, test data without integer class labels."""
+        test = trainer.datamodule.test
+        if test is not None:
+            require_labels(test.targets, "ClassAccuracy")
 
     @torch.no_grad()
     def on_round_end(self, trainer: "FederatedTrainer", record: "RoundRecord") -> None:

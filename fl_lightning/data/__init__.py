@@ -10,8 +10,9 @@ from fl_lightning.data.loan import LOAN_BACKDOOR_FEATURES, LOAN_FEATURES, LOAN_S
 from fl_lightning.data.mnist import MNIST
 from fl_lightning.data.mnist5k import MNIST5k
 from fl_lightning.data.partition import PARTITIONS
+from fl_lightning.data.sample_data import SampleData
 from fl_lightning.data.torch_datasets import TorchDatasets
 
 __all__ = ["AmazonReviews", "CIFAR10", "ClientData", "DataFileError", "DataFileNotFoundError", "FederatedDataModule",
            "FederatedDataset", "LOAN_BACKDOOR_FEATURES", "LOAN_FEATURES", "LOAN_STATUSES", "LazyData", "LendingClubLoan",
-           "MNIST", "MNIST5k", "PARTITIONS", "TensorData", "TorchDatasets", "class_histogram_figure"]
+           "MNIST", "MNIST5k", "PARTITIONS", "SampleData", "TensorData", "TorchDatasets", "class_histogram_figure"]

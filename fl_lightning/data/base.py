@@ -58,10 +58,12 @@ class ClientData(Protocol):
     """What every engine, attack and evaluator may ask of a client's (or the test set's) data.
 
     :class:`TensorData` holds tensors; :class:`fl_lightning.data.lazy.LazyData` reads samples
-    through a ``DataLoader`` and has no ``inputs``.
+    through a ``DataLoader`` and has no ``inputs``; both yield ``(inputs, targets)`` batches.
+    :class:`fl_lightning.data.sample_data.SampleData` yields batches of any structure, and its
+    ``targets`` is ``None`` when the samples carry no label (ask :func:`fl_lightning.labels.require_labels`).
     """
 
-    targets: Tensor
+    targets: Tensor | None
 
     def __len__(self) -> int: ...
 
@@ -91,6 +93,10 @@ class FederatedDataset:
     def load(self) -> tuple[ClientData, ClientData | None]:
         """Return ``(train, test)``: :class:`TensorData`, or lazy data for per-sample transforms."""
         raise NotImplementedError
+
+    def load_val(self) -> ClientData | None:
+        """The split the module's ``validation_step`` runs on, or ``None`` (it then runs on the test split)."""
+        return None
 
     def partition_keys(self) -> list | None:
         """Per-training-sample keys for the ``by_key`` partition, or ``None``."""

@@ -6,6 +6,7 @@ import torch
 from fl_lightning.checks import check_int, check_seed
 from fl_lightning.data import partition as partitions
 from fl_lightning.data.base import FederatedDataset, TensorData
+from fl_lightning.labels import require_labels
 from fl_lightning.seeding import numpy_rng
 
 
@@ -40,7 +41,7 @@ class DropHolders(FederatedDataset):
     def load(self) -> tuple[TensorData, TensorData]:
         """The remaining clients' training samples (original order) and the full test set."""
         train, test = self.dataset.load()
-        parts = partitions.classes(train.targets, self.num_clients, self.classes_per_client, self.seed)
+        parts = partitions.classes(require_labels(train.targets, "DropHolders"), self.num_clients, self.classes_per_client, self.seed)
         holders = [c for c, idx in enumerate(parts) if bool((train.targets[idx] == self.drop_class).any())]
         if self.holders > len(holders):
             raise ValueError(f"DropHolders: asked to remove {self.holders} holders of class {self.drop_class}, "

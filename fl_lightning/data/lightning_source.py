@@ -1,18 +1,36 @@
 """The training and test datasets behind a user's ``LightningDataModule``."""
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 OWNER = "FederatedDataModule.from_lightning"
 #: attributes that commonly hold a data module's datasets, tried when its dataloader is not defined
 TRAIN_ATTRIBUTES = ("train_dataset", "dataset_train", "train_set", "trainset", "train_data", "train_ds", "train")
 TEST_ATTRIBUTES = ("test_dataset", "dataset_test", "test_set", "testset", "test_data", "test_ds", "test")
+VAL_ATTRIBUTES = ("val_dataset", "dataset_val", "val_set", "valset", "val_data", "val_ds", "val")
+
+
+def _placeholders(hook: str) -> tuple[Any, ...]:
+    """Lightning's own default ``hook`` functions (they raise "must be implemented"), for each installed Lightning."""
+    found = []
+    for module_name in ("lightning.pytorch.core.hooks", "pytorch_lightning.core.hooks"):
+        try:
+            hooks = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found.append(getattr(getattr(hooks, "DataHooks", None), hook, None))
+    return tuple(f for f in found if f is not None)
 
 
 def _overrides(datamodule: Any, hook: str) -> bool:
-    """Whether the user's class defines ``hook`` (not Lightning's default, which raises)."""
+    """Whether ``datamodule``'s class defines ``hook`` anywhere but Lightning's raising default.
+
+    A hook defined by a class shipped with Lightning (``BoringDataModule``, ``MNISTDataModule``) or
+    by a subclass of one counts like the user's own; only ``DataHooks``' placeholder does not.
+    """
     owner = next((c for c in type(datamodule).__mro__ if hook in vars(c)), None)
-    return owner is not None and not owner.__module__.startswith(("lightning.", "pytorch_lightning."))
+    return owner is not None and vars(owner)[hook] not in _placeholders(hook)
 
 
 def _dataset_of(datamodule: Any, hook: str, attributes: tuple[str, ...]) -> Any | None:
@@ -53,3 +71,8 @@ def lightning_datasets(datamodule: Any) -> tuple[Any, Any | None]:
         raise ValueError(f"{OWNER}: {type(datamodule).__name__} defines no train_dataloader() and has none of the "
                          f"attributes {', '.join(TRAIN_ATTRIBUTES)}; define train_dataloader()")
     return train, _dataset_of(datamodule, "test_dataloader", TEST_ATTRIBUTES)
+
+
+def validation_dataset(datamodule: Any) -> Any | None:
+    """``val_dataloader().dataset`` of a set-up data module, a ``val_dataset``-like attribute, or ``None``."""
+    return _dataset_of(datamodule, "val_dataloader", VAL_ATTRIBUTES)

@@ -17,14 +17,66 @@ from torch import Tensor
 from fl_lightning.checks import check_int, check_optional_int, check_positive
 from fl_lightning.seeding import numpy_rng
 
-PARTITIONS = ("iid", "classes", "dirichlet", "by_key")
+PARTITIONS = ("iid", "classes", "dirichlet", "by_key", "size_skew")
+#: the partitions that read class labels (the others need none)
+LABEL_PARTITIONS = ("classes", "dirichlet")
 
 
-def iid(targets: Tensor, num_clients: int, seed: int) -> list[Tensor]:
-    """Shuffle the samples and deal them into ``num_clients`` near-equal parts."""
-    _check_clients(len(targets), num_clients)
-    order = numpy_rng(seed, "partition", "iid").permutation(len(targets))
+def _count(samples: Tensor | int) -> int:
+    """The number of samples: given, or the length of the targets."""
+    return samples if isinstance(samples, int) else len(samples)
+
+
+def iid(samples: Tensor | int, num_clients: int, seed: int) -> list[Tensor]:
+    """Shuffle the samples (a count, or any per-sample tensor) and deal them into ``num_clients`` near-equal parts."""
+    n = _count(samples)
+    _check_clients(n, num_clients)
+    order = numpy_rng(seed, "partition", "iid").permutation(n)
     return [torch.as_tensor(np.sort(part), dtype=torch.long) for part in np.array_split(order, num_clients)]
+
+
+def size_skew(samples: Tensor | int, num_clients: int, alpha: float, seed: int) -> list[Tensor]:
+    """Shuffled samples dealt into parts whose sizes follow Dir(``alpha``): quantity skew, no labels needed.
+
+    Every client gets at least one sample and every sample goes to exactly one client; small
+    ``alpha`` makes a few clients hold most of the data, large ``alpha`` approaches :func:`iid`.
+    """
+    n = _count(samples)
+    _check_clients(n, num_clients)
+    if not (alpha > 0 and np.isfinite(alpha)):
+        raise ValueError(f"size_skew partition: alpha must be a positive finite number, got {alpha}")
+    rng = numpy_rng(seed, "partition", "size_skew")
+    order = rng.permutation(n)
+    proportions = rng.dirichlet(np.full(num_clients, float(alpha)))
+    # one sample each first, then the rest by the drawn shares (floors, remainder to the largest shares)
+    spare = n - num_clients
+    sizes = np.floor(proportions * spare).astype(np.int64)
+    sizes[np.argsort(-proportions, kind="stable")[: spare - int(sizes.sum())]] += 1
+    cuts = np.cumsum(sizes + 1)[:-1]
+    return [torch.as_tensor(np.sort(part), dtype=torch.long) for part in np.split(order, cuts)]
+
+
+def given(parts: Sequence[Sequence[int]], num_samples: int) -> list[Tensor]:
+    """A partition the user wrote as one list of training-set indices per client, checked against the data."""
+    result = []
+    for client, part in enumerate(parts):
+        idx = torch.as_tensor(list(part), dtype=torch.long)
+        if idx.numel() == 0:
+            raise ValueError(f"partition: client {client}'s index list is empty; every client needs a sample")
+        if int(idx.min()) < 0 or int(idx.max()) >= num_samples:
+            raise ValueError(f"partition: client {client}'s indices must be in 0..{num_samples - 1} (the training "
+                             f"set), got {int(idx.min())}..{int(idx.max())}")
+        if len(torch.unique(idx)) != len(idx):
+            raise ValueError(f"partition: client {client}'s index list repeats a sample; list each index once")
+        result.append(idx.sort().values)
+    return result
+
+
+def unused_samples(parts: Sequence[Tensor], num_samples: int) -> int:
+    """How many of the ``num_samples`` training samples no client holds."""
+    if not parts:
+        return num_samples
+    return num_samples - len(torch.unique(torch.cat(list(parts))))
 
 
 def classes(targets: Tensor, num_clients: int, classes_per_client: int, seed: int,
@@ -71,7 +123,18 @@ def classes(targets: Tensor, num_clients: int, classes_per_client: int, seed: in
     parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
     for position, shard in enumerate(shards):
         parts[client_of_slot[position % num_clients]].append(shard)
-    return [torch.as_tensor(np.sort(np.concatenate(p)), dtype=torch.long) for p in parts]
+    result = [torch.as_tensor(np.sort(np.concatenate(p)), dtype=torch.long) for p in parts]
+    unused = unused_samples(result, len(labels))
+    if unused:
+        reasons = []
+        if num_shards < len(present):
+            reasons.append(f"{num_clients} clients x {classes_per_client} classes = {num_shards} shards for "
+                           f"{len(present)} classes leave {len(present) - num_shards} classes out")
+        if samples_per_class is not None:
+            reasons.append(f"samples_per_class={samples_per_class} takes that many per shard")
+        warnings.warn(f"classes partition: {unused} of {len(labels)} training samples are held by no client "
+                      f"({'; '.join(reasons)})", stacklevel=2)
+    return result
 
 
 def _fixed_size_shards(members: np.ndarray, count: int, size: int, cls: object) -> list[np.ndarray]:

@@ -1,7 +1,10 @@
 """What a map-style dataset's sample holds: its input, its label, and whether reading it twice gives the same.
 
-A sample is ``(input, label, ...)`` (torchvision, ``TensorDataset``, most user classes) or a
-mapping such as a Hugging Face row in torch format (``{"image": ..., "label": ...}``).
+A sample is whatever the module's ``training_step`` understands. ``(input, scalar label)`` pairs
+(torchvision, ``TensorDataset``, most user classes) take the fast path of tensors; any other
+sample (a tensor, a dict such as a Hugging Face row, ``(tokens, next_tokens)``, ``(x, y, extra)``)
+reaches the module collated as a ``DataLoader`` collates it, with a scalar label found in it where
+there is one (:func:`label_path`).
 """
 from __future__ import annotations
 
@@ -41,6 +44,63 @@ def pick(sample: Any, part: str, key: str | None, owner: str) -> Any:
         return sample[0] if part == "input" else sample[1]
     raise SampleFormatError(f"{owner}: a sample is a {type(sample).__name__}; expected (input, label, ...) "
                             "or a mapping such as {'image': ..., 'label': ...}")
+
+
+def is_scalar_number(value: Any) -> bool:
+    """Whether ``value`` is one number (a Python / NumPy scalar, or a one-element tensor or array): a label."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return True
+    if isinstance(value, (Tensor, np.ndarray)):
+        return value.size == 1 if isinstance(value, np.ndarray) else value.numel() == 1
+    return False
+
+
+def is_pair(sample: Any, input_key: str | None) -> bool:
+    """Whether ``sample`` takes the fast path: ``(input, scalar label)``, or a mapping read by ``input_key``."""
+    if input_key is not None:
+        return True
+    if isinstance(sample, Mapping) or isinstance(sample, (str, bytes)) or not isinstance(sample, Sequence):
+        return False
+    return len(sample) == 2 and is_scalar_number(sample[1])
+
+
+def label_path(sample: Any, target_key: str | None, owner: str) -> int | str | None:
+    """Where a sample that is not a pair keeps a scalar label: position 1 of a tuple, a key of a mapping, or ``None``."""
+    if isinstance(sample, Mapping):
+        if target_key is not None:
+            if target_key not in sample:
+                raise SampleFormatError(f"{owner}: a sample is a mapping with keys {sorted(map(str, sample))} and "
+                                        f"target_key={target_key!r} is not one of them; pass one of its keys")
+            return target_key
+        return next((k for k in TARGET_KEYS if k in sample and is_scalar_number(sample[k])), None)
+    if isinstance(sample, Sequence) and not isinstance(sample, (str, bytes)) and len(sample) >= 2 \
+            and is_scalar_number(sample[1]):
+        return 1
+    return None
+
+
+def input_part(sample: Any) -> Any:
+    """The part of a sample that plays the input: the sample itself, its first field, or an input-like key."""
+    if isinstance(sample, Mapping):
+        return next((sample[k] for k in INPUT_KEYS if k in sample), None)
+    if isinstance(sample, Sequence) and not isinstance(sample, (str, bytes)):
+        return sample[0] if len(sample) else None
+    return sample
+
+
+def tensor_leaves(sample: Any) -> list[Tensor]:
+    """Every tensor-like leaf of a sample (tensors, arrays, numbers), in a fixed order."""
+    if isinstance(sample, Mapping):
+        return [leaf for key in sorted(sample, key=str) for leaf in tensor_leaves(sample[key])]
+    if isinstance(sample, Sequence) and not isinstance(sample, (str, bytes)):
+        return [leaf for part in sample for leaf in tensor_leaves(part)]
+    if isinstance(sample, Tensor):
+        return [sample]
+    if isinstance(sample, (np.ndarray, np.generic, int, float)) and not isinstance(sample, bool):
+        return [torch.as_tensor(np.asarray(sample))]
+    return []
 
 
 def as_input_tensor(value: Any, owner: str) -> Tensor:

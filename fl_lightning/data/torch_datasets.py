@@ -12,8 +12,11 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from fl_lightning.checks import check_bool, check_int, check_number, check_optional_int
 from fl_lightning.data.base import ClientData, FederatedDataset, TensorData
 from fl_lightning.data.lazy import LazyData, kept_global_generators
+from fl_lightning.data.sample_data import SampleData
 from fl_lightning.data.samples import (SampleFormatError, as_input_tensor, as_target_tensor, declared_labels,
-                                       declares_random_transform, pick, unwrap_subsets)
+                                       declares_random_transform, input_part, is_pair, label_path, pick,
+                                       tensor_leaves, unwrap_subsets)
+from fl_lightning.labels import has_class_labels
 
 OWNER = "FederatedDataModule.from_datasets"
 #: batch of samples per read when a dataset is materialised or its labels collected
@@ -53,14 +56,22 @@ class TorchDatasets(FederatedDataset):
     transforms), when reading a sample twice gives different inputs, or when it is too large.
     ``materialize=True``/``False`` decides instead. Labels come from ``.targets``/``.labels``
     (or a Hugging Face label column) when the dataset has them, else from one pass over the samples.
+
+    Samples that are not ``(input, scalar label)`` pairs (a tensor, a dict, ``(tokens, next_tokens)``)
+    become :class:`~fl_lightning.data.sample_data.SampleData`: the module's ``training_step`` gets
+    them collated as a ``DataLoader`` collates them, held in memory or read per batch by the same
+    rules. Their label, where the sample has a scalar one, serves the features that need labels;
+    without one, or with floating-point targets (regression), ``num_classes`` is 0.
     """
 
-    def __init__(self, train: Dataset, test: Dataset | None = None, *, num_classes: int | None = None,
+    def __init__(self, train: Dataset, test: Dataset | None = None, *, val: Dataset | None = None,
+                 num_classes: int | None = None,
                  class_names: Sequence[str] | None = None, materialize: bool | None = None,
                  memory_budget_mb: float = 2048.0, num_workers: int = 0, input_key: str | None = None,
                  target_key: str | None = None) -> None:
         self.train = _check_map_style(train, "train")
         self.test = None if test is None else _check_map_style(test, "test")
+        self.val = None if val is None else _check_map_style(val, "val")
         self._num_classes = check_optional_int(num_classes, "num_classes", OWNER, minimum=1)
         self._class_names = None if class_names is None else tuple(str(c) for c in class_names)
         if self._class_names is not None and self._num_classes is not None \
@@ -88,17 +99,28 @@ class TorchDatasets(FederatedDataset):
         with kept_global_generators():
             train = self._prepare(self.train, "train")
             test = None if self.test is None else self._prepare(self.test, "test")
-        if test is not None and test.input_shape != train.input_shape:
+        if test is not None and not isinstance(train, SampleData) and not isinstance(test, SampleData) \
+                and test.input_shape != train.input_shape:
             raise SampleFormatError(f"{OWNER}: test inputs have shape {test.input_shape} but training inputs "
                                     f"{train.input_shape}; give both splits the same transform to tensors")
         self._set_classes(train, test)
         return train, test
 
+    def load_val(self) -> ClientData | None:
+        """The validation dataset prepared as the others are (``None`` without one)."""
+        if self.val is None:
+            return None
+        with kept_global_generators():
+            return self._prepare(self.val, "val")
+
     def _prepare(self, dataset: Dataset, split: str) -> ClientData:
         owner = f"{OWNER}({split}={type(dataset).__name__})"
         if len(dataset) == 0:
             raise ValueError(f"{owner}: the {split} dataset is empty")
-        first = as_input_tensor(pick(dataset[0], "input", self.input_key, owner), owner)
+        sample = dataset[0]
+        if not is_pair(sample, self.input_key):
+            return self._prepare_samples(dataset, sample, split, owner)
+        first = as_input_tensor(pick(sample, "input", self.input_key, owner), owner)
         lazy = self._stays_lazy(dataset, first)
         self.lazy[split] = lazy
         if not lazy:
@@ -109,6 +131,27 @@ class TorchDatasets(FederatedDataset):
         return LazyData(dataset, torch.arange(len(dataset)), targets, tuple(first.shape),
                         input_key=self.input_key, num_workers=self.num_workers)
 
+    def _prepare_samples(self, dataset: Dataset, sample: Any, split: str, owner: str) -> SampleData:
+        """Samples of any other structure: collated per batch as a ``DataLoader`` would, labels where the sample has one."""
+        path = label_path(sample, self.target_key, owner)
+        leaves = tensor_leaves(sample)
+        size_mb = sum(t.element_size() * t.numel() for t in leaves) * len(dataset) / 2**20
+        lazy = (not self.materialize if self.materialize is not None
+                else size_mb > self.memory_budget_mb or declares_random_transform(dataset)
+                or self._reads_differ(dataset, whole=True))
+        self.lazy[split] = lazy
+        source: Any = dataset if lazy else [dataset[i] for i in range(len(dataset))]
+        targets = None
+        if path is not None:
+            targets = declared_labels(dataset, self.target_key if isinstance(path, str) else None)
+            if targets is None:
+                rows = source if not lazy else (dataset[i] for i in range(len(dataset)))
+                targets = as_target_tensor(_stack_labels([row[path] for row in rows]), owner)
+            targets = targets.reshape(len(dataset)) if targets.numel() == len(dataset) else targets
+        first = input_part(sample)
+        shape = tuple(first.shape) if isinstance(first, Tensor) else ()
+        return SampleData(source, torch.arange(len(dataset)), targets, path, shape)
+
     def _stays_lazy(self, dataset: Dataset, first: Tensor) -> bool:
         if self.materialize is not None:
             return not self.materialize
@@ -116,15 +159,20 @@ class TorchDatasets(FederatedDataset):
         return (size_mb > self.memory_budget_mb or declares_random_transform(dataset)
                 or self._reads_differ(dataset))
 
-    def _reads_differ(self, dataset: Dataset) -> bool:
-        """Whether sample 0 reads differently under other seeds (randomness no attribute declares)."""
+    def _reads_differ(self, dataset: Dataset, whole: bool = False) -> bool:
+        """Whether sample 0 reads differently under other seeds (randomness no attribute declares).
+
+        ``whole``: compare every tensor of the sample, not only its input (samples of any structure).
+        """
         reads = []
         for seed in range(PROBE_READS):
             torch.default_generator.manual_seed(seed)
             random.seed(seed)
             np.random.seed(seed)
-            reads.append(as_input_tensor(pick(dataset[0], "input", self.input_key, OWNER), OWNER))
-        return any(r.shape != reads[0].shape or not torch.equal(r, reads[0]) for r in reads[1:])
+            reads.append(tensor_leaves(dataset[0]) if whole
+                         else [as_input_tensor(pick(dataset[0], "input", self.input_key, OWNER), OWNER)])
+        return any(len(r) != len(reads[0]) or any(a.shape != b.shape or not torch.equal(a, b)
+                                                  for a, b in zip(r, reads[0])) for r in reads[1:])
 
     def _loader(self, dataset: Dataset, inputs: bool) -> DataLoader:
         return DataLoader(_SampleParts(dataset, self.input_key, self.target_key, inputs), batch_size=READ_BATCH,
@@ -149,18 +197,18 @@ class TorchDatasets(FederatedDataset):
         return as_target_tensor(_stack_labels(labels), owner)
 
     def _set_classes(self, train: ClientData, test: ClientData | None) -> None:
+        """``num_classes`` and ``class_names``: given, declared by the dataset, or from integer labels (0 otherwise)."""
+        labels = [t for t in (train.targets, None if test is None else test.targets) if t is not None]
+        classified = bool(labels) and all(has_class_labels(t) for t in labels)
         declared = getattr(unwrap_subsets(self.train)[0], "classes", None)
-        if self._num_classes is None and isinstance(declared, Sequence) and not isinstance(declared, str) \
-                and len(declared) > 0:
+        if self._num_classes is None and classified and isinstance(declared, Sequence) \
+                and not isinstance(declared, str) and len(declared) > 0:
             self.num_classes = len(declared)
             self.class_names = self._class_names or tuple(str(c) for c in declared)
             return
         if self._num_classes is None:
-            labels = [train.targets] + ([test.targets] if test is not None else [])
-            if any(torch.is_floating_point(t) for t in labels):
-                raise ValueError(f"{OWNER}: labels are floating-point, so the number of classes is unknown; "
-                                 "pass num_classes=")
-            self.num_classes = max(int(t.max()) for t in labels) + 1
+            # unlabeled samples or regression targets: no classes, and nothing asks for any
+            self.num_classes = max(int(t.max()) for t in labels) + 1 if classified else 0
         self.class_names = self._class_names or tuple(str(c) for c in range(self.num_classes))
 
     def __repr__(self) -> str:

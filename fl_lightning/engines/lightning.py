@@ -19,7 +19,7 @@ from fl_lightning.checks import check_choice, check_instance, check_int, check_o
 from fl_lightning.context import BatchPoisoner
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_threads
 from fl_lightning.engines.batches import epoch_batches, local_passes
-from fl_lightning.engines.local_training import LocalResult
+from fl_lightning.engines.local_training import LocalResult, poison_batch
 from fl_lightning.engines.module_weights import ModuleWeights, train_one_by_one
 from fl_lightning.module_contract import LoggedValues
 from fl_lightning.param_layout import ParamLayout
@@ -217,11 +217,11 @@ class _ClientBatches(Dataset):
     def __init__(self, data: Any, poisoner: BatchPoisoner | None, generator: torch.Generator) -> None:
         self.data, self.poisoner, self.generator = data, poisoner, generator
 
-    def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        inputs, targets = next(iter(self.data.batches([index])))
+    def __getitem__(self, index: Tensor) -> Any:
+        batch = next(iter(self.data.batches([index])))
         if self.poisoner is not None:
-            inputs, targets = self.poisoner(inputs, targets, self.generator)
-        return inputs, targets
+            batch = poison_batch(self.poisoner, batch, self.generator)
+        return batch
 
     def __len__(self) -> int:
         return len(self.data)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor
 
 from fl_lightning.engines.base import ClientTask
@@ -83,6 +84,14 @@ def _optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, scaler: "tor
     scaler.update()
 
 
+def poison_batch(poisoner: Any, batch: Any, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """An attack's batch poisoning applied to an ``(inputs, targets)`` batch; any other batch is refused by name."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(b, Tensor) for b in batch)):
+        raise LocalTrainingError(f"an attack poisons (inputs, targets) batches, but this client's batches are "
+                                 f"{type(batch).__name__}s; use attacks that poison updates on such data")
+    return poisoner(batch[0], batch[1], generator)
+
+
 def train_client(module: L.LightningModule, task: ClientTask,
                  guard: Callable[[str], None] | None = None) -> LocalResult:
     """Run ``task`` on ``module`` (already holding the global weights, on its device).
@@ -123,12 +132,12 @@ def train_client(module: L.LightningModule, task: ClientTask,
             epoch_steps = 0
             # drawn at the start of each epoch: a batch poisoner draws from the same generator in between
             order = pass_batches(n, cfg, generator, steps)
-            for batch_idx, (inputs, targets) in enumerate(data.batches(order)):
+            for batch_idx, batch in enumerate(data.batches(order)):
                 if task.batch_poisoner is not None:
-                    inputs, targets = task.batch_poisoner(inputs, targets, generator)
-                inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                    batch = poison_batch(task.batch_poisoner, batch, generator)
+                batch = move_data_to_device(batch, device)
                 with autocast(device, task.precision):
-                    loss = step_loss(module.training_step((inputs, targets), batch_idx), module)
+                    loss = step_loss(module.training_step(batch, batch_idx), module)
                 check("training_step")
                 if loss is not None:  # None: Lightning's "skip this batch"
                     _optimizer_step(loss, setup.optimizer, scaler)

@@ -292,6 +292,10 @@ class RayEngine(Engine):
     # -- one round ------------------------------------------------------------------------------------------
     def _data_ref(self, task: ClientTask) -> Any:
         """The client's data in the object store, put the first time and reused while it is the same data."""
+        if not isinstance(getattr(task.data, "inputs", None), Tensor):
+            raise TypeError(f"RayEngine ships a client's data as in-memory tensors, but client {task.client_id} holds "
+                            f"{type(task.data).__name__} (read lazily, or samples of another structure); use "
+                            "engine='sequential' or 'lightning' for such data")
         cached = self._data.get(task.client_id)
         if cached is not None and cached[0].inputs is task.data.inputs and cached[0].targets is task.data.targets:
             return cached[1]

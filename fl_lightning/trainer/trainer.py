@@ -23,7 +23,7 @@ from fl_lightning.context import LocalConfig, RoundContext, SetupContext
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.engines import Engine, get_engine
 from fl_lightning.engines.base import ClientOutcome, ClientTask, train_scalars
-from fl_lightning.evaluation import evaluate
+from fl_lightning.evaluation import Evaluator
 from fl_lightning.param_layout import ParamLayout
 from fl_lightning.attacks.plan import AttackPlan
 from fl_lightning.stopping import StopOnSignal, StopRequested, run_cleanup
@@ -310,6 +310,7 @@ class FederatedTrainer:
         self._out_params = torch.empty(rows, self.layout.num_params, device=self.device)
         self._out_buffers = torch.empty(rows, self.layout.num_buffers, device=self.device)
         self.engine.setup(module, self.layout)
+        self.evaluator = Evaluator(module, datamodule.test, self.attacks, val=getattr(datamodule, "val", None))
         self.history, self.current_round = RunHistory(), 0
         self.detection = round_metrics.DetectionTracker()
 
@@ -394,7 +395,8 @@ class FederatedTrainer:
         else:
             self._aggregate(record, updates, self._out_buffers[:k], keep, ctx)
         # 5. evaluate and record
-        record.metrics.update(evaluate(self.module, self.datamodule.test, self.attacks))
+        record.metrics.update(self.evaluator(self.module, self.datamodule.test,
+                                             val=getattr(self.datamodule, "val", None)))
         record.metrics.update(round_metrics.client_scalars(record, outcomes, self.plan.attacker_ids))
         record.metrics.update(train_scalars(outcomes))
         record.metrics.update(attacker_local)
@@ -500,7 +502,7 @@ class FederatedTrainer:
         connector = self.logger_connector
         connector.log_hyperparams(self.hparams())
         connector.log_text("data/partition_fingerprint", self.datamodule.fingerprint)
-        if connector.draws_figures:
+        if connector.draws_figures and self.datamodule.has_class_labels:
             from fl_lightning.data.figures import class_histogram_figure
 
             histogram = self.datamodule.client_class_histogram()
@@ -513,7 +515,7 @@ class FederatedTrainer:
         """Evaluate the current global model: ``test/acc``, ``test/loss``, attack and defense metrics."""
         if self.module is None or self.datamodule is None:
             raise RuntimeError("call fit(module, datamodule) before test()")
-        results = evaluate(self.module, self.datamodule.test, self.attacks)
+        results = self.evaluator(self.module, self.datamodule.test, val=getattr(self.datamodule, "val", None))
         if self.history and self.attacks:
             last = self.history[-1].metrics
             for key in ("defense/precision", "defense/recall"):

@@ -73,3 +73,24 @@ def test_errors_name_the_fix() -> None:
         FederatedDataModule.from_lightning(TensorDataset(torch.zeros(2)), num_clients=2)
     with pytest.raises(ValueError, match="defines no train_dataloader\\(\\).*define train_dataloader"):
         FederatedDataModule.from_lightning(L.LightningDataModule(), num_clients=2)
+
+
+def test_lightning_shipped_data_module_and_a_subclass_of_it_use_its_hooks() -> None:
+    from lightning.pytorch.demos import BoringDataModule
+
+    from fl_lightning.data import SampleData
+
+    class Smaller(BoringDataModule):
+        """A user's subclass: its own setup, the dataloaders of Lightning's class."""
+
+        def setup(self, stage: str) -> None:
+            super().setup(stage)
+            self.random_train = torch.utils.data.Subset(self.random_full, range(20))
+
+    for source, train_size in ((BoringDataModule(), 64), (Smaller(), 20)):
+        dm = FederatedDataModule.from_lightning(source, num_clients=4, seed=0)
+        dm.setup()
+        assert sum(len(c) for c in dm.clients) == train_size and isinstance(dm.clients[0], SampleData)
+        assert dm.test is not None and dm.val is not None and dm.input_shape == (32,)
+    with pytest.raises(ValueError, match="defines no train_dataloader"):
+        FederatedDataModule.from_lightning(L.LightningDataModule(), num_clients=2)

@@ -23,7 +23,7 @@ def _assert_exact_cover(parts: list[torch.Tensor], n: int) -> None:
 
 
 def test_partitions_listed() -> None:
-    assert set(P.PARTITIONS) == {"iid", "classes", "dirichlet", "by_key"}
+    assert set(P.PARTITIONS) == {"iid", "classes", "dirichlet", "by_key", "size_skew"}
 
 
 @settings(max_examples=25, deadline=None)

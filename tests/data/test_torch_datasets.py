@@ -250,8 +250,13 @@ def test_mapping_samples_with_a_label_column() -> None:
     client = dm.clients[0]
     (inputs, targets), = client.batches([torch.arange(len(client))])
     assert torch.equal(inputs[:, 0].long() % 2, targets) and dm.num_classes == 2
-    with pytest.raises(ValueError, match=r"keys \['label', 'pixels'\].*pass input_key="):
-        FederatedDataModule.from_datasets(Rows(4), num_clients=2).setup()
+    # without input_key the rows reach training_step as dicts, as a DataLoader collates them
+    plain = FederatedDataModule.from_datasets(Rows(4), num_clients=2)
+    plain.setup()
+    (batch,) = plain.clients[0].batches([torch.arange(2)])
+    assert set(batch) == {"pixels", "label"} and torch.equal(batch["label"], plain.clients[0].targets)
+    with pytest.raises(ValueError, match=r"keys \['label', 'pixels'\] and target_key='y' is not one of them"):
+        FederatedDataModule.from_datasets(Rows(4), num_clients=2, target_key="y").setup()
 
 
 def test_subset_of_a_dataset_keeps_its_declared_labels() -> None:
@@ -296,15 +301,17 @@ def test_wrong_arguments_name_the_setting() -> None:
         FederatedDataModule.from_datasets(Squares(), num_clients=2, train_fraction=1.5)
 
 
-def test_float_labels_need_num_classes() -> None:
+def test_float_labels_are_regression_targets_without_classes() -> None:
     data = TensorDataset(torch.randn(10, 2), torch.rand(10))
-    with pytest.raises(ValueError, match="labels are floating-point.*pass num_classes="):
-        FederatedDataModule.from_datasets(data, num_clients=2).setup()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        dm = FederatedDataModule.from_datasets(data, num_clients=2, num_classes=1)
+        dm = FederatedDataModule.from_datasets(data, num_clients=2)
         dm.setup()
+    assert dm.num_classes == 0 and not dm.has_class_labels
     assert dm.clients[0].targets.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"partition='classes' needs integer class labels, but the targets are "
+                                         r"torch\.float32 \(a regression task\)"):
+        FederatedDataModule.from_datasets(data, num_clients=2, partition="classes").setup()
 
 
 def test_a_user_dataset_trains_through_the_trainer(tmp_path) -> None:

@@ -52,7 +52,7 @@ class LoggingNet(TinyNet):
 
 
 class ValidatingNet(TinyNet):
-    """Only a validation_step: evaluation runs it when there is no test_step."""
+    """Only a validation_step: evaluation runs it, and what it logs is ``val/<name>``."""
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         inputs, targets = batch
@@ -88,11 +88,12 @@ def test_test_step_logs_become_the_rounds_test_metrics_and_reach_the_logger(tmp_
     assert {"test/acc", "test/nll", "train/batch_size"} <= logged
 
 
-def test_validation_step_is_used_when_there_is_no_test_step(tmp_path) -> None:
+def test_validation_step_logs_become_val_metrics(tmp_path) -> None:
     trainer = make_trainer(tmp_path, rounds=1)
     trainer.fit(ValidatingNet(), make_dm(num_clients=2))
-    assert "test/val_acc" in trainer.history[-1].metrics
-    assert "test/acc" not in trainer.history[-1].metrics
+    metrics = trainer.history[-1].metrics
+    assert "val/val_acc" in metrics and 0.0 <= metrics["val/val_acc"] <= 1.0
+    assert "test/acc" not in metrics and "test/val_acc" not in metrics
 
 
 def test_module_without_eval_steps_keeps_accuracy_and_loss(tmp_path) -> None:

@@ -70,6 +70,8 @@ def train_one_by_one(weights: ModuleWeights, global_params: Tensor, global_buffe
             result = train(task)
             outcome.train_loss = float(result)
             outcome.logged = dict(getattr(result, "logged", {}))
+            if getattr(result, "optimizer_state", None) is not None:
+                outcome.extras["optimizer_state"] = result.optimizer_state
         except fatal:
             raise
         except Exception as exc:  # a failing client is dropped for this round, not fatal

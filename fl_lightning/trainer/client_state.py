@@ -85,6 +85,7 @@ class ClientStates:
         path.unlink()
         self._memory[client_id] = entry
         self._bytes += _nbytes(entry)
+        self._spill()  # the entry read back is the most recent: others make room for it
         return entry
 
     def _spill(self) -> None:

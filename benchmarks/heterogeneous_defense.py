@@ -38,6 +38,9 @@ STACKS: dict[str, tuple[str, list[str]]] = {
     "rr_cm_sm": (RR, ["--trainer.client_momentum", "0.9", "--trainer.server_optimizer", SGD_M]),
     "rr_sm": (RR, ["--trainer.server_optimizer", SGD_M]),
     "rr_sm5": (RR, ["--trainer.server_optimizer", SGD_M5]),
+    "rr_nnm_sm": (NNM_RR, ["--trainer.server_optimizer", SGD_M]),
+    "rr_nnm_sm5": (NNM_RR, ["--trainer.server_optimizer", SGD_M5]),
+    "rr_nnm_cm5": (NNM_RR, ["--trainer.client_momentum", "0.5"]),
     "rr_prox": (RR, ["--trainer.proximal_mu", "0.01"]),
     "rr_nnm_prox": (NNM_RR, ["--trainer.proximal_mu", "0.01"]),
     "tm_nnm_cm": (NNM_TM, ["--trainer.client_momentum", "0.9"]),
@@ -45,6 +48,7 @@ STACKS: dict[str, tuple[str, list[str]]] = {
     "cm_nnm_cm": (NNM_CM, ["--trainer.client_momentum", "0.9"]),
     "cc_cm": (CC, ["--trainer.client_momentum", "0.9"]),
     "cc_cm_sm": (CC, ["--trainer.client_momentum", "0.9", "--trainer.server_optimizer", SGD_M]),
+    "cc": (CC, []),
     "fedavg_cm": (FEDAVG, ["--trainer.client_momentum", "0.9"]),
     "fedavg_sm": (FEDAVG, ["--trainer.server_optimizer", SGD_M]),
 }

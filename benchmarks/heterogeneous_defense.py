@@ -26,6 +26,7 @@ CC = '{"class_path": "fl_lightning.aggregators.CenteredClipping"}'
 FEDAVG = '{"class_path": "fl_lightning.aggregators.FedAvg"}'
 SGD_M = '{"class_path": "torch.optim.SGD", "init_args": {"lr": 1.0, "momentum": 0.9}}'
 SGD_M5 = '{"class_path": "torch.optim.SGD", "init_args": {"lr": 1.0, "momentum": 0.5}}'
+SGD_M7 = '{"class_path": "torch.optim.SGD", "init_args": {"lr": 1.0, "momentum": 0.7}}'
 
 #: stack name -> (aggregator, extra overrides)
 STACKS: dict[str, tuple[str, list[str]]] = {
@@ -40,6 +41,8 @@ STACKS: dict[str, tuple[str, list[str]]] = {
     "rr_sm5": (RR, ["--trainer.server_optimizer", SGD_M5]),
     "rr_nnm_sm": (NNM_RR, ["--trainer.server_optimizer", SGD_M]),
     "rr_nnm_sm5": (NNM_RR, ["--trainer.server_optimizer", SGD_M5]),
+    "rr_nnm_sm7": (NNM_RR, ["--trainer.server_optimizer", SGD_M7]),
+    "fedavg_sm5": (FEDAVG, ["--trainer.server_optimizer", SGD_M5]),
     "rr_nnm_cm5": (NNM_RR, ["--trainer.client_momentum", "0.5"]),
     "rr_prox": (RR, ["--trainer.proximal_mu", "0.01"]),
     "rr_nnm_prox": (NNM_RR, ["--trainer.proximal_mu", "0.01"]),

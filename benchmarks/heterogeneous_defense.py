@@ -83,13 +83,32 @@ def run(stack: str, attack: bool, rounds: int | None) -> dict:
             "w_attackers": summary.weight_attackers_mean, "w_honest": summary.weight_honest_mean}
 
 
+def plot(lines: Path, path: Path) -> Path:
+    """No-attack late accuracy against late accuracy under the flip, one point per stack, Pareto front marked."""
+    sys.path.insert(0, str(ROOT))
+    from fl_lightning.sweeps.frontier import Stack, draw, pareto_front
+
+    runs: dict[str, dict[str, float]] = {}
+    for line in lines.read_text().splitlines():
+        record = json.loads(line)
+        runs.setdefault(record["stack"], {})[record["attack"]] = record["late_acc"]
+    stacks = [Stack(name, r["none"], r["label_flip"], "label_flip") for name, r in runs.items()
+              if "none" in r and "label_flip" in r]
+    pareto_front(stacks)
+    return draw(path, stacks, "classes (quickstart, seed 0)", {"heatmap": {"figures": "partition"}})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--plot", type=Path, default=None, help="draw the frontier of --out's runs into this PNG")
     parser.add_argument("--stacks", nargs="+", default=["fedavg"], choices=sorted(STACKS))
     parser.add_argument("--attack", choices=["both", "flip", "none"], default="both")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.plot is not None:
+        print(plot(args.out, args.plot))
+        return
     attacks = {"both": [False, True], "flip": [True], "none": [False]}[args.attack]
     for stack in args.stacks:
         for attack in attacks:

@@ -49,6 +49,21 @@ def stacks_of(matrix: Matrix, figure: str) -> list[Stack]:
     return out
 
 
+_SHORT = (("ResidualReweight", "RR"), ("NNM_inner=", "NNM+"), ("client_momentum=", "cm="),
+          ("server_optimizer=", "server="), ("proximal_mu=", "mu="))
+
+
+def short_name(name: str) -> str:
+    """A stack's label for a figure: arguments by value only (``SGD(1,0.9)``), long names abbreviated."""
+    import re
+
+    name = re.sub(r"\(([^()]*)\)", lambda m: "(" + ",".join(v.split("=")[-1] for v in m.group(1).split(",")) + ")",
+                  name)
+    for long, short in _SHORT:
+        name = name.replace(long, short)
+    return name
+
+
 def write_all(folder: Path, sweep: dict[str, Any], points: list[dict[str, Any]]) -> list[Path]:
     """One scatter per split into ``folder/heatmaps/frontier-<split>.png``; returns their paths."""
     matrix = build(sweep, points, LATE_ACC)
@@ -64,14 +79,16 @@ def draw(path: Path, stacks: list[Stack], figure_label: str, sweep: dict[str, An
     """No-attack late accuracy (x) against worst-case late accuracy (y); the front joined and labelled."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(7.5, 5.5), layout="constrained")
+    figure = Figure(figsize=(9, 5.5), layout="constrained")
     axes = figure.subplots()
     off = [s for s in stacks if not s.on_front]
     front = sorted((s for s in stacks if s.on_front), key=lambda s: s.clean)
     axes.scatter([s.clean for s in off], [s.worst for s in off], s=18, color="tab:gray", label="dominated")
     axes.plot([s.clean for s in front], [s.worst for s in front], "o-", color="tab:red", label="Pareto front")
     for s in front:
-        axes.annotate(s.name, (s.clean, s.worst), fontsize=6.5, xytext=(3, 3), textcoords="offset points")
+        note = axes.annotate(short_name(s.name), (s.clean, s.worst), fontsize=6.5, xytext=(3, 3),
+                             textcoords="offset points")
+        note.set_in_layout(False)  # long labels must not squeeze the axes
     axes.set_xlabel("late accuracy without attack")
     axes.set_ylabel("worst late accuracy under the attacks")
     split = sweep["heatmap"].get("figures", "").split(".")[-1] or "split"

@@ -20,6 +20,7 @@ RR = '{"class_path": "fl_lightning.aggregators.ResidualReweight", "init_args": {
 NNM_RR = ('{"class_path": "fl_lightning.aggregators.NNM", "init_args": {"f": 2, "inner": ' + RR + '}}')
 TM = '{"class_path": "fl_lightning.aggregators.TrimmedMean", "init_args": {"f": 2}}'
 NNM_TM = ('{"class_path": "fl_lightning.aggregators.NNM", "init_args": {"f": 2, "inner": ' + TM + '}}')
+NNM1_RR = ('{"class_path": "fl_lightning.aggregators.NNM", "init_args": {"f": 1, "inner": ' + RR + '}}')
 CM = '{"class_path": "fl_lightning.aggregators.CoordinateMedian"}'
 NNM_CM = ('{"class_path": "fl_lightning.aggregators.NNM", "init_args": {"f": 2, "inner": ' + CM + '}}')
 CC = '{"class_path": "fl_lightning.aggregators.CenteredClipping"}'
@@ -34,6 +35,7 @@ STACKS: dict[str, tuple[str, list[str]]] = {
     "rr": (RR, []),
     "rr_cm": (RR, ["--trainer.client_momentum", "0.9"]),
     "rr_nnm": (NNM_RR, []),
+    "rr_nnm1": (NNM1_RR, []),
     "rr_nnm_cm": (NNM_RR, ["--trainer.client_momentum", "0.9"]),
     "rr_nnm_cm_sm": (NNM_RR, ["--trainer.client_momentum", "0.9", "--trainer.server_optimizer", SGD_M]),
     "rr_cm_sm": (RR, ["--trainer.client_momentum", "0.9", "--trainer.server_optimizer", SGD_M]),

@@ -33,7 +33,8 @@ def as_optimizer_factory(spec: ServerOptimizerSpec, owner: str = "FederatedTrain
         return functools.partial(cls, **dict(spec.get("init_args") or {}))
     if isinstance(spec, tuple):
         if len(spec) != 2 or not callable(spec[0]) or not isinstance(spec[1], Mapping):
-            raise TypeError(f"{owner}: server_optimizer as a tuple must be (optimizer class, kwargs dict), got {spec!r}")
+            raise TypeError(f"{owner}: server_optimizer as a tuple must be (optimizer class, kwargs dict), "
+                            f"got {spec!r}")
         return functools.partial(spec[0], **dict(spec[1]))
     if isinstance(spec, torch.optim.Optimizer):
         raise TypeError(f"{owner}: server_optimizer must build the optimizer on the global model's parameters; pass "

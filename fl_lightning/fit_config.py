@@ -18,6 +18,7 @@ import fl_lightning.aggregators  # noqa: F401
 import fl_lightning.attacks  # noqa: F401
 import fl_lightning.data  # noqa: F401
 import fl_lightning.models  # noqa: F401
+import fl_lightning.optim  # noqa: F401
 from fl_lightning.aggregators.base import Aggregator
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.recipe_loggers import build_loggers, check_loggers

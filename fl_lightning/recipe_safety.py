@@ -22,7 +22,8 @@ from typing import Any, Iterator
 
 #: the message's advice: what to do instead
 _FIX = ("a recipe builds only fl_lightning plug-ins (aggregators, attacks, engines, callbacks, datasets), "
-        "LightningModules, torch Datasets and Modules, and Lightning loggers; build anything else in Python")
+        "LightningModules, torch Datasets and Modules, torch optimizers, and Lightning loggers; build anything "
+        "else in Python")
 
 
 def buildable_kinds() -> tuple[type, ...]:
@@ -39,9 +40,11 @@ def buildable_kinds() -> tuple[type, ...]:
     from fl_lightning.engines.base import Engine
 
     from torch import nn
+    from torch.optim import Optimizer
 
+    # Optimizer: a recipe's trainer.server_optimizer (issue 19)
     return (Aggregator, Attack, Engine, FederatedCallback, FederatedDataset, FederatedDataModule,
-            L.LightningModule, L.LightningDataModule, Dataset, Logger, nn.Module)
+            L.LightningModule, L.LightningDataModule, Dataset, Logger, nn.Module, Optimizer)
 
 
 def keep_loose_values_plain() -> None:

@@ -27,6 +27,12 @@ class ClientTask:
     batch_poisoner: BatchPoisoner | None = None
     #: Lightning's precision name for the forward / backward (``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``)
     precision: str = "32-true"
+    #: FedProx's mu: ``mu/2 ||w - w_global||^2`` is added to the client's training loss (0: none)
+    proximal_mu: float = 0.0
+    #: return the local optimizer's state in ``ClientOutcome.extras["optimizer_state"]`` (``keep_optimizer_state``)
+    keep_optimizer_state: bool = False
+    #: the state the client's optimizer kept from its previous round (``None``: a fresh optimizer)
+    optimizer_state: list | None = None
 
 
 @dataclass
@@ -77,6 +83,10 @@ class Engine:
     floating-point buffers into ``out_buffers[k]`` (the layout of :class:`ParamLayout`); a client
     that fails gets an outcome with ``error`` set and its rows are ignored.
     """
+
+    #: whether the engine honours ``ClientTask.keep_optimizer_state`` / ``optimizer_state`` (clients that
+    #: keep their optimizer across rounds); the trainer refuses the setting on an engine that does not
+    supports_optimizer_state: bool = True
 
     def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
         """Called once at ``fit()`` start with the user's module (its state is the initial global model)."""

@@ -21,6 +21,8 @@ from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_t
 from fl_lightning.engines.batches import epoch_batches, local_passes
 from fl_lightning.engines.local_training import LocalResult, poison_batch
 from fl_lightning.engines.module_weights import ModuleWeights, train_one_by_one
+from fl_lightning.engines.optimizer_state import load_optimizer_states, save_optimizer_states
+from fl_lightning.engines.proximal import ProximalTerm, proximal_term
 from fl_lightning.module_contract import LoggedValues
 from fl_lightning.param_layout import ParamLayout
 
@@ -133,7 +135,7 @@ class LightningEngine(Engine):
         if self.accelerator != "cpu" and torch.cuda.is_available():
             torch.cuda.manual_seed(task.seed)
         loader = _client_loader(task, generator)
-        callback = _ClientCallback(cfg.lr, self.accumulate_grad_batches)
+        callback = _ClientCallback(cfg.lr, self.accumulate_grad_batches, task)
         if cfg.steps is None:
             trainer = self._trainer(cfg.epochs, cfg.max_batches_per_epoch, callback)
         else:  # passes over the data until max_steps optimizer steps, as the lean loop
@@ -145,7 +147,7 @@ class LightningEngine(Engine):
             self.module.trainer = None  # type: ignore[assignment]  # no Trainer outlives its client
             if _module_device(self.module) != device:  # Lightning's teardown moves the module to the CPU
                 self.module.to(device)
-        return LocalResult(callback.mean_loss(trainer), callback.logged.means())
+        return LocalResult(callback.mean_loss(trainer), callback.logged.means(), callback.optimizer_state)
 
     def _trainer(self, epochs: int, max_batches: int | None, callback: "_ClientCallback",
                  max_steps: int = -1) -> L.Trainer:
@@ -241,12 +243,36 @@ def _client_loader(task: ClientTask, generator: torch.Generator) -> DataLoader:
 class _ClientCallback(L.Callback):
     """Forces the task's learning rate once the optimizers exist, and records each step's loss."""
 
-    def __init__(self, lr: float | None, accumulate_grad_batches: int) -> None:
+    def __init__(self, lr: float | None, accumulate_grad_batches: int, task: ClientTask | None = None) -> None:
         self.lr, self.accumulate = lr, accumulate_grad_batches
         self.losses: list[float] = []
         self.logged = LoggedValues()
+        self.task = task
+        self.proximal: ProximalTerm | None = None
+        #: the optimizers' state at the end of training, when the task keeps it
+        self.optimizer_state: list | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Force the task's lr, then give the optimizers the client's kept state and anchor FedProx's term."""
+        self._force_lr(trainer)
+        task = self.task
+        if task is not None and task.optimizer_state is not None:
+            load_optimizer_states(trainer.optimizers, task.optimizer_state, task.client_id)
+        if task is not None:
+            self.proximal = proximal_term(pl_module, task.proximal_mu)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        """FedProx: add ``mu (w - w_global)`` to the (unscaled) gradients the step is about to take."""
+        if self.proximal is not None:
+            self.proximal.add_to_grads()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Keep the optimizers' state for the client's next round, when asked."""
+        if self.task is not None and self.task.keep_optimizer_state:
+            self.optimizer_state = save_optimizer_states(trainer.optimizers)
+
+    def _force_lr(self, trainer: L.Trainer) -> None:
         """Apply the attacker's learning rate to every optimizer and the base of every scheduler."""
         if self.lr is None:
             return

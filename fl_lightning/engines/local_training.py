@@ -20,7 +20,9 @@ from torch import Tensor
 from fl_lightning.engines.base import ClientTask
 from fl_lightning.engines.batches import local_passes, pass_batches
 from fl_lightning.engines.optim_config import LocalTrainingError, OptimizerSetup, build_optimizer_setup
+from fl_lightning.engines.optimizer_state import load_optimizer_states, save_optimizer_states
 from fl_lightning.engines.precision import autocast, grad_scaler
+from fl_lightning.engines.proximal import proximal_term
 from fl_lightning.module_contract import LoggedValues, detached_logging
 
 #: the module hooks run around each client's local training, in Lightning's order
@@ -31,10 +33,14 @@ class LocalResult(float):
     """A client's mean training loss, carrying ``logged``: the mean over its steps of each ``self.log`` name."""
 
     logged: dict[str, float]
+    #: the local optimizers' state at the end, when the task asked to keep it (else ``None``)
+    optimizer_state: list | None
 
-    def __new__(cls, loss: float, logged: dict[str, float] | None = None) -> "LocalResult":
+    def __new__(cls, loss: float, logged: dict[str, float] | None = None,
+                optimizer_state: list | None = None) -> "LocalResult":
         result = super().__new__(cls, loss)
         result.logged = dict(logged or {})
+        result.optimizer_state = optimizer_state
         return result
 
 
@@ -117,6 +123,9 @@ def train_client(module: L.LightningModule, task: ClientTask,
         torch.cuda.manual_seed(task.seed)
     setup = build_optimizer_setup(module, cfg.lr)
     check("configure_optimizers")
+    if task.optimizer_state is not None:
+        load_optimizer_states([setup.optimizer], task.optimizer_state, task.client_id)
+    proximal = proximal_term(module, task.proximal_mu)  # anchored now: the module holds the global weights
     scaler = grad_scaler(device, task.precision)
     module.train()
     total, steps = 0.0, 0
@@ -139,6 +148,8 @@ def train_client(module: L.LightningModule, task: ClientTask,
                 with autocast(device, task.precision):
                     loss = step_loss(module.training_step(batch, batch_idx), module)
                 check("training_step")
+                if loss is not None and proximal is not None:
+                    loss = loss + proximal()
                 if loss is not None:  # None: Lightning's "skip this batch"
                     _optimizer_step(loss, setup.optimizer, scaler)
                     total += float(loss.detach())
@@ -160,5 +171,6 @@ def train_client(module: L.LightningModule, task: ClientTask,
                 setup.step_schedulers(module, "epoch", epoch, True, monitored)
         module.on_train_end()
         check("on_train_end")
-    return LocalResult(total / steps if steps else math.nan, logged.means())
+    kept = save_optimizer_states([setup.optimizer]) if task.keep_optimizer_state else None
+    return LocalResult(total / steps if steps else math.nan, logged.means(), kept)
 

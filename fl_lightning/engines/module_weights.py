@@ -152,6 +152,8 @@ def train_one_by_one(weights: ModuleWeights, global_params: Tensor, global_buffe
             weights.guard.check("a training hook")
             outcome.train_loss = float(result)
             outcome.logged = dict(getattr(result, "logged", {}))
+            if getattr(result, "optimizer_state", None) is not None:
+                outcome.extras["optimizer_state"] = result.optimizer_state
         except ModuleLayoutError as exc:  # the client's tensors are not the layout's: drop it, repair the module
             weights.guard.restore()
             outcome.error = f"{type(exc).__name__}: {exc}"

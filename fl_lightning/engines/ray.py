@@ -55,6 +55,7 @@ class _WorkerTask:
     seed: int
     batch_poisoner: BatchPoisoner | None
     precision: str = "32-true"
+    proximal_mu: float = 0.0
 
 
 def _to_numpy(tensor: Tensor) -> np.ndarray | Tensor:
@@ -108,7 +109,7 @@ class ClientWorker:
         inputs = _to_tensor(data["inputs"]).to(self.device)
         targets = _to_tensor(data["targets"]).to(self.device)
         client = ClientTask(task.client_id, TensorData(inputs, targets), task.config, task.seed, task.batch_poisoner,
-                            precision=task.precision)
+                            precision=task.precision, proximal_mu=task.proximal_mu)
         try:
             loss = train_client(self.module, client, self._guard.check)
         except ModuleLayoutError as exc:  # drop the client, repair the module for the next one
@@ -151,7 +152,13 @@ class RayEngine(Engine):
     warning names it); a dead or timed-out actor is replaced. ``batch_poisoner`` callables and
     the module travel with cloudpickle: they must be picklable, and the module's class must be
     importable on every node (or defined in ``__main__``).
+
+    Clients that keep their optimizer across rounds (``keep_optimizer_state``) are refused: a client
+    trains on whichever actor is free, so its state would have to travel with every task. Client
+    momentum and FedProx work (the momentum is kept by the trainer, ``proximal_mu`` travels with the task).
     """
+
+    supports_optimizer_state = False
 
     #: seconds a round waits for Ray to place at least one worker before it fails (autoscaling may be slow)
     worker_start_timeout_s: float = 600.0
@@ -331,7 +338,7 @@ class RayEngine(Engine):
                         actor.load_module.remote(self._module_ref, self.layout)
                         self._loaded[actor] = self._generation
                     worker_task = _WorkerTask(task.client_id, task.config, task.seed, task.batch_poisoner,
-                                              task.precision)
+                                              task.precision, task.proximal_mu)
                     ref = actor.train.remote(global_ref, self._data_ref(task), worker_task)
                     self._affinity[task.client_id] = actor
                     running[ref] = (row, actor, time.perf_counter())

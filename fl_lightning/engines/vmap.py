@@ -177,6 +177,10 @@ class VmapEngine(Engine):
                 self._warn_once("lazy", "VmapEngine: client data without in-memory inputs (a lazy dataset) is "
                                 "trained by the sequential engine")
                 sequential_rows.append(row)
+            elif task.keep_optimizer_state or task.optimizer_state is not None:
+                self._warn_once("optimizer_state", "VmapEngine: clients that keep their optimizer state across "
+                                "rounds (keep_optimizer_state) are trained by the sequential engine")
+                sequential_rows.append(row)
             elif len(task.data) == 0 or local_passes(task.config, len(task.data)) <= 0:
                 sequential_rows.append(row)  # no step at all: nothing to vectorise
             else:
@@ -249,6 +253,7 @@ class VmapEngine(Engine):
         device = global_params.device
         loss_sums = torch.zeros(size, dtype=torch.float64, device=device)
         dtype = next(iter(params.values())).dtype
+        mus = [s.task.proximal_mu for s in group]
         for t in range(steps[0]):
             active = sum(1 for s in steps if s > t)
             index = [group[k].batches[t] for k in range(active)]
@@ -262,6 +267,8 @@ class VmapEngine(Engine):
             else:
                 mask = (torch.arange(padded.shape[1]) < lengths[:, None]).to(dtype)
                 grads, losses = self._grad_fn(True)(views, frozen, x, y, (mask / lengths[:, None]).to(device))
+            if any(mus[:active]):  # FedProx: the term's gradient mu (w - w_global) and its value, per client
+                grads, losses = _add_proximal(grads, losses, views, global_value, mus[:active])
             loss_sums[:active] += losses.detach().to(torch.float64)
             with torch.no_grad():
                 for name, view in views.items():
@@ -493,6 +500,20 @@ class VmapEngine(Engine):
         if key not in self._warned:
             self._warned.add(key)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _add_proximal(grads: dict[str, Tensor], losses: Tensor, views: dict[str, Tensor],
+                  global_value: Callable[[str], Tensor], mus: list[float]) -> tuple[dict[str, Tensor], Tensor]:
+    """FedProx on stacked clients: ``grad += mu (w - w_global)``, ``loss += mu/2 ||w - w_global||^2``."""
+    first = next(iter(views.values()))
+    mu = torch.tensor(mus, dtype=first.dtype, device=first.device)
+    out = {}
+    for name, view in views.items():
+        diff = view.detach() - global_value(name)
+        column = mu.view(-1, *([1] * (view.dim() - 1)))
+        out[name] = grads[name] + column * diff
+        losses = losses + 0.5 * mu.to(losses.dtype) * diff.pow(2).flatten(1).sum(1).to(losses.dtype)
+    return out, losses
 
 
 def _gather(sources: list[Tensor], index: Tensor) -> Tensor:

@@ -80,6 +80,29 @@ def _axis_labels(sweep: dict[str, Any], path: str | None) -> list[str]:
     return []
 
 
+def row_label(sweep: dict[str, Any], labels: dict[str, str]) -> str:
+    """The heatmap row of a point: its ``rows`` label, then ``name=value`` of each lever axis with several values."""
+    roles = sweep["heatmap"]
+    parts = [labels.get(roles["rows"], "all")]
+    for path in roles.get("levers", []):
+        if len(_axis_labels(sweep, path)) > 1:
+            parts.append(f"{path.split('.')[-1]}={labels.get(path, '?')}")
+    return " ".join(parts)
+
+
+def row_labels(sweep: dict[str, Any]) -> list[str]:
+    """Every row: each rule with each lever stack (levers with one value left out of the label)."""
+    import itertools
+
+    roles = sweep["heatmap"]
+    levers = [path for path in roles.get("levers", []) if len(_axis_labels(sweep, path)) > 1]
+    rows = []
+    for rule in _axis_labels(sweep, roles["rows"]):
+        for values in itertools.product(*[_axis_labels(sweep, path) for path in levers]):
+            rows.append(" ".join([rule] + [f"{path.split('.')[-1]}={v}" for path, v in zip(levers, values)]))
+    return rows
+
+
 def _late_acc(record: dict[str, Any]) -> float | None:
     value = record.get("late_mean", {}).get("test/acc")
     return None if value is None or math.isnan(value) else float(value)
@@ -89,7 +112,7 @@ def build(sweep: dict[str, Any], points: list[dict[str, Any]], metric: str) -> M
     """The cells of ``metric`` (:data:`LATE_ACC`, :data:`ACC_DROP` or a ``late_mean`` key) over the finished points."""
     roles = sweep["heatmap"]
     figure_path, panel_path = roles.get("figures"), roles.get("panels")
-    row_path, column_path = roles["rows"], roles["columns"]
+    column_path = roles["columns"]
     baseline_paths = set(sweep.get("baseline") or {})
 
     def get(labels: dict[str, str], path: str | None) -> str:
@@ -119,13 +142,13 @@ def build(sweep: dict[str, Any], points: list[dict[str, Any]], metric: str) -> M
         if value is None or (metric == ACC_DROP and labels.get(column_path) == NO_ATTACK):
             continue
         figure, panel = get(labels, figure_path), get(labels, panel_path)
-        key = (get(labels, row_path), get(labels, column_path))
+        key = (row_label(sweep, labels), get(labels, column_path))
         cells.setdefault(figure, {}).setdefault(panel, {}).setdefault(key, Cell()).values.append(value)
     columns = _axis_labels(sweep, column_path)
     if any(NO_ATTACK == key[1] for f in cells.values() for p in f.values() for key in p):
         columns = [NO_ATTACK] + columns
     return Matrix(metric, _axis_labels(sweep, figure_path), _axis_labels(sweep, panel_path),
-                  _axis_labels(sweep, row_path), columns, cells)
+                  row_labels(sweep), columns, cells)
 
 
 def metrics_of(points: list[dict[str, Any]]) -> list[str]:

@@ -38,7 +38,7 @@ CONFIG_KEYS = ("trainer", "model", "data", "aggregators", "name", "save_dir", "d
 SHORTHANDS = {"aggregator": "trainer.aggregator"}
 SWEEP_KEYS = ("grid", "paper", "rows", "baseline", "heatmap")
 #: roles of ``sweep.heatmap``: which axis makes the figures, rows, columns and panels of the heatmaps
-HEATMAP_ROLES = ("figures", "rows", "columns", "panels")
+HEATMAP_ROLES = ("figures", "rows", "columns", "panels", "levers")
 ATTACKS = "trainer.attacks"
 PROFILE_KEYS = ("grid", "max_values_per_axis")
 AGGREGATOR = "trainer.aggregator"
@@ -176,7 +176,7 @@ class Recipe:
     path: str | None = None
     profiles: list[str] = field(default_factory=list)
     baseline: dict[str, Any] = field(default_factory=dict)
-    heatmap: dict[str, str] = field(default_factory=dict)
+    heatmap: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -315,16 +315,21 @@ def _baseline(raw: Any, axes: list[Axis], where: str) -> dict[str, Any]:
     return out
 
 
-def _heatmap(raw: Any, axes: list[Axis], where: str) -> dict[str, str]:
-    """``sweep.heatmap`` as full paths; every role must name a grid axis."""
+def _heatmap(raw: Any, axes: list[Axis], where: str) -> dict[str, Any]:
+    """``sweep.heatmap`` as full paths; every role must name a grid axis (``levers``: a list of them, which
+    join the row's label: one row per rule and lever stack)."""
     if raw is None:
         return {}
     paths = {axis.path for axis in axes}
-    if not isinstance(raw, dict) or set(raw) - set(HEATMAP_ROLES) or not {"rows", "columns"} <= set(raw):
-        raise ValueError(f"{where}: sweep.heatmap takes rows and columns (and optionally figures, panels), "
-                         f"each a grid axis, got {raw!r}")
-    out = {role: normalize_key(key) for role, key in raw.items()}
-    unknown = [key for key in out.values() if key not in paths]
+    if (not isinstance(raw, dict) or set(raw) - set(HEATMAP_ROLES) or not {"rows", "columns"} <= set(raw)
+            or not isinstance(raw.get("levers", []), list)):
+        raise ValueError(f"{where}: sweep.heatmap takes rows and columns (and optionally figures, panels, and "
+                         f"levers: a list), each a grid axis, got {raw!r}")
+    out: dict[str, Any] = {role: normalize_key(key) for role, key in raw.items() if role != "levers"}
+    if "levers" in raw:
+        out["levers"] = [normalize_key(key) for key in raw["levers"]]
+    unknown = [key for key in [v for k, v in out.items() if k != "levers"] + out.get("levers", [])
+               if key not in paths]
     if unknown:
         raise ValueError(f"{where}: sweep.heatmap names {unknown}, which are not grid axes {sorted(paths)}")
     return out

@@ -7,7 +7,7 @@ from typing import Any, Optional
 from jsonargparse import ArgumentParser, Namespace
 
 from fl_lightning.run_summary import LATE_FRACTION
-from fl_lightning.sweeps import heatmaps, plots, records
+from fl_lightning.sweeps import frontier, heatmaps, plots, records
 from fl_lightning.sweeps.recipe import normalize_key
 from fl_lightning.sweeps.report_table import Labels, TableAxes, cells, mean, sd
 from fl_lightning.sweeps.paper import PaperTable, load_paper_results
@@ -45,7 +45,8 @@ def run_report(cfg: Namespace) -> Path:
         paper = None
     metrics = [m for m in _metrics(points) if m.startswith(TABLE_PREFIXES)] or ["test/acc"]
     if sweep and sweep.get("heatmap"):  # a robustness matrix: heatmaps instead of one curve per point
-        images = heatmaps.write_all(folder, sweep, points) if points else []
+        images = (heatmaps.write_all(folder, sweep, points) + frontier.write_all(folder, sweep, points)
+                  if points else [])
         text = _matrix_markdown(folder, sweep, points, failed, images)
     else:
         images = plots.write_all(folder, points, layout, metrics, paper) if points else []
@@ -151,6 +152,10 @@ def _matrix_markdown(folder: Path, sweep: dict[str, Any], points: list[dict[str,
               f"the last {int(LATE_FRACTION * 100)}% of rounds. The `none` column ran without any attack, once per "
               "rule, split and seed; accuracy drops are against it, seed by seed."]
     lines += heatmaps.markdown(sweep, points)
+    lines += ["", "## Accuracy against protection", "",
+              "Each rule and lever stack: late accuracy without attack against the worst late accuracy under the "
+              "attacks (any attacker count); `*` marks the Pareto front (frontier-*.png)."]
+    lines += frontier.markdown(sweep, points)
     if images:
         lines += ["", "## Heatmaps", ""] + [f"![{p.stem}]({p.relative_to(folder).as_posix()})" for p in images]
     lines += ["", "## Points", ""] + _points_table(points)

@@ -9,16 +9,44 @@ from torch import Tensor
 
 from fl_lightning.engines.module_weights import ModuleWeights
 from fl_lightning.param_layout import ParamLayout, flatten
+from fl_lightning.trainer.boundary import non_finite_state
+from fl_lightning.trainer.server_optimizer import ServerOptimizer, ServerOptimizerSpec
 
 
 class GlobalModel:
     """``params`` ``[N]`` and float ``buffers`` of the global model; the user's module always mirrors them."""
 
-    def __init__(self, module: L.LightningModule, layout: ParamLayout) -> None:
+    def __init__(self, module: L.LightningModule, layout: ParamLayout,
+                 server_optimizer: ServerOptimizerSpec | None = None) -> None:
         self.layout = layout
         self.weights = ModuleWeights(module, layout)
         self.params = flatten(self.weights.params)
         self.buffers = flatten(self.weights.buffers)
+        #: steps the parameters with the aggregate as negative pseudo-gradient (``None``: ``params += update``)
+        self.server_optimizer = (ServerOptimizer(server_optimizer, self.params, layout)
+                                 if server_optimizer is not None else None)
+
+    def step(self, update: Tensor, buffers: Tensor | None = None) -> str:
+        """Step with the round's aggregate ``update`` (and take the averaged ``buffers``); returns ``""``.
+
+        A step that would leave the parameters or buffers non-finite (finite attackers' rows can still
+        overflow) is not taken: the model and the server optimizer's state stay as they were and the
+        return value names what broke (``"parameters"``, ``"buffers"``).
+        """
+        if self.server_optimizer is None:
+            stepped = self.params + update
+            broken = non_finite_state(stepped, buffers)
+            if not broken:
+                self.replace(stepped, buffers)
+            return broken
+        snapshot = self.server_optimizer.snapshot()
+        self.server_optimizer.step(update)
+        broken = non_finite_state(self.params, buffers)
+        if broken:
+            self.server_optimizer.restore(snapshot)
+        else:
+            self.replace(self.params, buffers)
+        return broken
 
     def replace(self, params: Tensor, buffers: Tensor | None = None) -> None:
         """Take the stepped ``params`` (and the averaged float ``buffers``), then refresh the module."""

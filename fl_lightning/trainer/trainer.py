@@ -18,7 +18,8 @@ from fl_lightning.attacks.base import Attack
 from fl_lightning.attacks.compose import setup_attacks
 from fl_lightning.callbacks import FederatedCallback, ProgressBar
 from fl_lightning.callbacks.resolve import resolve_callbacks
-from fl_lightning.checks import (check_bool, check_instance, check_int, check_optional_int, check_seed)
+from fl_lightning.checks import (check_bool, check_fraction, check_instance, check_int, check_number,
+                                 check_optional_int, check_seed)
 from fl_lightning.context import LocalConfig, RoundContext, SetupContext
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.engines import Engine, get_engine
@@ -32,11 +33,13 @@ import fl_lightning.trainer.round_metrics as round_metrics
 from fl_lightning.trainer.attack_diagnostics import AttackDiagnostics
 from fl_lightning.trainer.boundary import (aggregate_checked, as_list, check_layout_changes, check_result,
                                           dropped_clients, finite_rows, input_shape, non_finite_metrics,
-                                          non_finite_state, setup_data)
+                                          setup_data)
 from fl_lightning.trainer.connectors.checkpoint_connector import CheckpointConnector
 from fl_lightning.trainer.connectors.logger_connector import LoggerConnector, resolve_loggers
 from fl_lightning.trainer.devices import get_lightning_engine, resolve_accelerator, resolve_devices, resolve_precision
+from fl_lightning.trainer.client_state import OPTIMIZER, ClientMomentum, ClientStates
 from fl_lightning.trainer.global_model import GlobalModel
+from fl_lightning.trainer.server_optimizer import ServerOptimizerSpec, as_optimizer_factory
 from fl_lightning.trainer.records import RoundRecord, RunHistory
 from fl_lightning.version import __version__
 
@@ -90,6 +93,20 @@ class FederatedTrainer:
             The module, client batches, the ``[K, N]`` updates, aggregation and evaluation all live there.
         devices: ``1`` (or ``"auto"``, or ``[index]``); several devices need ``engine="ray"`` or processes.
         precision: ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"`` (autocast; weights stay float32).
+        keep_optimizer_state: each client keeps its local optimizer's state (momentum buffers, Adam's
+            moments) from one of its rounds to its next, instead of a fresh optimizer every round (the
+            sequential, vmap and Lightning engines; the Ray engine refuses it).
+        client_momentum: worker momentum ``beta`` (Karimireddy et al. 2021): each client sends
+            ``m_t = beta m_{t-1} + (1 - beta) U_t`` instead of its update ``U_t``; 0 sends ``U_t``.
+        server_optimizer: a ``torch.optim.Optimizer`` stepping the global model with the aggregate as the
+            negative pseudo-gradient: its class with arguments (``functools.partial(torch.optim.SGD, lr=1.0,
+            momentum=0.9)``, ``(torch.optim.SGD, {"lr": 1.0})``, or ``class_path`` / ``init_args`` in YAML);
+            ``None`` adds the aggregate (``global += update``). Presets: ``fl_lightning.trainer.server_optimizer``.
+        proximal_mu: FedProx's ``mu``: ``mu/2 ||w - w_global||^2`` is added to every client's training loss.
+        client_state_max_mb: memory for the clients' kept state (momentum, optimizer state), held on the CPU;
+            beyond it the least recently used clients' state goes to files (``None``: no limit). Each client
+            holds ``parameters x 4 bytes`` per state tensor (see ``docs/client_state.md``).
+        client_state_dir: where spilled client state is written (``None``: the system's temporary folder).
     """
 
     def __init__(
@@ -114,6 +131,12 @@ class FederatedTrainer:
         devices: int | str | Sequence[int] = 1,
         precision: str | int = "32-true",
         local_steps: int | None = None,
+        keep_optimizer_state: bool = False,
+        client_momentum: float = 0.0,
+        server_optimizer: ServerOptimizerSpec | None = None,
+        proximal_mu: float = 0.0,
+        client_state_max_mb: float | None = None,
+        client_state_dir: str | None = None,
     ) -> None:
         owner = "FederatedTrainer"
         self.rounds = check_int(rounds, "rounds", owner, minimum=1)
@@ -142,6 +165,20 @@ class FederatedTrainer:
         self.engine = (get_lightning_engine(self.accelerator, self.precision) if engine == "lightning"
                        else get_engine(check_instance(engine, (str, Engine), "engine", owner)))
         check_bool(seed_everything, "seed_everything", owner)
+        self.keep_optimizer_state = check_bool(keep_optimizer_state, "keep_optimizer_state", owner)
+        self.client_momentum = check_fraction(client_momentum, "client_momentum", owner, include_one=False)
+        self.proximal_mu = check_number(proximal_mu, "proximal_mu", owner, low=0.0)
+        if client_state_max_mb is not None:
+            check_number(client_state_max_mb, "client_state_max_mb", owner, low=0.0)
+        self.server_optimizer = (as_optimizer_factory(server_optimizer, owner) if server_optimizer is not None
+                                 else None)
+        if self.keep_optimizer_state and not getattr(self.engine, "supports_optimizer_state", True):
+            raise ValueError(f"{owner}: keep_optimizer_state=True needs an engine that keeps each client's optimizer "
+                             f"across rounds; {type(self.engine).__name__} trains a client on whichever worker is "
+                             "free and does not. Use engine='sequential', 'vmap' or 'lightning', or "
+                             "keep_optimizer_state=False (client_momentum works on every engine)")
+        self.client_states = ClientStates(client_state_max_mb, client_state_dir)
+        self.momentum = ClientMomentum(self.client_momentum, self.client_states)
         self._owns_logger = logger is None or logger is True
         self.logger_connector = LoggerConnector(resolve_loggers(logger, self._default_logger, owner))
         self.checkpoint_connector = CheckpointConnector(self)
@@ -305,7 +342,8 @@ class FederatedTrainer:
             raise ValueError(f"FederatedTrainer: {joining} attacking clients must join some round, more than "
                              f"clients_per_round={per_round}; raise clients_per_round or use fewer attackers")
         self.root = datamodule.root if root_samples > 0 else None
-        self.global_model = GlobalModel(module, self.layout)
+        self.global_model = GlobalModel(module, self.layout, self.server_optimizer)
+        self.client_states.clear()
         rows = per_round + (1 if self.root is not None else 0)
         self._out_params = torch.empty(rows, self.layout.num_params, device=self.device)
         self._out_buffers = torch.empty(rows, self.layout.num_buffers, device=self.device)
@@ -378,6 +416,10 @@ class FederatedTrainer:
         buffers_finite = finite_rows(self._out_buffers[:k])
         trained = torch.tensor([o.ok for o in outcomes], dtype=torch.bool, device=self.device) & buffers_finite
         ctx.finite = torch.isfinite(updates).all(dim=1) & trained
+        # clients keep their state (optimizer, momentum) from a usable round only; with client momentum they
+        # send their momentum, and model-poisoning attacks read those sent rows
+        self._keep_client_state(client_ids, outcomes, ctx.finite)
+        updates = self.momentum.apply(updates, client_ids, ctx.finite)
         updates = self._poison_trained(updates, ctx, outcomes)
         attacker_rows = [row for row, cid in enumerate(client_ids) if self.plan.is_attacker(cid)]
         if attacker_rows:
@@ -417,7 +459,19 @@ class FederatedTrainer:
         cfg = self.plan.local_config(client_id, round_idx, self._local_config())
         return ClientTask(client_id=client_id, data=self.plan.client_data(client_id),
                           config=cfg, seed=derive_seed(self.seed, "train", round_idx, client_id),
-                          batch_poisoner=self.plan.batch_poisoner(client_id, round_idx), precision=self.precision)
+                          batch_poisoner=self.plan.batch_poisoner(client_id, round_idx), precision=self.precision,
+                          proximal_mu=self.proximal_mu, keep_optimizer_state=self.keep_optimizer_state,
+                          optimizer_state=(self.client_states.get(client_id, OPTIMIZER)
+                                           if self.keep_optimizer_state else None))
+
+    def _keep_client_state(self, client_ids: list[int], outcomes: list[ClientOutcome], usable: Tensor) -> None:
+        """Store each usable client's optimizer state for its next round (a failed client keeps its old one)."""
+        if not self.keep_optimizer_state:
+            return
+        for cid, outcome, ok in zip(client_ids, outcomes, usable.tolist()):
+            state = outcome.extras.pop("optimizer_state", None)
+            if ok and state is not None:
+                self.client_states.put(cid, OPTIMIZER, state)
 
     def _local_config(self) -> LocalConfig:
         return LocalConfig(epochs=self.local_epochs, batch_size=self.batch_size,
@@ -465,16 +519,14 @@ class FederatedTrainer:
         if self.layout.num_buffers:
             share = kept_ctx.num_samples / kept_ctx.num_samples.sum()
             buffers = share @ local_buffers.index_select(0, rows)
-        # finite updates can still sum to an overflowing model (attackers sending 3e38): guard the new state
-        stepped = self.global_params + result.update
-        broken = non_finite_state(stepped, buffers)
+        # finite updates can still sum to an overflowing model (attackers sending 3e38): the step is guarded
+        broken = self.global_model.step(result.update, buffers)
         if broken:
             record.kept_previous_model = True
             record.kept_reason = f"would have made the global model's {broken} non-finite (NaN or Inf) with {name}"
             warnings.warn(f"round {ctx.round}: {name}'s update would make the global model's {broken} non-finite "
                           "(NaN or Inf); keeping the previous global model", RuntimeWarning, stacklevel=3)
             return
-        self.global_model.replace(stepped, buffers)
         record.client_weights = result.client_weights
         flagged = result.diagnostics.get("flagged")
         if flagged is not None:
@@ -531,6 +583,11 @@ class FederatedTrainer:
             "batch_size": self.batch_size, "engine": type(self.engine).__name__,
             "accelerator": self.accelerator, "precision": self.precision,
             "aggregator": repr(self.aggregator), "model": type(self.module).__name__,
+            "client_momentum": self.client_momentum, "proximal_mu": self.proximal_mu,
+            "keep_optimizer_state": self.keep_optimizer_state,
+            "server_optimizer": (repr(self.global_model.server_optimizer)
+                                 if getattr(self, "global_model", None) is not None
+                                 and self.global_model.server_optimizer is not None else "none"),
             "versions/torch": str(torch.__version__), "versions/lightning": str(L.__version__),
             "versions/fl_lightning": __version__,
         }

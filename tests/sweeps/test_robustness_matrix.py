@@ -55,8 +55,9 @@ def test_baseline_and_heatmap_must_name_grid_axes() -> None:
 def test_the_matrix_recipe_small_profile_dedupes_the_zero_attacker_column() -> None:
     recipe = load_recipe(RECIPE, "small")
     points = recipe.points()
-    rules, splits, attacks, counts, seeds = (len(a.values) for a in recipe.axes)
+    rules, splits, attacks, counts, seeds, *levers = (len(a.values) for a in recipe.axes)
     assert (splits, counts, seeds) == (2, 4, 2) and rules >= 7 and attacks >= 6
+    assert levers == [1, 1, 1]  # client momentum, server optimizer, FedProx: one value each outside `levers`
     assert len(points) == rules * splits * seeds * (1 + attacks * (counts - 1))
     clean = [p for p in points if p.config["trainer"]["attacks"] == []]
     assert len(clean) == rules * splits * seeds and all("attacks=none-clients=0" in p.name for p in clean)
@@ -143,3 +144,14 @@ def test_report_draws_one_heatmap_per_split_and_metric_and_shows_no_attack_besid
     assert "| FedAvg | 0.91±0.01 | 0.74 | SignFlip 0.69±0.01 |" in report
     assert "accuracy drop vs the same rule without attack (late accuracy), partition=classes, clients=2:" in report
     assert "Not run yet" not in report
+
+
+def test_the_levers_profile_crosses_rules_with_every_lever_stack() -> None:
+    recipe = load_recipe(RECIPE, "levers")
+    points = recipe.points()
+    stacks = {(p.labels["aggregator"], p.labels["trainer.client_momentum"], p.labels["trainer.server_optimizer"],
+               p.labels["trainer.proximal_mu"]) for p in points}
+    assert len(stacks) == 3 * 2 * 2 * 2  # FedAvg, RR, NNM(RR) x client momentum x server momentum x mu
+    assert len(points) == len(stacks) * 2 * 2  # x (no attack, label flip) x (iid, classes)
+    assert recipe.heatmap["levers"] == ["trainer.client_momentum", "trainer.server_optimizer",
+                                        "trainer.proximal_mu"]

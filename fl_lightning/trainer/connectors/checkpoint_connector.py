@@ -135,6 +135,10 @@ class CheckpointConnector:
             "detection": t.detection,
             "history": t.history,
             "rng": GlobalRNG(),
+            # parts a run has only when it uses them (a checkpoint without them resumes a run without them)
+            **({"client_states": t.client_states} if t.keep_optimizer_state or t.client_momentum else {}),
+            **({"server_optimizer": t.global_model.server_optimizer}
+               if t.global_model.server_optimizer is not None else {}),
         }
 
     def identity(self) -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,27 @@ def run_cli(*args: str, timeout: float = 300, **env: str) -> subprocess.Complete
     """``fl-lightning ARGS`` to completion; stdout and stderr captured as text."""
     return subprocess.run(cli_command(*args), capture_output=True, text=True, cwd=ROOT, timeout=timeout,
                           env=cli_env(**env))
+
+
+def run_cli_peak_memory(*args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, int]:
+    """``fl-lightning ARGS`` to completion, with that one process's peak resident memory in KiB.
+
+    ``os.wait4`` reads the peak of this child alone; ``RUSAGE_CHILDREN`` would report the largest child the
+    whole test session ever waited for (Ray workers, other CLI runs), which says nothing about this run.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(cli_command(*args), stdout=out, stderr=err, text=True, cwd=ROOT, env=cli_env())
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        finally:
+            timer.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
+    return result, usage.ru_maxrss
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:

@@ -1,8 +1,8 @@
-"""``fl-lightning fit | sweep | report``: LightningCLI-style configs (``class_path`` / ``init_args``, dotted overrides).
+"""``fl-lightning fit | sweep | report | recipes``: LightningCLI-style configs (``class_path`` / ``init_args``, dotted overrides).
 
 The command line checks what it can before the heavy imports (torch, Lightning): the subcommand, that
-every ``--config`` file exists and is a YAML mapping. A mistake in a config prints one line naming the
-key and the fix, and exits with status 2.
+every ``--config`` names a file or a shipped recipe (``--config quickstart``) holding a YAML mapping. A
+mistake in a config prints one line naming the key and the fix, and exits with status 2.
 """
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
 import yaml
 
+from fl_lightning import shipped
 from fl_lightning.checks import did_you_mean
+from fl_lightning.version import __version__
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser, Namespace
@@ -21,7 +23,9 @@ if TYPE_CHECKING:
 #: the subcommands and their one-line help
 COMMANDS = {"fit": "train with one or several aggregators",
             "sweep": "run every point of a recipe's grid",
-            "report": "tables and plots of a finished sweep"}
+            "report": "tables and plots of a finished sweep",
+            "recipes": "list the shipped recipes; `recipes show NAME` prints one",
+            "flower-app": "copy the Flower app of docs/scale-out.md into a new folder"}
 #: exit status of a usage or config mistake (argparse's)
 USAGE_ERROR = 2
 
@@ -45,11 +49,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         if command in (None, "-h", "--help"):
             _print_help()
             return
+        if command in ("-V", "--version"):
+            print(f"fl-lightning {__version__}")
+            return
         if command not in COMMANDS:
             raise ConfigError(f"unknown command {command!r}{did_you_mean(str(command), COMMANDS)}; "
                               f"choose one of {', '.join(COMMANDS)}")
-        check_config_files(args[1:])  # before torch and Lightning are imported
-        _run(command, args[1:])
+        if command == "recipes":
+            recipes_command(args[1:])
+            return
+        if command == "flower-app":
+            flower_app_command(args[1:])
+            return
+        options = resolve_recipe_names(args[1:])
+        check_config_files(options)  # before torch and Lightning are imported
+        _run(command, options)
     except ConfigError as exc:
         _fail(command, str(exc))
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:  # FileExistsError: a run's folder
@@ -65,9 +79,9 @@ def _fail(command: str | None, message: str) -> NoReturn:
 
 
 def _print_help() -> None:
-    lines = ["usage: fl-lightning {fit,sweep,report} [--help] ...", "",
+    lines = [f"usage: fl-lightning {{{','.join(COMMANDS)}}} [--help] ...", "       fl-lightning --version", "",
              "Attack-resistant federated learning on Lightning.", "", "commands:"]
-    lines += [f"  {name:<8}{text}" for name, text in COMMANDS.items()]
+    lines += [f"  {name:<12}{text}" for name, text in COMMANDS.items()]
     lines += ["", "`fl-lightning COMMAND --help` lists a command's options."]
     print("\n".join(lines))
 
@@ -83,12 +97,24 @@ def config_paths(args: Sequence[str]) -> list[str]:
     return paths
 
 
+def resolve_recipe_names(args: Sequence[str]) -> list[str]:
+    """``args`` with every ``--config NAME`` that is not a file but a shipped recipe's name replaced by its path."""
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        if arg == "--config" and i + 1 < len(resolved):
+            resolved[i + 1] = shipped.resolve_config(resolved[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = "--config=" + shipped.resolve_config(arg.partition("=")[2])
+    return resolved
+
+
 def check_config_files(args: Sequence[str]) -> None:
     """Every ``--config`` names a readable file holding a YAML mapping; else :class:`ConfigError`."""
     for path in map(Path, config_paths(args)):
         if not path.is_file():
-            raise ConfigError(f"--config {path}: no such file; pass a recipe such as "
-                              "--config recipes/quickstart.yaml")
+            raise ConfigError(f"--config {path}: no such file or shipped recipe"
+                              f"{did_you_mean(path.stem, shipped.recipe_names())}; pass a path or a name that "
+                              "`fl-lightning recipes` lists, such as --config quickstart")
         try:
             content = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
@@ -100,6 +126,43 @@ def check_config_files(args: Sequence[str]) -> None:
         if not isinstance(content, dict):
             raise ConfigError(f"--config {path}: a recipe is a YAML mapping (trainer:, model:, data:, ...), "
                               f"got {type(content).__name__}")
+
+
+def recipes_command(args: Sequence[str]) -> None:
+    """``fl-lightning recipes``: one line per shipped recipe; ``recipes show NAME``: the recipe's YAML."""
+    if args and args[0] in ("-h", "--help"):
+        print("usage: fl-lightning recipes [show NAME]\n\nLists the shipped recipes; `show NAME` prints one "
+              "to copy and edit. Run one with `fl-lightning fit --config NAME` (or `sweep --config NAME`).")
+        return
+    if not args:
+        names = shipped.recipe_names()
+        width = max(map(len, names))
+        for name in names:
+            print(f"{name:<{width}}  {shipped.recipe_summary(name)}")
+        return
+    if args[0] != "show":
+        raise ConfigError(f"unknown argument {args[0]!r}; use `fl-lightning recipes` to list them or "
+                          "`fl-lightning recipes show NAME` to print one")
+    if len(args) != 2:
+        raise ConfigError("`show` takes one recipe name, e.g. `fl-lightning recipes show quickstart`")
+    path = shipped.recipe_path(args[1])
+    if path is None:
+        raise ConfigError(f"no shipped recipe {args[1]!r}"
+                          f"{did_you_mean(args[1], shipped.recipe_names())}; `fl-lightning recipes` lists them")
+    print(path.read_text(), end="")
+
+
+def flower_app_command(args: Sequence[str]) -> None:
+    """``fl-lightning flower-app [DEST]``: copy the shipped Flower app (default folder ``flower_app``)."""
+    if args and args[0] in ("-h", "--help"):
+        print("usage: fl-lightning flower-app [DEST]\n\nCopies the Flower app of docs/scale-out.md (a ServerApp "
+              "running RobustStrategy(ResidualReweight()) and its ClientApp) into DEST (default: flower_app); "
+              "then `flwr run DEST`.")
+        return
+    if len(args) > 1:
+        raise ConfigError("takes at most one folder, e.g. `fl-lightning flower-app my_app`")
+    dest = shipped.copy_flower_app(args[0] if args else "flower_app")
+    print(f"Flower app copied to {dest}; run it with `flwr run {dest}` (docs/scale-out.md)")
 
 
 def _run(command: str, args: list[str]) -> None:

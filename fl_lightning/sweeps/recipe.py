@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from fl_lightning import shipped
+
 #: top-level keys of a fit config that sweep and profile keys may start with
 CONFIG_KEYS = ("trainer", "model", "data", "aggregators", "name", "save_dir", "description")
 #: short forms of axis and override keys
@@ -246,10 +248,12 @@ class Recipe:
 
 
 def load_recipe(path: str | Path, profile: str | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Read a recipe YAML, apply ``profiles.<profile>`` when given, then the dotted ``overrides``."""
-    path = Path(path)
+    """Read a recipe YAML (a path, or a shipped recipe's name), apply ``profiles.<profile>`` when given, then the
+    dotted ``overrides``."""
+    path = Path(shipped.resolve_config(str(path)))
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} does not exist; pass --config recipes/NAME.yaml")
+        raise FileNotFoundError(f"recipe {path} does not exist; pass a path or a name that `fl-lightning recipes` "
+                                "lists (--config quickstart)")
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, dict):
         raise ValueError(f"recipe {path} must be a YAML mapping (trainer:, model:, data:, ...)")

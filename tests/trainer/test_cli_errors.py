@@ -26,8 +26,8 @@ def test_a_missing_config_is_one_line_before_torch_loads(tmp_path):
     result = _console("fit", "--config", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"fl-lightning fit: error: --config {tmp_path / 'nope.yaml'}: no such file; pass a recipe such as "
-        "--config recipes/quickstart.yaml"]
+        f"fl-lightning fit: error: --config {tmp_path / 'nope.yaml'}: no such file or shipped recipe; pass a path "
+        "or a name that `fl-lightning recipes` lists, such as --config quickstart"]
     assert "torch loaded: False" in result.stdout
 
 

@@ -63,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             return
         options = resolve_recipe_names(args[1:])
         check_config_files(options)  # before torch and Lightning are imported
+        if answer_from_schema(command, options):
+            return
         _run(command, options)
     except ConfigError as exc:
         _fail(command, str(exc))
@@ -128,6 +130,44 @@ def check_config_files(args: Sequence[str]) -> None:
                               f"got {type(content).__name__}")
 
 
+def answer_from_schema(command: str, args: list[str]) -> bool:
+    """Answer ``COMMAND --help`` from the shipped schema, and refuse an unknown key on the command line or in a
+    fit recipe, without importing torch or Lightning; True when the help was printed. Without a schema for this
+    version (:mod:`fl_lightning.cli_schema`) the live parser answers both."""
+    from fl_lightning.cli_schema import config_keys, load_schema, option_keys, unknown_key
+
+    schema = load_schema()
+    entry = schema["commands"].get(command) if schema else None
+    if entry is None:
+        return False
+    if args in (["--help"], ["-h"]):
+        print(entry["help"], end="")
+        return True
+    for key in option_keys(args):
+        if unknown_key(key, entry):
+            raise ConfigError(f"unknown key {key!r}{did_you_mean(key, entry['keys'])}; "
+                              f"`fl-lightning {command} --help` lists the valid keys")
+    if command == "fit":
+        check_aggregator_options(args)
+        for path in config_paths(args):
+            for key in config_keys(yaml.safe_load(Path(path).read_text()), entry):
+                if unknown_key(key, entry):
+                    raise ConfigError(f"--config {path}: unknown key {key!r}{did_you_mean(key, entry['keys'])}; "
+                                      f"`fl-lightning {command} --help` lists the valid keys")
+    return False
+
+
+def check_aggregator_options(args: list[str]) -> None:
+    """A ``--trainer.aggregator`` that a recipe's ``aggregators:`` list would override is an error (before torch)."""
+    from fl_lightning.aggregator_options import ignored_aggregator_message, listed_in_configs, sets_trainer_aggregator
+
+    if not sets_trainer_aggregator(args) or any(a.startswith("--aggregators") for a in args):
+        return  # an --aggregators on the command line is checked once parsed
+    listed = listed_in_configs([yaml.safe_load(Path(p).read_text()) for p in config_paths(args)])
+    if listed:
+        raise ConfigError(ignored_aggregator_message(listed))
+
+
 def recipes_command(args: Sequence[str]) -> None:
     """``fl-lightning recipes``: one line per shipped recipe; ``recipes show NAME``: the recipe's YAML."""
     if args and args[0] in ("-h", "--help"):
@@ -169,8 +209,14 @@ def _run(command: str, args: list[str]) -> None:
     if command == "fit":
         from fl_lightning.fit_config import fit_parser, run_fit
 
+        from fl_lightning.aggregator_options import (canonical_aggregators, ignored_aggregator_message,
+                                                     sets_trainer_aggregator)
+
         parser = _quiet_parser(fit_parser(), command)
         cfg = parse(parser, args)
+        if cfg.aggregators and sets_trainer_aggregator(args):
+            raise ConfigError(ignored_aggregator_message(cfg.aggregators))
+        canonical_aggregators(cfg)
         warn_replaced_attacks(parser, args, cfg)
         run_fit(cfg, parser)
     elif command == "sweep":
@@ -208,10 +254,17 @@ def explain(message: str, parser: "ArgumentParser") -> str:
                      r'Given value: (.*)$', text)
     if union:
         key, value = union.groups()
+        option = re.search(r"Problem with given class_path '([^']+)': Option '([^']+)' is not accepted", text)
+        if option:
+            class_path, name = option.groups()
+            params = [p for p in _defaults(class_path, every=True)]
+            return (f"{key}: {class_path.rsplit('.', 1)[-1]} takes no argument {name!r}{did_you_mean(name, params)}; "
+                    f"its init_args are {', '.join(params) or 'none'}")
         if key == "trainer.logger":
             return (f"{key}: {value!r} is not a logger setting; write a logger entry such as "
                     "{class_path: CSVLogger}, a list of them, or false")
-        return (f"{key}: {value!r} is not a class it accepts{did_you_mean(value, _shipped_classes())}; "
+        name = _unknown_class(text, value)
+        return (f"{key}: {name!r} is not a class it accepts{did_you_mean(name, _shipped_classes())}; "
                 f"write a shipped class name (e.g. Krum) or a full import path in class_path")
     group = re.search(r"Group '([A-Za-z0-9_.]+)' does not accept option '([A-Za-z0-9_.]+)'", text)
     if group:
@@ -220,6 +273,33 @@ def explain(message: str, parser: "ArgumentParser") -> str:
                 "the valid keys")
     hint = "".join(did_you_mean(key, _valid_keys(parser)) for key in _unknown_keys(text))
     return f"{text}{hint}; `{parser.prog} --help` lists the valid keys"
+
+
+def _unknown_class(text: str, value: str) -> str:
+    """The first class name in ``value`` (one name, or a list such as ``--aggregators``) that is not shipped;
+    ``value`` itself when there is none to single out."""
+    import re
+
+    from fl_lightning.aggregator_options import class_names_in
+
+    named = (re.search(r"Expected a dot import path string: (\S+)", text)
+             or re.search(r"Problem with given class_path '([^']+)'", text))
+    if named and named.group(1) != value:
+        return named.group(1).rsplit(".", 1)[-1]
+    names = class_names_in(value)
+    shipped_names = set(_shipped_classes())
+    unknown = [n for n in names if n.rsplit(".", 1)[-1] not in shipped_names or "." in n and not _importable(n)]
+    return unknown[0] if unknown and (len(names) > 1 or names[0] != value) else value
+
+
+def _importable(class_path: str) -> bool:
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except ImportError:
+        return False
 
 
 def _unknown_keys(text: str) -> list[str]:
@@ -314,7 +394,8 @@ def _given_init_args(args: list[str], indices: list[int], position: int) -> set[
     return given
 
 
-def _defaults(class_path: str) -> dict[str, Any]:
+def _defaults(class_path: str, every: bool = False) -> dict[str, Any]:
+    """The class's constructor defaults (``every``: all its named parameters, defaults or not)."""
     import importlib
     import inspect
 
@@ -323,7 +404,8 @@ def _defaults(class_path: str) -> dict[str, Any]:
         signature = inspect.signature(getattr(importlib.import_module(module), name))
     except (ImportError, AttributeError, TypeError, ValueError):
         return {}
-    return {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    return {k: p.default for k, p in signature.parameters.items()
+            if (every and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)) or p.default is not inspect.Parameter.empty}
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def test_broken_yaml_names_the_line_before_torch_loads(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--trainer.roundz", "3"], "unrecognized arguments: --trainer.roundz 3 (did you mean 'trainer.rounds'?)"),
+    (["--trainer.roundz", "3"], "unknown key 'trainer.roundz' (did you mean 'trainer.rounds'?)"),
     (["--trainer.aggregator", "Krumm"], "trainer.aggregator: 'Krumm' is not a class it accepts (did you mean 'Krum'?)"),
     (["--trainer.rounds", "abc"], 'Parser key "trainer.rounds"'),
 ])

@@ -21,7 +21,14 @@ def recipe_names() -> list[str]:
 
 
 def recipe_path(name: str) -> Path | None:
-    """The shipped recipe called ``name`` (``quickstart`` or ``quickstart.yaml``), or None."""
+    """The shipped recipe called ``name`` (``quickstart`` or ``quickstart.yaml``), or None.
+
+    Examples:
+        >>> recipe_path("quickstart").name
+        'quickstart.yaml'
+        >>> recipe_path("no_such_recipe") is None
+        True
+    """
     stem = name[:-5] if name.endswith(".yaml") else name
     if "/" in stem or "\\" in stem or stem.startswith("."):
         return None

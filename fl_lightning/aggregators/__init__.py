@@ -56,7 +56,14 @@ _ALIASES = {"coordinate_median": "median", "rr": "residual_reweight", "rfa": "ge
 
 
 def get_aggregator(name_or_instance: str | Aggregator, **kwargs: Any) -> Aggregator:
-    """An aggregator from its short name (``"krum"``), class name (``"Krum"``) or an instance (returned as is)."""
+    """An aggregator from its short name (``"krum"``), class name (``"Krum"``) or an instance (returned as is).
+
+    Examples:
+        >>> get_aggregator("krum", f=2)
+        Krum(f=2, m=1)
+        >>> type(get_aggregator("TrMean", f=1)).__name__  # ByzFL's name for the trimmed mean
+        'TrimmedMean'
+    """
     if isinstance(name_or_instance, Aggregator):
         if kwargs:
             raise ValueError(f"get_aggregator: got an instance of {type(name_or_instance).__name__} and "

@@ -42,7 +42,14 @@ PEER_NAMES: dict[str, type] = {"Median": CoordinateMedian, "TrMean": TrimmedMean
 
 
 def canonical_class_path(class_path: str) -> str:
-    """``class_path`` itself, or the full path of our rule when it names an alias (short or full path)."""
+    """``class_path`` itself, or the full path of our rule when it names an alias (short or full path).
+
+    Examples:
+        >>> canonical_class_path("Median")
+        'fl_lightning.aggregators.median.CoordinateMedian'
+        >>> canonical_class_path("fl_lightning.aggregators.Krum")
+        'fl_lightning.aggregators.Krum'
+    """
     name = class_path.rsplit(".", 1)[-1]
     if name in PEER_NAMES and class_path in (name, f"{__name__}.{name}", f"fl_lightning.aggregators.{name}"):
         target = PEER_NAMES[name]

@@ -10,7 +10,8 @@ from pathlib import Path
 
 #: a repository path linked from an included document -> the site page that shows it
 SITE_PAGES = {"docs/": "", "BENCHMARKS.md": "benchmarks.md", "REPRODUCTION.md": "reproduction.md",
-              "examples/bring_your_own.py": "example.md", "CHANGELOG.md": "changelog.md"}
+              "examples/bring_your_own.py": "example.md", "CHANGELOG.md": "changelog.md",
+              "LICENSE": "license.md"}
 
 
 #: a page's line that includes a repository file: ``--8<-- "README.md"``
@@ -23,7 +24,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001
 
     def include(match: re.Match) -> str:
         text = (root / match.group(1)).read_text()
-        return text if match.group(1).endswith(".py") else re.sub(r"\]\((?!https?:|#)([^)]+)", rewrite, text)
+        return text if not match.group(1).endswith(".md") else re.sub(r"\]\((?!https?:|#)([^)]+)", rewrite, text)
 
     def rewrite(match: re.Match) -> str:
         target = match.group(1)

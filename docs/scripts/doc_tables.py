@@ -23,13 +23,8 @@ README = ROOT / "README.md"
 REPRODUCTION = ROOT / "REPRODUCTION.md"
 
 
-def provenance(command: str) -> str:
-    """The provenance line: what produced the table, from which commit, with which versions."""
-    import lightning
-    import torch
-
-    import fl_lightning
-
+def _commit() -> str:
+    """The checkout's commit, marked when tracked files differ from it."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
@@ -38,6 +33,21 @@ def provenance(command: str) -> str:
             commit += " + local changes"
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
+    return commit
+
+
+#: the commit when the script started (a long table's runs take minutes; the checkout may move meanwhile)
+COMMIT_AT_START = _commit()
+
+
+def provenance(command: str) -> str:
+    """The provenance line: what produced the table, from which commit, with which versions."""
+    import lightning
+    import torch
+
+    import fl_lightning
+
+    commit = COMMIT_AT_START
     return (f"<sub>Written by `{command}` at commit {commit} with torch {torch.__version__}, "
             f"lightning {lightning.__version__}, fl_lightning {fl_lightning.__version__}.</sub>")
 

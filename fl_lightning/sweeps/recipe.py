@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fl_lightning import shipped
+from fl_lightning.recipe_bounds import read_text, safe_load
 
 #: top-level keys of a fit config that sweep and profile keys may start with
-CONFIG_KEYS = ("trainer", "model", "data", "aggregators", "name", "save_dir", "description")
+CONFIG_KEYS = ("trainer", "model", "data", "aggregators", "name", "save_dir", "description", "follow_symlinks")
 #: short forms of axis and override keys
 SHORTHANDS = {"aggregator": "trainer.aggregator"}
 SWEEP_KEYS = ("grid", "paper", "rows", "baseline", "heatmap")
@@ -254,7 +253,7 @@ def load_recipe(path: str | Path, profile: str | None = None, overrides: dict[st
     if not path.is_file():
         raise FileNotFoundError(f"recipe {path} does not exist; pass a path or a name that `fl-lightning recipes` "
                                 "lists (--config quickstart)")
-    raw = yaml.safe_load(path.read_text())
+    raw = safe_load(read_text(path), f"recipe {path}")
     if not isinstance(raw, dict):
         raise ValueError(f"recipe {path} must be a YAML mapping (trainer:, model:, data:, ...)")
     return recipe_from_dict(raw, profile, str(path), overrides)

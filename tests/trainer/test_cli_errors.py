@@ -43,7 +43,7 @@ def test_broken_yaml_names_the_line_before_torch_loads(tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (["--trainer.roundz", "3"], "unknown key 'trainer.roundz' (did you mean 'trainer.rounds'?)"),
-    (["--trainer.aggregator", "Krumm"], "trainer.aggregator: 'Krumm' is not a class it accepts (did you mean 'Krum'?)"),
+    (["--aggregators", "null", "--trainer.aggregator", "Krumm"], "trainer.aggregator: 'Krumm' is not a class it accepts (did you mean 'Krum'?)"),
     (["--trainer.rounds", "abc"], 'Parser key "trainer.rounds"'),
 ])
 def test_command_line_mistakes_are_one_line_with_exit_2(args, expected, capsys):

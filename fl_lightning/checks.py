@@ -111,7 +111,14 @@ def check_choice(value: Any, choices: Sequence[str], name: str, owner: str) -> s
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
-    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""`` when none is close."""
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""`` when none is close.
+
+    Examples:
+        >>> did_you_mean("Krumm", ["Krum", "FedAvg"])
+        " (did you mean 'Krum'?)"
+        >>> did_you_mean("xyz", ["Krum", "FedAvg"])
+        ''
+    """
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

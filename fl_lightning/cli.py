@@ -1,8 +1,8 @@
-"""``fl-lightning fit | sweep | report``: LightningCLI-style configs (``class_path`` / ``init_args``, dotted overrides).
+"""``fl-lightning fit | sweep | report | recipes``: LightningCLI-style configs (``class_path`` / ``init_args``, dotted overrides).
 
 The command line checks what it can before the heavy imports (torch, Lightning): the subcommand, that
-every ``--config`` file exists and is a YAML mapping. A mistake in a config prints one line naming the
-key and the fix, and exits with status 2.
+every ``--config`` names a file or a shipped recipe (``--config quickstart``) holding a YAML mapping. A
+mistake in a config prints one line naming the key and the fix, and exits with status 2.
 """
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 
 import yaml
 
+from fl_lightning import shipped
 from fl_lightning.checks import did_you_mean
 from fl_lightning.recipe_bounds import RecipeTooLarge, check_bounds, read_text
 from fl_lightning.stopping import StopRequested
+from fl_lightning.version import __version__
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser, Namespace
@@ -24,7 +26,9 @@ if TYPE_CHECKING:
 #: the subcommands and their one-line help
 COMMANDS = {"fit": "train with one or several aggregators",
             "sweep": "run every point of a recipe's grid",
-            "report": "tables and plots of a finished sweep"}
+            "report": "tables and plots of a finished sweep",
+            "recipes": "list the shipped recipes; `recipes show NAME` prints one",
+            "flower-app": "copy the Flower app of docs/scale-out.md into a new folder"}
 #: exit status of a usage or config mistake (argparse's)
 USAGE_ERROR = 2
 
@@ -51,11 +55,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         if command in (None, "-h", "--help"):
             _print_help()
             return
+        if command in ("-V", "--version"):
+            print(f"fl-lightning {__version__}")
+            return
         if command not in COMMANDS:
             raise ConfigError(f"unknown command {command!r}{did_you_mean(str(command), COMMANDS)}; "
                               f"choose one of {', '.join(COMMANDS)}")
-        check_config_files(args[1:])  # before torch and Lightning are imported
-        _run(command, args[1:])
+        if command == "recipes":
+            recipes_command(args[1:])
+            return
+        if command == "flower-app":
+            flower_app_command(args[1:])
+            return
+        options = resolve_recipe_names(args[1:])
+        check_config_files(options)  # before torch and Lightning are imported
+        if answer_from_schema(command, options):
+            return
+        _run(command, options)
     except ConfigError as exc:
         _fail(command, str(exc))
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:  # FileExistsError: a run's folder
@@ -101,9 +117,9 @@ def _fail(command: str | None, message: str, status: int = USAGE_ERROR, label: s
 
 
 def _print_help() -> None:
-    lines = ["usage: fl-lightning {fit,sweep,report} [--help] ...", "",
+    lines = [f"usage: fl-lightning {{{','.join(COMMANDS)}}} [--help] ...", "       fl-lightning --version", "",
              "Attack-resistant federated learning on Lightning.", "", "commands:"]
-    lines += [f"  {name:<8}{text}" for name, text in COMMANDS.items()]
+    lines += [f"  {name:<12}{text}" for name, text in COMMANDS.items()]
     lines += ["", "`fl-lightning COMMAND --help` lists a command's options."]
     print("\n".join(lines))
 
@@ -119,6 +135,17 @@ def config_paths(args: Sequence[str]) -> list[str]:
     return paths
 
 
+def resolve_recipe_names(args: Sequence[str]) -> list[str]:
+    """``args`` with every ``--config NAME`` that is not a file but a shipped recipe's name replaced by its path."""
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        if arg == "--config" and i + 1 < len(resolved):
+            resolved[i + 1] = shipped.resolve_config(resolved[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = "--config=" + shipped.resolve_config(arg.partition("=")[2])
+    return resolved
+
+
 def check_config_files(args: Sequence[str]) -> None:
     """Every ``--config`` names a readable file holding a YAML mapping within the size and depth bounds
     (:mod:`fl_lightning.recipe_bounds`), and every other value is within them too; else :class:`ConfigError`."""
@@ -131,8 +158,9 @@ def check_config_files(args: Sequence[str]) -> None:
             pass  # not YAML: the parser says what it expected
     for path in map(Path, config_paths(args)):
         if not path.is_file():
-            raise ConfigError(f"--config {path}: no such file; pass a recipe such as "
-                              "--config recipes/quickstart.yaml")
+            raise ConfigError(f"--config {path}: no such file or shipped recipe"
+                              f"{did_you_mean(path.stem, shipped.recipe_names())}; pass a path or a name that "
+                              "`fl-lightning recipes` lists, such as --config quickstart")
         try:
             text = read_text(path, f"--config {path}")
             check_bounds(text, f"--config {path}")
@@ -150,13 +178,94 @@ def check_config_files(args: Sequence[str]) -> None:
                               f"got {type(content).__name__}")
 
 
+def answer_from_schema(command: str, args: list[str]) -> bool:
+    """Answer ``COMMAND --help`` from the shipped schema, and refuse an unknown key on the command line or in a
+    fit recipe, without importing torch or Lightning; True when the help was printed. Without a schema for this
+    version (:mod:`fl_lightning.cli_schema`) the live parser answers both."""
+    from fl_lightning.cli_schema import config_keys, load_schema, option_keys, unknown_key
+
+    schema = load_schema()
+    entry = schema["commands"].get(command) if schema else None
+    if entry is None:
+        return False
+    if args in (["--help"], ["-h"]):
+        print(entry["help"], end="")
+        return True
+    for key in option_keys(args):
+        if unknown_key(key, entry):
+            raise ConfigError(f"unknown key {key!r}{did_you_mean(key, entry['keys'])}; "
+                              f"`fl-lightning {command} --help` lists the valid keys")
+    if command == "fit":
+        check_aggregator_options(args)
+        for path in config_paths(args):
+            for key in config_keys(yaml.safe_load(read_text(Path(path), f"--config {path}")), entry):
+                if unknown_key(key, entry):
+                    raise ConfigError(f"--config {path}: unknown key {key!r}{did_you_mean(key, entry['keys'])}; "
+                                      f"`fl-lightning {command} --help` lists the valid keys")
+    return False
+
+
+def check_aggregator_options(args: list[str]) -> None:
+    """A ``--trainer.aggregator`` that a recipe's ``aggregators:`` list would override is an error (before torch)."""
+    from fl_lightning.aggregator_options import ignored_aggregator_message, listed_in_configs, sets_trainer_aggregator
+
+    if not sets_trainer_aggregator(args) or any(a.startswith("--aggregators") for a in args):
+        return  # an --aggregators on the command line is checked once parsed
+    listed = listed_in_configs([yaml.safe_load(read_text(Path(p), f"--config {p}")) for p in config_paths(args)])
+    if listed:
+        raise ConfigError(ignored_aggregator_message(listed))
+
+
+def recipes_command(args: Sequence[str]) -> None:
+    """``fl-lightning recipes``: one line per shipped recipe; ``recipes show NAME``: the recipe's YAML."""
+    if args and args[0] in ("-h", "--help"):
+        print("usage: fl-lightning recipes [show NAME]\n\nLists the shipped recipes; `show NAME` prints one "
+              "to copy and edit. Run one with `fl-lightning fit --config NAME` (or `sweep --config NAME`).")
+        return
+    if not args:
+        names = shipped.recipe_names()
+        width = max(map(len, names))
+        for name in names:
+            print(f"{name:<{width}}  {shipped.recipe_summary(name)}")
+        return
+    if args[0] != "show":
+        raise ConfigError(f"unknown argument {args[0]!r}; use `fl-lightning recipes` to list them or "
+                          "`fl-lightning recipes show NAME` to print one")
+    if len(args) != 2:
+        raise ConfigError("`show` takes one recipe name, e.g. `fl-lightning recipes show quickstart`")
+    path = shipped.recipe_path(args[1])
+    if path is None:
+        raise ConfigError(f"no shipped recipe {args[1]!r}"
+                          f"{did_you_mean(args[1], shipped.recipe_names())}; `fl-lightning recipes` lists them")
+    print(path.read_text(), end="")
+
+
+def flower_app_command(args: Sequence[str]) -> None:
+    """``fl-lightning flower-app [DEST]``: copy the shipped Flower app (default folder ``flower_app``)."""
+    if args and args[0] in ("-h", "--help"):
+        print("usage: fl-lightning flower-app [DEST]\n\nCopies the Flower app of docs/scale-out.md (a ServerApp "
+              "running RobustStrategy(ResidualReweight()) and its ClientApp) into DEST (default: flower_app); "
+              "then `flwr run DEST`.")
+        return
+    if len(args) > 1:
+        raise ConfigError("takes at most one folder, e.g. `fl-lightning flower-app my_app`")
+    dest = shipped.copy_flower_app(args[0] if args else "flower_app")
+    print(f"Flower app copied to {dest}; run it with `flwr run {dest}` (docs/scale-out.md)")
+
+
 def _run(command: str, args: list[str]) -> None:
     if command == "fit":
         from fl_lightning.fit_config import check_recipe, fit_parser, run_fit
 
+        from fl_lightning.aggregator_options import (canonical_aggregators, ignored_aggregator_message,
+                                                     sets_trainer_aggregator)
+
         parser = _quiet_parser(fit_parser(), command)
         cfg = parse(parser, args)
         check_recipe(cfg)  # before any class of it is built
+        if cfg.aggregators and sets_trainer_aggregator(args):
+            raise ConfigError(ignored_aggregator_message(cfg.aggregators))
+        canonical_aggregators(cfg)
         warn_replaced_attacks(parser, args, cfg)
         run_fit(cfg, parser)
     elif command == "sweep":
@@ -194,10 +303,17 @@ def explain(message: str, parser: "ArgumentParser") -> str:
                      r'Given value: (.*)$', text)
     if union:
         key, value = union.groups()
+        option = re.search(r"Problem with given class_path '([^']+)': Option '([^']+)' is not accepted", text)
+        if option:
+            class_path, name = option.groups()
+            params = [p for p in _defaults(class_path, every=True)]
+            return (f"{key}: {class_path.rsplit('.', 1)[-1]} takes no argument {name!r}{did_you_mean(name, params)}; "
+                    f"its init_args are {', '.join(params) or 'none'}")
         if key == "trainer.logger":
             return (f"{key}: {value!r} is not a logger setting; write a logger entry such as "
                     "{class_path: CSVLogger}, a list of them, or false")
-        return (f"{key}: {value!r} is not a class it accepts{did_you_mean(value, _shipped_classes())}; "
+        name = _unknown_class(text, value)
+        return (f"{key}: {name!r} is not a class it accepts{did_you_mean(name, _shipped_classes())}; "
                 f"write a shipped class name (e.g. Krum) or a full import path in class_path")
     group = re.search(r"Group '([A-Za-z0-9_.]+)' does not accept option '([A-Za-z0-9_.]+)'", text)
     if group:
@@ -206,6 +322,33 @@ def explain(message: str, parser: "ArgumentParser") -> str:
                 "the valid keys")
     hint = "".join(did_you_mean(key, _valid_keys(parser)) for key in _unknown_keys(text))
     return f"{text}{hint}; `{parser.prog} --help` lists the valid keys"
+
+
+def _unknown_class(text: str, value: str) -> str:
+    """The first class name in ``value`` (one name, or a list such as ``--aggregators``) that is not shipped;
+    ``value`` itself when there is none to single out."""
+    import re
+
+    from fl_lightning.aggregator_options import class_names_in
+
+    named = (re.search(r"Expected a dot import path string: (\S+)", text)
+             or re.search(r"Problem with given class_path '([^']+)'", text))
+    if named and named.group(1) != value:
+        return named.group(1).rsplit(".", 1)[-1]
+    names = class_names_in(value)
+    shipped_names = set(_shipped_classes())
+    unknown = [n for n in names if n.rsplit(".", 1)[-1] not in shipped_names or "." in n and not _importable(n)]
+    return unknown[0] if unknown and (len(names) > 1 or names[0] != value) else value
+
+
+def _importable(class_path: str) -> bool:
+    import importlib
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        return hasattr(importlib.import_module(module), name)
+    except ImportError:
+        return False
 
 
 def _unknown_keys(text: str) -> list[str]:
@@ -300,7 +443,8 @@ def _given_init_args(args: list[str], indices: list[int], position: int) -> set[
     return given
 
 
-def _defaults(class_path: str) -> dict[str, Any]:
+def _defaults(class_path: str, every: bool = False) -> dict[str, Any]:
+    """The class's constructor defaults (``every``: all its named parameters, defaults or not)."""
     import importlib
     import inspect
 
@@ -309,7 +453,8 @@ def _defaults(class_path: str) -> dict[str, Any]:
         signature = inspect.signature(getattr(importlib.import_module(module), name))
     except (ImportError, AttributeError, TypeError, ValueError):
         return {}
-    return {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    return {k: p.default for k, p in signature.parameters.items()
+            if (every and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)) or p.default is not inspect.Parameter.empty}
 
 
 if __name__ == "__main__":

@@ -153,7 +153,13 @@ _DEFAULT_ROOT_DIR = inspect.signature(FederatedTrainer).parameters["default_root
 
 def run_names(aggregator_cfgs: list[Any]) -> list[str]:
     """One distinct run (folder) name per aggregator config: its class, plus the arguments that differ from
-    another entry of the same class (``TrimmedMean-beta0.1``), plus ``-2``, ``-3`` for exact repeats."""
+    another entry of the same class (``TrimmedMean-beta0.1``), plus ``-2``, ``-3`` for exact repeats.
+
+    Examples:
+        >>> run_names([{"class_path": "FedAvg"}, {"class_path": "TrimmedMean", "init_args": {"beta": 0.1}},
+        ...            {"class_path": "TrimmedMean", "init_args": {"beta": 0.2}}, {"class_path": "FedAvg"}])
+        ['FedAvg', 'TrimmedMean-beta0.1', 'TrimmedMean-beta0.2', 'FedAvg-2']
+    """
     classes = [_class_name(c) for c in aggregator_cfgs]
     args = [_init_args(c) for c in aggregator_cfgs]
     names = []

@@ -65,6 +65,8 @@ def print_summaries(summaries: Sequence[RunSummary], title: str = "") -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from fl_lightning.console_tables import print_whole
+
     pct = int(LATE_FRACTION * 100)
     table = Table(title=f"{title}: final round, and mean over the last {pct}% of rounds (late)")
     table.add_column("aggregator", no_wrap=True)
@@ -77,7 +79,7 @@ def print_summaries(summaries: Sequence[RunSummary], title: str = "") -> None:
                       _fmt(s.late_mean.get(asr_key)) if asr_key else "-",
                       _fmt(s.weight_attackers_mean, 4), _fmt(s.weight_honest_mean, 4))
     console = Console()
-    console.print(table)
+    print_whole(console, table)
     console.print("w attack / w honest: mean client weight of attackers / honest clients over the rounds "
                   "where attackers took part")
     if asr_key:

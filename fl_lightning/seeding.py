@@ -9,7 +9,16 @@ import torch
 
 
 def derive_seed(seed: int, *path: object) -> int:
-    """A 63-bit seed for the random choice named by ``path`` (e.g. ``("client", round, id)``)."""
+    """A 63-bit seed for the random choice named by ``path`` (e.g. ``("client", round, id)``).
+
+    Examples:
+        >>> derive_seed(0, "sample", 3) == derive_seed(0, "sample", 3)  # the same name, the same seed
+        True
+        >>> derive_seed(0, "sample", 3) == derive_seed(0, "sample", 4)
+        False
+        >>> 0 <= derive_seed(0, "sample", 3) < 2**63
+        True
+    """
     text = ":".join(str(p) for p in (seed, *path)).encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
 

@@ -1,15 +1,19 @@
-"""The package's import graph: no module imports, at any depth, a module that imports it back; the top level is light."""
+"""The package's import graph: no module imports, at any depth, a module that imports it back; every import
+across rooms is one docs/architecture.md's "may import" table allows; the top level is light."""
 from __future__ import annotations
 
 import ast
 import importlib.util
 import pkgutil
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import fl_lightning
 
+#: the document whose rooms table the package must follow
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 #: optional back-ends and plotting that ``import fl_lightning`` must not pull in
 HEAVY_OPTIONAL = ("ray", "flwr", "matplotlib", "torchvision", "sklearn")
 
@@ -182,3 +186,98 @@ def test_the_public_names_still_import_from_the_top_level() -> None:
     assert FederatedTrainer.__name__ == "FederatedTrainer"
     assert Aggregator.__module__ == "fl_lightning.aggregators.base"
     assert "RoundContext" in dir(fl_lightning) and RoundContext is fl_lightning.RoundContext
+
+
+# --- the rooms table of docs/architecture.md, enforced -------------------------------------------------------
+
+ANYTHING = "anything in the package"
+LEAVES = "shared leaves"
+
+
+def _module_of(token: str) -> str:
+    """A backticked name of the table as a module: ``trainer/`` -> ``fl_lightning.trainer``, ``cli.py`` ->
+    ``fl_lightning.cli``, ``aggregators/base.py`` or ``data.base`` -> that module, ``__init__.py`` -> the package."""
+    if token == "__init__.py":
+        return "fl_lightning"
+    token = token.rstrip("/")
+    token = token[:-3] if token.endswith(".py") else token
+    return "fl_lightning." + token.replace("/", ".")
+
+
+def _covers(owner: str, module: str) -> bool:
+    """Whether the table's name ``owner`` stands for ``module`` (a folder stands for every module in it)."""
+    return module == owner or (owner != "fl_lightning" and module.startswith(owner + "."))
+
+
+def room_table(text: str) -> list[dict]:
+    """The rows of the table headed ``| Room | Job | May import |``: each row's room names, what it may import,
+    and whether it may import anything or the shared leaves."""
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if re.match(r"\|\s*Room\s*\|\s*Job\s*\|\s*May import\s*\|", line))
+    rows = []
+    for line in lines[header + 2:]:
+        if not line.startswith("|"):
+            break
+        room, _job, may = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        allowed_text = may.split(";", 1)[0]
+        rows.append({"room": room,
+                     "owns": [_module_of(t) for t in re.findall(r"`([^`]+)`", room)],
+                     "leaves": room.startswith(LEAVES),
+                     "may": [_module_of(t) for t in re.findall(r"`([^`]+)`", allowed_text)],
+                     "anything": ANYTHING in allowed_text,
+                     "may_leaves": LEAVES in allowed_text})
+    return rows
+
+
+def row_of(module: str, rows: list[dict]) -> dict | None:
+    """The row whose room names ``module`` (the longest name wins: ``data.base`` before ``data/``)."""
+    best, length = None, -1
+    for row in rows:
+        for owner in row["owns"]:
+            if _covers(owner, module) and len(owner) > length:
+                best, length = row, len(owner)
+    return best
+
+
+def table_violations(graph: dict[str, set[str]], rows: list[dict]) -> list[str]:
+    """Every module the table does not place, and every cross-room import its row does not allow."""
+    leaves = [owner for row in rows if row["leaves"] for owner in row["owns"]]
+    problems = []
+    for module in sorted(graph):
+        row = row_of(module, rows)
+        if row is None:
+            problems.append(f"{module} is in no row of the rooms table; add it to the room it belongs to")
+            continue
+        allowed = row["may"] + (leaves if row["may_leaves"] else [])
+        for target in sorted(graph[module]):
+            if row_of(target, rows) is row or row["anything"] or any(_covers(a, target) for a in allowed):
+                continue
+            problems.append(f"{module} imports {target}, which the row '{row['room'][:40]}' does not allow; "
+                            "import something the row lists, or add it to the row with the reason")
+    return problems
+
+
+def test_the_table_check_finds_an_unlisted_module_and_a_forbidden_import() -> None:
+    text = ("| Room | Job | May import |\n|---|---|---|\n"
+            "| `engines/` | x | `context`, `data.base`; never `trainer/` |\n"
+            "| `data/` | x | shared leaves |\n"
+            "| `cli.py` | x | anything in the package |\n"
+            "| shared leaves: `context.py`, `seeding.py` | x | shared leaves |\n")
+    rows = room_table(text)
+    graph = {"fl_lightning.engines.a": {"fl_lightning.context", "fl_lightning.data.base", "fl_lightning.engines.b"},
+             "fl_lightning.engines.b": {"fl_lightning.data.other"},
+             "fl_lightning.data.base": {"fl_lightning.seeding"},
+             "fl_lightning.cli": {"fl_lightning.engines.a"},
+             "fl_lightning.context": set(), "fl_lightning.seeding": set(),
+             "fl_lightning.stray": set()}
+    assert table_violations(graph, rows) == [
+        "fl_lightning.engines.b imports fl_lightning.data.other, which the row '`engines/`' does not allow; "
+        "import something the row lists, or add it to the row with the reason",
+        "fl_lightning.stray is in no row of the rooms table; add it to the room it belongs to"]
+
+
+def test_every_import_across_rooms_is_one_the_architecture_table_allows() -> None:
+    rows = room_table(ARCHITECTURE.read_text())
+    assert len(rows) >= 10 and any(row["leaves"] for row in rows)
+    problems = table_violations(import_graph(), rows)
+    assert not problems, "docs/architecture.md's rooms table and the code disagree:\n" + "\n".join(problems)

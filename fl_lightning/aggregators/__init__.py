@@ -15,6 +15,7 @@ from fl_lightning.aggregators.krum import Krum, MultiKrum
 from fl_lightning.aggregators.meamed import Meamed
 from fl_lightning.aggregators.median import CoordinateMedian
 from fl_lightning.aggregators.norm_clipping import NormClipping
+from fl_lightning.aggregators.peer_names import FedMedian, FedTrimmedAvg, Median, TrMean
 from fl_lightning.aggregators.pre_aggregators import ARC, NNM, Bucketing, PreAggregator
 from fl_lightning.aggregators.repeated_median import RepeatedMedian
 from fl_lightning.aggregators.residual_reweight import ResidualReweight
@@ -51,11 +52,18 @@ AGGREGATORS: dict[str, type[Aggregator]] = {
 PRE_AGGREGATORS: dict[str, type[PreAggregator]] = {"bucketing": Bucketing, "nnm": NNM, "arc": ARC}
 
 _ALIASES = {"coordinate_median": "median", "rr": "residual_reweight", "rfa": "geometric_median",
-            "multikrum": "multi_krum"}
+            "multikrum": "multi_krum", "trmean": "trimmed_mean", "fedmedian": "median", "fedtrimmedavg": "trimmed_mean"}
 
 
 def get_aggregator(name_or_instance: str | Aggregator, **kwargs: Any) -> Aggregator:
-    """An aggregator from its short name (``"krum"``), class name (``"Krum"``) or an instance (returned as is)."""
+    """An aggregator from its short name (``"krum"``), class name (``"Krum"``) or an instance (returned as is).
+
+    Examples:
+        >>> get_aggregator("krum", f=2)
+        Krum(f=2, m=1)
+        >>> type(get_aggregator("TrMean", f=1)).__name__  # ByzFL's name for the trimmed mean
+        'TrimmedMean'
+    """
     if isinstance(name_or_instance, Aggregator):
         if kwargs:
             raise ValueError(f"get_aggregator: got an instance of {type(name_or_instance).__name__} and "
@@ -80,5 +88,6 @@ def get_aggregator(name_or_instance: str | Aggregator, **kwargs: Any) -> Aggrega
 
 __all__ = ["AGGREGATORS", "ARC", "CAF", "FLAME", "MDA", "NNM", "PRE_AGGREGATORS", "SMEA", "AggregationResult",
            "Aggregator", "Bucketing", "Bulyan", "CenteredClipping", "CoordinateMedian", "DnC", "FLTrust", "FedAvg",
-           "FoolsGold", "GeometricMedian", "Krum", "Meamed", "MoNNA", "MultiKrum", "NormClipping", "PreAggregator",
-           "RepeatedMedian", "ResidualReweight", "TrimmedMean", "get_aggregator"]
+           "FedMedian", "FedTrimmedAvg", "FoolsGold", "GeometricMedian", "Krum", "Meamed", "Median", "MoNNA",
+           "MultiKrum", "NormClipping", "PreAggregator", "RepeatedMedian", "ResidualReweight", "TrMean",
+           "TrimmedMean", "get_aggregator"]

@@ -50,6 +50,16 @@ class FederatedDataModule:
     Any map-style torch ``Dataset`` works through :meth:`from_datasets`, a ``LightningDataModule``
     through :meth:`from_lightning`. A client's data is :class:`TensorData` or, for per-sample
     transforms and data over the memory budget, :class:`~fl_lightning.data.lazy.LazyData`.
+
+    Args:
+        dataset: the dataset to load and split (a ``FederatedDataset``: MNIST5k, MNIST, CIFAR10, ...).
+        num_clients: how many clients share the training part; ``None`` only with ``partition="by_key"``.
+        partition: how the training part is split: ``iid``, ``classes``, ``dirichlet`` or ``by_key``.
+        classes_per_client: classes each client holds with ``partition="classes"``.
+        train_fraction: share of each client's own samples it trains on (the paper keeps 0.7).
+        seed: seed of the partition (the command line links it to ``trainer.seed``).
+        alpha: concentration of the Dirichlet draw with ``partition="dirichlet"`` (smaller: more skewed).
+        samples_per_class: with ``partition="classes"``, exactly this many samples of each class per client.
     """
 
     def __init__(self, dataset: FederatedDataset, num_clients: int | None = 10, partition: Partition = "iid",

@@ -52,15 +52,18 @@ class RobustStrategy(Strategy):
 
     Args:
         aggregator: any fl_lightning aggregator; the same object serves every round.
-        fraction_train, fraction_evaluate: the share of connected nodes sampled per round (at
-            least ``min_train_nodes`` / ``min_evaluate_nodes``); 0 skips that phase.
+        fraction_train: the share of connected nodes sampled per round for training (at least
+            ``min_train_nodes``); 0 skips that phase.
+        fraction_evaluate: the same for evaluation (at least ``min_evaluate_nodes``).
         min_train_nodes: default: what the aggregator needs (at least 2); a smaller value is refused.
-        min_evaluate_nodes, min_available_nodes: as in Flower's ``FedAvg``; sampling waits until
-            ``min_available_nodes`` nodes are connected.
+        min_evaluate_nodes: as in Flower's ``FedAvg``.
+        min_available_nodes: as in Flower's ``FedAvg``; sampling waits until that many nodes are connected.
         weighted_by_key: the ``MetricRecord`` key holding a reply's sample count (``num-examples``).
-        arrayrecord_key, configrecord_key: the keys of the records sent to the clients.
-        train_metrics_aggr_fn, evaluate_metrics_aggr_fn: reduce the clients' own metrics (default:
-            average weighted by ``weighted_by_key``, over the accepted replies).
+        arrayrecord_key: the key of the model's record sent to the clients.
+        configrecord_key: the key of the config record sent to the clients.
+        train_metrics_aggr_fn: reduces the clients' own training metrics (default: the average weighted
+            by ``weighted_by_key``, over the accepted replies).
+        evaluate_metrics_aggr_fn: the same for the evaluation metrics.
         on_aggregate: ``(server_round, node_ids, AggregationResult) -> None`` after each aggregation.
         num_clients: the federation's size if known (``RoundContext.num_clients``; default: nodes seen).
         seed: the seed of node sampling and of ``RoundContext.generator`` (randomised aggregators).

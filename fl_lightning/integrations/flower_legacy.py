@@ -43,9 +43,17 @@ class LegacyRobustStrategy(FedAvg):
 
     Args:
         aggregator: any fl_lightning aggregator; the same object serves every round.
-        fraction_fit, fraction_evaluate, min_fit_clients, min_evaluate_clients, min_available_clients,
-        evaluate_fn, on_fit_config_fn, on_evaluate_config_fn, accept_failures,
-        fit_metrics_aggregation_fn, evaluate_metrics_aggregation_fn: as in ``flwr``'s ``FedAvg``.
+        fraction_fit: as in ``flwr``'s ``FedAvg`` (as are the next ten).
+        fraction_evaluate: as in ``FedAvg``.
+        min_fit_clients: as in ``FedAvg``.
+        min_evaluate_clients: as in ``FedAvg``.
+        min_available_clients: as in ``FedAvg``.
+        evaluate_fn: as in ``FedAvg``.
+        on_fit_config_fn: as in ``FedAvg``.
+        on_evaluate_config_fn: as in ``FedAvg``.
+        accept_failures: as in ``FedAvg``.
+        fit_metrics_aggregation_fn: as in ``FedAvg``.
+        evaluate_metrics_aggregation_fn: as in ``FedAvg``.
         initial_parameters: the initial global model (``Parameters`` or a list of arrays); without
             it Flower asks one client for its model, which this strategy also picks up.
         on_diagnostics: ``(server_round, AggregationResult) -> None``, e.g. to log the client weights.

@@ -15,6 +15,12 @@ def attack_success_rate(preds: Tensor, targets: Tensor, source: int | None, targ
 
     ``source=None`` (flip-all): the share of all samples misclassified. ``target=None``: the share of
     ``source`` samples predicted as anything else.
+
+    Examples:
+        >>> import torch
+        >>> preds, targets = torch.tensor([7, 1, 7, 3]), torch.tensor([1, 1, 1, 3])
+        >>> attack_success_rate(preds, targets, source=1, target=7)  # two of the three 1s read as 7
+        tensor(0.6667)
     """
     hits, total = attack_success_counts(preds, targets, source, target)
     return hits / total.clamp_min(1)

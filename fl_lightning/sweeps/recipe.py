@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fl_lightning import shipped
 from fl_lightning.recipe_bounds import read_text, safe_load
 
 #: top-level keys of a fit config that sweep and profile keys may start with
@@ -246,10 +247,12 @@ class Recipe:
 
 
 def load_recipe(path: str | Path, profile: str | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Read a recipe YAML, apply ``profiles.<profile>`` when given, then the dotted ``overrides``."""
-    path = Path(path)
+    """Read a recipe YAML (a path, or a shipped recipe's name), apply ``profiles.<profile>`` when given, then the
+    dotted ``overrides``."""
+    path = Path(shipped.resolve_config(str(path)))
     if not path.is_file():
-        raise FileNotFoundError(f"recipe {path} does not exist; pass --config recipes/NAME.yaml")
+        raise FileNotFoundError(f"recipe {path} does not exist; pass a path or a name that `fl-lightning recipes` "
+                                "lists (--config quickstart)")
     raw = safe_load(read_text(path), f"recipe {path}")
     if not isinstance(raw, dict):
         raise ValueError(f"recipe {path} must be a YAML mapping (trainer:, model:, data:, ...)")

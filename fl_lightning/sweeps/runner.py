@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fl_lightning.checkpoint import CHECKPOINT_NAME, run_files
+from fl_lightning.console_tables import print_whole
 from fl_lightning.fit_config import check_recipe, fit_one, fit_parser
 from fl_lightning.recipe_bounds import safe_load
 from fl_lightning.recipe_loggers import check_loggers
@@ -184,4 +185,4 @@ def _print_plan(console: Console, recipe: Recipe, points: list[Point], root: Pat
         state = ("done" if (folder / records.SUMMARY_FILE).is_file()
                  else "resume" if (folder / "checkpoints" / CHECKPOINT_NAME).is_file() else "new")
         table.add_row(str(number), point.name, state)
-    console.print(table)
+    print_whole(console, table)

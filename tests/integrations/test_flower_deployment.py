@@ -1,6 +1,6 @@
 """A real Flower deployment on loopback: a SuperLink, four SuperNodes (one Byzantine) and `flwr run`.
 
-The app in ``flower_app/`` runs ``RobustStrategy(ResidualReweight())``; its ServerApp writes each
+The app shipped in ``fl_lightning/integrations/flower_app/`` runs ``RobustStrategy(ResidualReweight())``; its ServerApp writes each
 round's diagnostics to a JSON file, from which the test reads the attacker's weight. Four nodes,
 not three: with three clients a line through the ranked values fits any single outlier at an end,
 so residual reweighting has nothing to go on (it weighs three clients equally).
@@ -20,9 +20,10 @@ from typing import Iterator
 
 import pytest
 
+import fl_lightning.integrations
 from tests.integrations.local_processes import ProcessGroup, free_port, wait_for_port
 
-APP = Path(__file__).parent / "flower_app"
+APP = Path(fl_lightning.integrations.__file__).parent / "flower_app"  # shipped in the wheel
 REPO = Path(__file__).resolve().parents[2]
 NUM_NODES, BYZANTINE, ROUNDS = 4, 3, 2
 

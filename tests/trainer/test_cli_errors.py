@@ -26,8 +26,8 @@ def test_a_missing_config_is_one_line_before_torch_loads(tmp_path):
     result = _console("fit", "--config", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"fl-lightning fit: error: --config {tmp_path / 'nope.yaml'}: no such file; pass a recipe such as "
-        "--config recipes/quickstart.yaml"]
+        f"fl-lightning fit: error: --config {tmp_path / 'nope.yaml'}: no such file or shipped recipe; pass a path "
+        "or a name that `fl-lightning recipes` lists, such as --config quickstart"]
     assert "torch loaded: False" in result.stdout
 
 
@@ -42,8 +42,8 @@ def test_broken_yaml_names_the_line_before_torch_loads(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--trainer.roundz", "3"], "unrecognized arguments: --trainer.roundz 3 (did you mean 'trainer.rounds'?)"),
-    (["--trainer.aggregator", "Krumm"], "trainer.aggregator: 'Krumm' is not a class it accepts (did you mean 'Krum'?)"),
+    (["--trainer.roundz", "3"], "unknown key 'trainer.roundz' (did you mean 'trainer.rounds'?)"),
+    (["--aggregators", "null", "--trainer.aggregator", "Krumm"], "trainer.aggregator: 'Krumm' is not a class it accepts (did you mean 'Krum'?)"),
     (["--trainer.rounds", "abc"], 'Parser key "trainer.rounds"'),
 ])
 def test_command_line_mistakes_are_one_line_with_exit_2(args, expected, capsys):

@@ -216,6 +216,8 @@ def monna_selection(updates: Tensor, f: int, trusted: int = 0,
     name = "monna"
     check_byzantine_count(f, name)
     _check_updates(updates, name)
+    if updates.shape[0] == 0:
+        raise ValueError(f"{name} needs K >= 1 clients (one of them the trusted row), got 0 rows")
     check_int(trusted, "trusted (the trusted client's row)", name, minimum=0, maximum=updates.shape[0] - 1)
     mask = _given_or_scanned(updates, finite, name)
     if not bool(mask[trusted]):

@@ -64,16 +64,22 @@ def finite_rows(updates: Tensor) -> Tensor:
     return mask
 
 
-def _chunk_columns(k: int, n: int, bytes_per_column: int, chunk_size: int | None) -> int:
+#: elements of one chunk for the coordinate-wise order statistics: each op of their comparator networks
+#: runs on a whole row of the chunk, so wide rows amortise the per-op cost (measured in BENCHMARKS.md)
+_WIDE_CHUNK_ELEMENTS = 1 << 19
+
+
+def _chunk_columns(k: int, n: int, bytes_per_column: int, chunk_size: int | None,
+                   target_elements: int = _TARGET_ROW_ELEMENTS) -> int:
     """Columns per chunk: ``chunk_size`` if given, else ``[K, chunk]`` ops of about
-    ``_TARGET_ROW_ELEMENTS`` values, capped so one chunk's scratch stays within half the input's
+    ``target_elements`` values, capped so one chunk's scratch stays within half the input's
     size (at least 4 MiB, at most 64 MiB): two workers' chunks then fit in one more input's worth.
     """
     if chunk_size is not None:
         return max(1, min(chunk_size, n))
     budget = min(max(2 * k * n, 4 * _MIB), 64 * _MIB)
     by_budget = max(1, budget // max(1, bytes_per_column))
-    by_cache = max(64, _TARGET_ROW_ELEMENTS // max(1, k))
+    by_cache = max(64, target_elements // max(1, k))
     return max(1, min(n, by_budget, by_cache))
 
 
@@ -106,7 +112,7 @@ _PARALLEL_MIN_BYTES = 16 * _MIB
 
 def _map_chunks(work: Callable[[list[int]], _T], starts: list[int], workers: int, input_bytes: int) -> list[_T]:
     """``work`` over contiguous runs of chunk ``starts``, on up to ``workers`` threads (ops release the GIL)."""
-    workers = max(1, min(workers, len(starts) // 4)) if input_bytes >= _PARALLEL_MIN_BYTES else 1
+    workers = max(1, min(workers, len(starts) // 2)) if input_bytes >= _PARALLEL_MIN_BYTES else 1
     if workers == 1:
         return [work(starts)]
     size = -(-len(starts) // workers)
@@ -129,7 +135,7 @@ def _column_chunks(values: Tensor, mask: Tensor | None,
 
 
 def _map_columns(updates: Tensor, mask: Tensor | None, bytes_per_column: int, chunk_size: int | None,
-                 out: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+                 out: Tensor, fn: Callable[[Tensor], Tensor], target_elements: int = _TARGET_ROW_ELEMENTS) -> Tensor:
     """``out[..., start:stop] = fn(chunk)`` for every chunk of columns of the rows ``mask`` selects.
 
     Each ``chunk`` is a fresh contiguous copy ``fn`` may overwrite; ops run single-threaded, chunks
@@ -137,7 +143,7 @@ def _map_columns(updates: Tensor, mask: Tensor | None, bytes_per_column: int, ch
     """
     k, n = updates.shape
     rows = k if mask is None else int(mask.sum())
-    step = _chunk_columns(rows, n, bytes_per_column, chunk_size)
+    step = _chunk_columns(rows, n, bytes_per_column, chunk_size, target_elements)
 
     def work(starts: list[int]) -> None:
         for start in starts:

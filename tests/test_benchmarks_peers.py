@@ -1,0 +1,62 @@
+"""``benchmarks/peers.py --quick`` runs the harness end to end in seconds: a smoke test, not a speed test."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "peers.py"
+
+
+def _run(*args: str) -> dict:
+    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+                                         "PATH": "/usr/bin:/bin"}, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_quick_run_times_every_rule_and_checks_each_peer_against_ours() -> None:
+    pytest.importorskip("byzfl", reason="the bench extra (pip install 'fl-lightning[bench]') brings ByzFL")
+    pytest.importorskip("byzpy", reason="the bench extra (pip install 'fl-lightning[bench]') brings ByzPy")
+    report = _run("--quick")
+    assert report["missing"] == []
+    rules = {row["rule"] for row in report["results"]}
+    assert rules == {"median", "trimmed_mean", "krum", "multi_krum", "geometric_median", "centered_clipping",
+                     "mda", "monna", "nnm", "arc"}
+    for row in report["results"]:
+        assert row["ours_s"] > 0
+        for peer in ("byzfl", "byzpy"):
+            cell = row[peer]
+            assert isinstance(cell, dict), (row["rule"], peer, cell)
+            assert cell["seconds"] > 0 and cell["peer_over_ours"] > 0
+            assert cell.get("agrees", True), (row["rule"], peer, cell)
+
+
+def test_a_missing_peer_is_reported_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        import benchmarks.peers as peers
+    finally:
+        sys.path.remove(str(ROOT))
+    monkeypatch.setitem(sys.modules, "byzpy", None)          # import byzpy now raises ImportError
+    found = peers.available_peers()
+    assert found["byzpy"] is None
+    row = peers.run_cell("median", 5, 64, 1, 1, found)
+    assert row["byzpy"] == "missing"
+
+
+def test_gpu_script_dry_run_includes_the_peers_part() -> None:
+    pytest.importorskip("byzfl", reason="the bench extra (pip install 'fl-lightning[bench]') brings ByzFL")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run-on-cpu", "--parts", "peers",
+                           "--peer-ks", "7", "--peer-n", "300", "--repeats", "1"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+                                                      "PATH": "/usr/bin:/bin"}, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    part = json.loads(done.stdout)["peers"]
+    assert part["all_agree"] is True
+    assert {row["rule"] for row in part["results"]} >= {"median", "krum", "geometric_median"}

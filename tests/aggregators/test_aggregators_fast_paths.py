@@ -56,3 +56,83 @@ def test_median_of_a_three_dim_block_takes_the_transposed_path_exactly(k: int) -
     m = k - 1                                   # skip the smallest, as residual reweighting's scale does
     s = torch.sort(values, dim=0).values[1:]
     assert torch.equal(_median0(values, skip_smallest=1), (s[(m - 1) // 2] + s[m // 2]) / 2)
+
+
+# -- Krum's float32 fast path: the selection must be the float64 path's exactly ------------------------------
+@pytest.fixture
+def krum_fast_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take the fast path even on the small inputs of these tests."""
+    from fl_lightning.aggregators.functional import _fast_distances
+
+    monkeypatch.setattr(_fast_distances, "FAST_MIN_ELEMENTS", 0)
+
+
+def _krum_inputs(seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    k, n = 12, 3000
+    plain = torch.randn(k, n, generator=g)
+    crowded = plain.clone()
+    crowded[1] = crowded[0]                          # duplicates: equal scores, broken by the sum of distances
+    crowded[5] = crowded[4] + 1e-3
+    crowded[9] *= 50.0
+    near = 1.0 + 1e-6 * torch.randn(k, n, generator=g)   # every score within float32 rounding of the others
+    return [plain, crowded, near, plain * 1e-20, plain * 1e15]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("f", [1, 3, 4])
+def test_krum_fast_path_selects_what_float64_selects(krum_fast_everywhere: None, seed: int, f: int) -> None:
+    from fl_lightning.aggregators.functional import krum_ranking
+
+    for u in _krum_inputs(seed):
+        exact = krum_ranking(u, f)
+        for m in (1, 2, 5):
+            fast = krum_ranking(u, f, exact_prefix=m)
+            assert torch.equal(fast.order[:m], exact.order[:m]), (m, fast.order, exact.order)
+            torch.testing.assert_close(fast.scores, exact.scores, rtol=1e-4, atol=0)
+        assert torch.equal(F.krum(u, f), u[exact.order[0]])
+
+
+def test_krum_fast_path_drops_non_finite_rows_as_float64_does(krum_fast_everywhere: None) -> None:
+    from fl_lightning.aggregators.functional import krum_ranking
+
+    u = _krum_inputs(0)[0]
+    u[3, 7] = float("nan")
+    u[6, 0] = float("inf")
+    exact = krum_ranking(u, 2)
+    for finite in (None, torch.isfinite(u).all(dim=1)):
+        fast = krum_ranking(u, 2, finite=finite, exact_prefix=1)
+        assert int(fast.order[0]) == int(exact.order[0])
+        assert torch.isinf(fast.scores[[3, 6]]).all()
+
+
+def test_krum_fast_path_rescoring_matches_float64_scores(krum_fast_everywhere: None,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows whose float32 intervals overlap are rescored in float64: their scores equal the exact ones."""
+    from fl_lightning.aggregators.functional import _fast_distances, krum_ranking
+
+    monkeypatch.setattr(_fast_distances, "_MAX_RESCORED_SHARE", 1.0)
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(10, 4000, generator=g)
+    u[1:4] = u[0] + 1e-4 * torch.randn(3, 4000, generator=g)     # four rows within float32 noise of each other
+    u[7] = u[6]
+    exact = krum_ranking(u, 2)
+    true = torch.cdist(u.double(), u.double()).square()
+    true_scores = torch.sort(true, dim=1).values[:, 1:10 - 2 - 1].sum(dim=1)
+    for m in (1, 3, 5):
+        fast = krum_ranking(u, 2, exact_prefix=m)
+        assert torch.equal(fast.order[:m], exact.order[:m])
+        torch.testing.assert_close(fast.scores[fast.order[:m]], true_scores[fast.order[:m]], rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_multi_krum_fast_path_selects_the_float64_set(krum_fast_everywhere: None, seed: int) -> None:
+    from fl_lightning.aggregators.functional import krum_ranking
+
+    for u in _krum_inputs(seed):
+        k, f = u.shape[0], 2
+        exact = krum_ranking(u, f)
+        for m in (3, k - f - 1, k - f):
+            fast = krum_ranking(u, f, exact_prefix=m, prefix_as_set=True)
+            assert torch.equal(fast.order[:m].sort().values, exact.order[:m].sort().values)
+            assert torch.equal(F.krum(u, f, m=m), u[exact.order[:m].sort().values].mean(dim=0))

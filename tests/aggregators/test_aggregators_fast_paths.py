@@ -136,3 +136,14 @@ def test_multi_krum_fast_path_selects_the_float64_set(krum_fast_everywhere: None
             fast = krum_ranking(u, f, exact_prefix=m, prefix_as_set=True)
             assert torch.equal(fast.order[:m].sort().values, exact.order[:m].sort().values)
             assert torch.equal(F.krum(u, f, m=m), u[exact.order[:m].sort().values].mean(dim=0))
+
+
+def test_finite_rows_finds_every_kind_of_non_finite_row_and_keeps_overflowing_finite_ones() -> None:
+    u = torch.randn(7, 50)
+    u[1, 3] = float("nan")
+    u[2, 0] = float("inf")
+    u[3, 5], u[3, 6] = float("inf"), float("-inf")
+    u[4] = 3e38                                  # finite, but its float32 sum overflows
+    u[5, :2] = torch.tensor([3e38, -3e38])
+    expected = torch.isfinite(u).all(dim=1)
+    assert F.finite_rows(u).tolist() == expected.tolist() == [True, False, False, False, True, True, True]

@@ -9,7 +9,8 @@ comes back with the loss), the module's device and mixed precision.
 from __future__ import annotations
 
 import math
-from typing import Any
+import warnings
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -49,8 +50,14 @@ def check_local_training(module: L.LightningModule) -> OptimizerSetup:
     return build_optimizer_setup(module)
 
 
-def step_loss(output: Any, module: L.LightningModule) -> Tensor:
-    """The loss a ``training_step`` returned (a tensor, or a dict with ``"loss"``)."""
+def step_loss(output: Any, module: L.LightningModule) -> Tensor | None:
+    """The loss a ``training_step`` returned (a tensor, or a dict with ``"loss"``); ``None``: skip the batch.
+
+    As in Lightning's automatic optimization, a step returning ``None`` trains nothing on its batch
+    (no backward, no optimizer step) while the step-interval schedulers still advance.
+    """
+    if output is None:
+        return None
     if isinstance(output, dict):
         output = output.get("loss")
     if not isinstance(output, Tensor):
@@ -58,6 +65,10 @@ def step_loss(output: Any, module: L.LightningModule) -> Tensor:
             f"{type(module).__name__}.training_step must return the loss tensor (or a dict with 'loss'), "
             f"got {type(output).__name__}")
     return output
+
+
+def _no_check(hook: str) -> None:
+    """No layout guard: nothing to check after ``hook``."""
 
 
 def _optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
@@ -72,12 +83,16 @@ def _optimizer_step(loss: Tensor, optimizer: torch.optim.Optimizer, scaler: "tor
     scaler.update()
 
 
-def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
+def train_client(module: L.LightningModule, task: ClientTask,
+                 guard: Callable[[str], None] | None = None) -> LocalResult:
     """Run ``task`` on ``module`` (already holding the global weights, on its device).
 
     Returns the mean training loss as a :class:`LocalResult` whose ``logged`` holds the mean of each
-    value the module logged over the client's steps.
+    value the module logged over the client's steps. ``guard(hook)``, if given, is called after each
+    hook and step (e.g. :meth:`~fl_lightning.engines.module_weights.LayoutGuard.check`, which raises
+    when the module's parameters changed).
     """
+    check = guard or _no_check
     if not module.automatic_optimization:
         raise LocalTrainingError(f"{type(module).__name__} uses manual optimization, which local "
                                  "training does not support; set automatic_optimization = True")
@@ -93,6 +108,7 @@ def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
     if device.type == "cuda":
         torch.cuda.manual_seed(task.seed)
     setup = build_optimizer_setup(module, cfg.lr)
+    check("configure_optimizers")
     scaler = grad_scaler(device, task.precision)
     module.train()
     total, steps = 0.0, 0
@@ -101,8 +117,10 @@ def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
     monitored = logged.latest.get
     with detached_logging(module, logged):
         module.on_train_start()
+        check("on_train_start")
         for epoch in range(cfg.epochs):
             module.on_train_epoch_start()
+            check("on_train_epoch_start")
             epoch_steps = 0
             # drawn at the start of each epoch: a batch poisoner draws from the same generator in between
             order = epoch_batches(n, batch_size, cfg.max_batches_per_epoch, generator)
@@ -112,9 +130,16 @@ def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
                 with autocast(device, task.precision):
                     loss = step_loss(module.training_step((inputs, targets), batch_idx), module)
-                _optimizer_step(loss, setup.optimizer, scaler)
-                total += float(loss.detach())
-                steps, epoch_steps = steps + 1, epoch_steps + 1
+                check("training_step")
+                if loss is not None:  # None: Lightning's "skip this batch"
+                    _optimizer_step(loss, setup.optimizer, scaler)
+                    total += float(loss.detach())
+                    steps += 1
+                else:
+                    warnings.warn(f"{type(module).__name__}.training_step returned None: the batch is skipped, as "
+                                  "Lightning skips it; if that is not on purpose, return the loss", UserWarning,
+                                  stacklevel=2)
+                epoch_steps += 1
                 setup.step_schedulers(module, "step", batch_idx, False, monitored)
                 setup.step_schedulers(module, "step", batch_idx, True, monitored)
             # Lightning: other epoch schedulers after the epoch's last batch, then the epoch-end hook,
@@ -122,8 +147,10 @@ def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
             if epoch_steps:
                 setup.step_schedulers(module, "epoch", epoch, False, monitored)
             module.on_train_epoch_end()
+            check("on_train_epoch_end")
             if epoch_steps:
                 setup.step_schedulers(module, "epoch", epoch, True, monitored)
         module.on_train_end()
+        check("on_train_end")
     return LocalResult(total / steps if steps else math.nan, logged.means())
 

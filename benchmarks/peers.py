@@ -6,7 +6,8 @@ several interleaved runs is the figure that compares. Each peer's result is chec
 under the documented convention (the table in BENCHMARKS.md, section "Against ByzFL and ByzPy"):
 where the libraries define a rule differently the comparison maps one onto the other (``f + 1`` for
 Krum's neighbour count, the lower middle value for ByzPy's median at even K, ...). A peer that is not
-installed is reported as missing (``pip install 'fl-lightning[bench]'``), never skipped silently.
+installed is reported as missing, never skipped silently (``pip install 'fl-lightning[bench]'`` brings
+ByzFL; ``pip install --no-deps byzpy==0.1.4`` brings ByzPy, whose pins would downgrade torch).
 
 Prints one JSON object (``results``: one row per cell) and, with ``--table``, a Markdown table with
 each peer's time over ours.

@@ -22,7 +22,7 @@ def _run(*args: str) -> dict:
 
 def test_quick_run_times_every_rule_and_checks_each_peer_against_ours() -> None:
     pytest.importorskip("byzfl", reason="the bench extra (pip install 'fl-lightning[bench]') brings ByzFL")
-    pytest.importorskip("byzpy", reason="the bench extra (pip install 'fl-lightning[bench]') brings ByzPy")
+    pytest.importorskip("byzpy", reason="ByzPy comes with the bench extra's note: pip install --no-deps byzpy==0.1.4")
     report = _run("--quick")
     assert report["missing"] == []
     rules = {row["rule"] for row in report["results"]}

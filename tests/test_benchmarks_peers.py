@@ -1,29 +1,32 @@
-"""``benchmarks/peers.py --quick`` runs the harness end to end in seconds: a smoke test, not a speed test."""
+"""``benchmarks/peers.py --quick`` runs the harness end to end in seconds: a smoke test, not a speed test.
+
+The scripts run in this process (not in a child): a child's peak memory would count in the
+``RUSAGE_CHILDREN`` figures other tests read.
+"""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "peers.py"
 
 
-def _run(*args: str) -> dict:
-    done = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300,
-                          cwd=ROOT, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-                                         "PATH": "/usr/bin:/bin"}, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
+def _script(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
 
 
-def test_quick_run_times_every_rule_and_checks_each_peer_against_ours() -> None:
+def test_quick_run_times_every_rule_and_checks_each_peer_against_ours(capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("byzfl", reason="the bench extra (pip install 'fl-lightning[bench]') brings ByzFL")
     pytest.importorskip("byzpy", reason="ByzPy comes with the bench extra's note: pip install --no-deps byzpy==0.1.4")
-    report = _run("--quick")
+    report = _script("peers").main(["--quick"])
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(report))
     assert report["missing"] == []
     rules = {row["rule"] for row in report["results"]}
     assert rules == {"median", "trimmed_mean", "krum", "multi_krum", "geometric_median", "centered_clipping",
@@ -38,11 +41,7 @@ def test_quick_run_times_every_rule_and_checks_each_peer_against_ours() -> None:
 
 
 def test_a_missing_peer_is_reported_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    sys.path.insert(0, str(ROOT))
-    try:
-        import benchmarks.peers as peers
-    finally:
-        sys.path.remove(str(ROOT))
+    peers = _script("peers")
     monkeypatch.setitem(sys.modules, "byzpy", None)          # import byzpy now raises ImportError
     found = peers.available_peers()
     assert found["byzpy"] is None
@@ -50,13 +49,17 @@ def test_a_missing_peer_is_reported_as_missing(monkeypatch: pytest.MonkeyPatch) 
     assert row["byzpy"] == "missing"
 
 
-def test_gpu_script_dry_run_includes_the_peers_part() -> None:
+def test_gpu_script_dry_run_includes_the_peers_part(capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("byzfl", reason="the bench extra (pip install 'fl-lightning[bench]') brings ByzFL")
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run-on-cpu", "--parts", "peers",
-                           "--peer-ks", "7", "--peer-n", "300", "--repeats", "1"], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-                                                      "PATH": "/usr/bin:/bin"}, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    part = json.loads(done.stdout)["peers"]
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        status = _script("gpu").main(["--dry-run-on-cpu", "--parts", "peers", "--peer-ks", "7", "--peer-n", "300",
+                                      "--repeats", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert status == 0
+    part = json.loads(capsys.readouterr().out)["peers"]
     assert part["all_agree"] is True
     assert {row["rule"] for row in part["results"]} >= {"median", "krum", "geometric_median"}

@@ -36,6 +36,8 @@ class RoundContext:
     #: ``[N]`` update the server trained on its own root data this round, for rules that ask for one
     #: through ``Aggregator.root_samples`` (FLTrust); ``None`` otherwise
     reference_update: Tensor | None = None
+    #: the rule's weighting of the rows when they all agree (``Aggregator.nominal_weights``); ``None``: uniform
+    weighting: "Callable[[RoundContext], Tensor] | None" = None
 
     def select(self, rows: list[int]) -> "RoundContext":
         """The same round restricted to the clients of ``rows`` (e.g. those whose update is usable)."""
@@ -44,6 +46,13 @@ class RoundContext:
         return dataclasses.replace(self, client_ids=[self.client_ids[r] for r in rows],
                                    num_samples=self.num_samples.index_select(0, index.to(self.num_samples.device)),
                                    finite=finite)
+
+    def nominal_weights(self) -> Tensor:
+        """``[K]`` weights summing to 1 that the rule gives the rows when they all agree (model replacement's boost)."""
+        if self.weighting is not None:
+            return self.weighting(self)
+        k = len(self.client_ids)
+        return torch.full((k,), 1.0 / max(k, 1), device=self.num_samples.device)
 
     def generator(self, salt: int = 0) -> torch.Generator:
         """A generator seeded from (seed, round, salt): randomness that survives resume exactly."""
@@ -60,6 +69,9 @@ class LocalConfig:
     lr: float | None = None
     batch_size: int | None = None
     max_batches_per_epoch: int | None = None
+    #: a fixed number of optimizer steps instead of ``epochs`` (``None``: train ``epochs``), cycling
+    #: the client's data in fresh passes (see :func:`fl_lightning.engines.batches.local_passes`)
+    steps: int | None = None
 
 
 @dataclass
@@ -76,3 +88,5 @@ class SetupContext:
     layout: ParamLayout | None = None
     #: clients trained per round (``clients_per_round``, or every client)
     clients_per_round: int = 0
+    #: the run's ``local_steps`` (``None``: clients train ``local_epochs``)
+    local_steps: int | None = None

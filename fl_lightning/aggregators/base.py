@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import torch
 from torch import Tensor
 
 from fl_lightning.context import RoundContext, SetupContext
@@ -67,6 +68,19 @@ class Aggregator:
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """Aggregate the ``[K, N]`` updates of the clients ``ctx.client_ids``."""
         raise NotImplementedError(f"{type(self).__name__} must implement aggregate(updates, ctx)")
+
+    def nominal_weights(self, ctx: RoundContext) -> Tensor:
+        """``[K]`` weights summing to 1 that the rule gives the rows when they all agree.
+
+        By sample count for rules built with ``weighted=True`` (``FedAvg``), else uniform (the plain mean
+        the robust rules reduce to). Model replacement's exact boost is the inverse of its attacker's weight.
+        """
+        k = len(ctx.client_ids)
+        if getattr(self, "weighted", False) and k:
+            counts = ctx.num_samples.to(torch.float64)
+            if counts.sum() > 0:
+                return (counts / counts.sum()).float()
+        return torch.full((k,), 1.0 / max(k, 1), device=ctx.num_samples.device)
 
     def validate(self, clients_per_round: int) -> None:
         """Raise ``ValueError`` at ``fit()`` start if the rule cannot work with this many clients."""

@@ -29,9 +29,9 @@ class _Backdoor(Attack):
 
     def __init__(self, target: int, poison_per_batch: int, clients: ClientSpec, extra_epochs: int,
                  lr: float | None, rounds: Sequence[int] | None,
-                 batch_size: int | None) -> None:
+                 batch_size: int | None, extra_steps: int = 0) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
-                         batch_size=batch_size)
+                         batch_size=batch_size, extra_steps=extra_steps)
         self.target = check_int(target, "target", type(self).__name__, minimum=0)
         self.poison_per_batch = check_int(poison_per_batch, "poison_per_batch", type(self).__name__, minimum=1)
 
@@ -93,9 +93,10 @@ class PixelBackdoor(_Backdoor):
                  value: float | Sequence[float] | None = None, location: str = "top-left",
                  poison_per_batch: int = 20, clients: ClientSpec = 1, extra_epochs: int = 5,
                  lr: float | None = 0.1, rounds: Sequence[int] | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, extra_steps: int = 0) -> None:
         super().__init__(target=target, poison_per_batch=poison_per_batch, clients=clients,
-                         extra_epochs=extra_epochs, lr=lr, rounds=rounds, batch_size=batch_size)
+                         extra_epochs=extra_epochs, lr=lr, rounds=rounds, batch_size=batch_size,
+                         extra_steps=extra_steps)
         self.pattern = pattern
         self.size = size
         self.value = value
@@ -179,9 +180,10 @@ class FeatureBackdoor(_Backdoor):
     def __init__(self, feature_indices: Sequence[int], values: float | Sequence[float], target: int,
                  poison_per_batch: int = 20, clients: ClientSpec = 1, extra_epochs: int = 5,
                  lr: float | None = None, rounds: Sequence[int] | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, extra_steps: int = 0) -> None:
         super().__init__(target=target, poison_per_batch=poison_per_batch, clients=clients,
-                         extra_epochs=extra_epochs, lr=lr, rounds=rounds, batch_size=batch_size)
+                         extra_epochs=extra_epochs, lr=lr, rounds=rounds, batch_size=batch_size,
+                         extra_steps=extra_steps)
         self.feature_indices = [int(i) for i in feature_indices]
         self.values = values
 

@@ -58,11 +58,13 @@ class Attack:
         lr: float | None = None,
         batch_size: int | None = None,
         of: str | Attack | None = None,
+        extra_steps: int = 0,
     ) -> None:
         name = type(self).__name__
         check_client_spec(clients, name)
         _check_rounds(rounds, name)
         check_int(extra_epochs, "extra_epochs", name, minimum=0)
+        check_int(extra_steps, "extra_steps", name, minimum=0)
         if lr is not None:
             check_positive(lr, "lr", name)
         check_optional_int(batch_size, "batch_size", name, minimum=1)
@@ -72,6 +74,7 @@ class Attack:
         self.of = of
         self.rounds = rounds
         self.extra_epochs = extra_epochs
+        self.extra_steps = extra_steps
         self.lr = lr
         self.batch_size = batch_size
         self.state = AttackState()
@@ -98,6 +101,7 @@ class Attack:
     def setup(self, ctx: SetupContext) -> None:
         """Resolve :attr:`attacker_ids` (``clients=None``: one client, or ``of``'s set); validate against the run."""
         self._check_rounds_fit(ctx)
+        check_local_work(type(self).__name__, self.extra_epochs, self.extra_steps, ctx.local_steps)
         if self.of is not None:
             if self.clients is not None:
                 raise ValueError(f"{type(self).__name__}: give clients= or of=, not both "
@@ -159,8 +163,10 @@ class Attack:
         return type(self).poison_batch is not Attack.poison_batch
 
     def local_config(self, client_id: int, round_idx: int, cfg: LocalConfig) -> LocalConfig:
-        """Training overrides for an attacking client: extra epochs, learning rate, batch size."""
+        """Training overrides for an attacking client: extra epochs or steps, learning rate, batch size."""
         cfg.epochs += self.extra_epochs
+        if cfg.steps is not None:
+            cfg.steps += self.extra_steps
         if self.lr is not None:
             cfg.lr = self.lr
         if self.batch_size is not None:
@@ -305,3 +311,13 @@ def _check_rounds(rounds: Any, owner: str) -> None:
         raise TypeError(f"{owner}: rounds must be a list or range of round indices, got {rounds!r}")
     for r in rounds:
         check_int(r, "rounds (a round index)", owner, minimum=0)
+
+
+def check_local_work(name: str, extra_epochs: int, extra_steps: int, local_steps: int | None) -> None:
+    """``ValueError`` when an attack's extra local work is counted in the unit the run does not use."""
+    if local_steps is None and extra_steps:
+        raise ValueError(f"{name}: extra_steps={extra_steps} needs a run that counts local steps; pass "
+                         "FederatedTrainer(local_steps=...) or use extra_epochs")
+    if local_steps is not None and extra_epochs:
+        raise ValueError(f"{name}: extra_epochs={extra_epochs} has no effect when FederatedTrainer(local_steps="
+                         f"{local_steps}) counts steps; pass extra_steps=... and extra_epochs=0")

@@ -100,7 +100,7 @@ def client_config(attacks: Sequence[Attack], client_id: int, round_idx: int,
                   cfg: LocalConfig) -> LocalConfig:
     """A copy of ``cfg`` after ``local_config`` of every attack owning the client and active in the round.
 
-    Applied in list order: extra epochs add up; a later attack's ``lr`` / ``batch_size`` wins.
+    Applied in list order: extra epochs (or steps) add up; a later attack's ``lr`` / ``batch_size`` wins.
     ``cfg`` itself is not modified.
     """
     cfg = dataclasses.replace(cfg)

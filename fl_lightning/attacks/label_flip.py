@@ -26,9 +26,10 @@ class LabelFlip(Attack):
 
     def __init__(self, source: int | None = None, target: int | None = None, clients: ClientSpec = 4,
                  extra_epochs: int = 5, lr: float | None = 0.25,
-                 rounds: Sequence[int] | None = None, batch_size: int | None = None) -> None:
+                 rounds: Sequence[int] | None = None, batch_size: int | None = None,
+                 extra_steps: int = 0) -> None:
         super().__init__(clients=clients, rounds=rounds, extra_epochs=extra_epochs, lr=lr,
-                         batch_size=batch_size)
+                         batch_size=batch_size, extra_steps=extra_steps)
         self.source = check_optional_int(source, "source", "LabelFlip", minimum=0)
         self.target = check_optional_int(target, "target", "LabelFlip", minimum=0)
         self._num_classes = 0

@@ -18,7 +18,7 @@ from fl_lightning.checks import check_choice, check_instance, check_int, check_o
     did_you_mean
 from fl_lightning.context import BatchPoisoner
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_threads
-from fl_lightning.engines.batches import epoch_batches
+from fl_lightning.engines.batches import epoch_batches, local_passes
 from fl_lightning.engines.local_training import LocalResult
 from fl_lightning.engines.module_weights import ModuleWeights, train_one_by_one
 from fl_lightning.module_contract import LoggedValues
@@ -31,6 +31,7 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
 #: ``lightning.Trainer`` arguments the engine sets itself (from its own arguments or the round's task)
 _ENGINE_SET = {
     "max_epochs": "the task's epochs (FederatedTrainer(local_epochs=...) or an attack)",
+    "max_steps": "the task's steps (FederatedTrainer(local_steps=...) or an attack)",
     "limit_train_batches": "FederatedTrainer(max_batches_per_epoch=...)",
     "accelerator": "LightningEngine(accelerator=...)",
     "devices": "one device per client, always",
@@ -133,7 +134,10 @@ class LightningEngine(Engine):
             torch.cuda.manual_seed(task.seed)
         loader = _client_loader(task, generator)
         callback = _ClientCallback(cfg.lr, self.accumulate_grad_batches)
-        trainer = self._trainer(cfg.epochs, cfg.max_batches_per_epoch, callback)
+        if cfg.steps is None:
+            trainer = self._trainer(cfg.epochs, cfg.max_batches_per_epoch, callback)
+        else:  # passes over the data until max_steps optimizer steps, as the lean loop
+            trainer = self._trainer(local_passes(cfg, len(task.data)), None, callback, max_steps=cfg.steps)
         device = _module_device(self.module)
         try:
             trainer.fit(self.module, train_dataloaders=loader)
@@ -143,10 +147,12 @@ class LightningEngine(Engine):
                 self.module.to(device)
         return LocalResult(callback.mean_loss(trainer), callback.logged.means())
 
-    def _trainer(self, epochs: int, max_batches: int | None, callback: "_ClientCallback") -> L.Trainer:
+    def _trainer(self, epochs: int, max_batches: int | None, callback: "_ClientCallback",
+                 max_steps: int = -1) -> L.Trainer:
         kwargs = dict(self.trainer_kwargs)
         callbacks = [callback, *_as_list(kwargs.pop("callbacks", None))]
-        return L.Trainer(max_epochs=epochs, accelerator=self.accelerator, devices=1, precision=self.precision,
+        return L.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=self.accelerator, devices=1,
+                         precision=self.precision,
                          limit_train_batches=1.0 if max_batches is None else max_batches,
                          gradient_clip_val=self.gradient_clip_val,
                          accumulate_grad_batches=self.accumulate_grad_batches, logger=False,
@@ -224,7 +230,8 @@ class _ClientBatches(Dataset):
 def _client_loader(task: ClientTask, generator: torch.Generator) -> DataLoader:
     """The client's DataLoader: the sequential engine's batch order and poisoning, from one generator."""
     n = len(task.data)
-    sampler = _EpochOrder(n, task.config.batch_size or n, task.config.max_batches_per_epoch, generator)
+    cap = task.config.max_batches_per_epoch if task.config.steps is None else None  # steps: whole passes
+    sampler = _EpochOrder(n, task.config.batch_size or n, cap, generator)
     # the loader's own generator only seeds its (unused) workers; without it each epoch would draw
     # that seed from torch's global RNG and shift the module's dropout masks
     return DataLoader(_ClientBatches(task.data, task.batch_poisoner, generator), sampler=sampler,

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from fl_lightning.engines.base import ClientTask
-from fl_lightning.engines.batches import batch_size_of, epoch_batches
+from fl_lightning.engines.batches import local_passes, pass_batches
 from fl_lightning.engines.optim_config import LocalTrainingError, OptimizerSetup, build_optimizer_setup
 from fl_lightning.engines.precision import autocast, grad_scaler
 from fl_lightning.module_contract import LoggedValues, detached_logging
@@ -99,7 +99,6 @@ def train_client(module: L.LightningModule, task: ClientTask,
     cfg = task.config
     data = task.data
     n = len(data)
-    batch_size = batch_size_of(cfg, n)
     device = module.device
     generator = torch.Generator().manual_seed(task.seed)
     # dropout and any other global-RNG use inside the module; the CPU generator alone, since
@@ -118,12 +117,12 @@ def train_client(module: L.LightningModule, task: ClientTask,
     with detached_logging(module, logged):
         module.on_train_start()
         check("on_train_start")
-        for epoch in range(cfg.epochs):
+        for epoch in range(local_passes(cfg, n)):
             module.on_train_epoch_start()
             check("on_train_epoch_start")
             epoch_steps = 0
             # drawn at the start of each epoch: a batch poisoner draws from the same generator in between
-            order = epoch_batches(n, batch_size, cfg.max_batches_per_epoch, generator)
+            order = pass_batches(n, cfg, generator, steps)
             for batch_idx, (inputs, targets) in enumerate(data.batches(order)):
                 if task.batch_poisoner is not None:
                     inputs, targets = task.batch_poisoner(inputs, targets, generator)

@@ -48,7 +48,7 @@ from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import (TRAIN_HOOKS, LocalTrainingError, build_optimizer,
                                                  build_optimizer_setup, detached_logging, step_loss)
 from fl_lightning.engines.sequential import SequentialEngine
-from fl_lightning.engines.batches import client_batches
+from fl_lightning.engines.batches import client_batches, local_passes
 from fl_lightning.engines.module_weights import ModuleWeights
 from fl_lightning.module_contract import loss_fn, overrides
 from fl_lightning.param_layout import ParamLayout
@@ -177,7 +177,7 @@ class VmapEngine(Engine):
                 self._warn_once("lazy", "VmapEngine: client data without in-memory inputs (a lazy dataset) is "
                                 "trained by the sequential engine")
                 sequential_rows.append(row)
-            elif len(task.data) == 0 or task.config.epochs <= 0:
+            elif len(task.data) == 0 or local_passes(task.config, len(task.data)) <= 0:
                 sequential_rows.append(row)  # no step at all: nothing to vectorise
             else:
                 batches = client_batches(len(task.data), task.config, task.seed)

@@ -8,7 +8,8 @@ from jsonargparse import ArgumentParser, Namespace
 
 from fl_lightning.run_summary import LATE_FRACTION
 from fl_lightning.sweeps import heatmaps, plots, records
-from fl_lightning.sweeps.report_table import Labels, TableAxes, cells, mean
+from fl_lightning.sweeps.recipe import normalize_key
+from fl_lightning.sweeps.report_table import Labels, TableAxes, cells, mean, sd
 from fl_lightning.sweeps.paper import PaperTable, load_paper_results
 
 #: metric keys that get a table: accuracy, per-class accuracy and every attack rate
@@ -78,7 +79,11 @@ def _paper(table_id: str | None) -> PaperTable | None:
 def _metrics(points: list[dict[str, Any]]) -> list[str]:
     keys: list[str] = []
     for point in points:
-        keys += [k for k, v in point.get("final", {}).items() if k not in keys and v is not None]
+        # the attackers' own local models (attack/local_*) may be measured only in rounds they attack: late means
+        seen = {**point.get("final", {}), **{k: v for k, v in point.get("late_mean", {}).items()
+                                             if k.startswith("attack/local_")}}
+        keys += [k for k, v in seen.items() if k not in keys and v is not None and k != "attack/local_diverged"
+                 and not k.endswith("loss")]
     return sorted(keys, key=lambda k: (k != "test/acc", k))
 
 
@@ -107,7 +112,8 @@ def _markdown(folder: Path, sweep: dict | None, points: list[dict[str, Any]], fa
     lines += ["", f"Rounds per point: {', '.join(map(str, rounds))}. Each cell: **final round** / mean over the "
               f"last {late}% of rounds" + (" (paper)" if paper and paper.metrics else "") + ", in percent."]
     if layout.averaged:
-        lines += [f"Cells average the runs over {', '.join(layout.averaged)}."]
+        lines += [f"Cells average the runs over {', '.join(layout.averaged)}: **final mean ± sd** / late mean ± sd "
+                  "[each run's late mean, in seed order] (sd: sample standard deviation over the runs)."]
     if paper:
         lines += ["", f"Paper: {paper.title} ({paper.source}" + (", no values typed: plot only" if not paper.metrics
                                                                   else "") + ")."]
@@ -167,9 +173,7 @@ def _table(metric: str, grouped: dict, layout: TableAxes, row_keys: list[Labels]
         for column in col_keys:
             group = grouped.get((row, column), [])
             done = [p for p in group if "final" in p]
-            final = mean([p["final"].get(metric) for p in done])
-            late = mean([p.get("late_mean", {}).get(metric) for p in done])
-            text = f"**{_pct(final)}** / {_pct(late)}" if done else "failed" if group else ""
+            text = _cell(metric, done, layout.averaged) if done else "failed" if group else ""
             if done and len(done) < len(group):
                 text += f" ({len(group) - len(done)} failed)"
             reference = paper.value(metric, row, column) if paper else None
@@ -178,6 +182,25 @@ def _table(metric: str, grouped: dict, layout: TableAxes, row_keys: list[Labels]
             texts.append(text)
         out.append(f"| {label} | " + " | ".join(texts) + " |")
     return out
+
+
+def _cell(metric: str, done: list[dict[str, Any]], averaged: list[str]) -> str:
+    """``**final** / late``; over several runs (seeds) each as mean ± sd, then each run's late value in seed order."""
+    runs = sorted(done, key=lambda p: tuple(_seed_rank(_labels(p).get(a, "")) for a in averaged))
+    finals = [p["final"].get(metric) for p in runs]
+    lates = [p.get("late_mean", {}).get(metric) for p in runs]
+    if len(runs) < 2:
+        return f"**{_pct(mean(finals))}** / {_pct(mean(lates))}"
+    each = ", ".join(_pct(v) for v in lates)
+    return f"**{_pct(mean(finals))} ± {_pct(sd(finals))}** / {_pct(mean(lates))} ± {_pct(sd(lates))} [{each}]"
+
+
+def _labels(point: dict[str, Any]) -> dict[str, str]:
+    return {normalize_key(k): str(v) for k, v in point.get("labels", {}).items()}
+
+
+def _seed_rank(label: str) -> tuple[int, str]:
+    return (int(label), "") if label.lstrip("-").isdigit() else (0, label)
 
 
 def _points_table(points: list[dict[str, Any]]) -> list[str]:

@@ -97,3 +97,12 @@ def mean(values: list[float | None]) -> float | None:
     """Mean of the values that exist."""
     present = [v for v in values if v is not None and not math.isnan(v)]
     return sum(present) / len(present) if present else None
+
+
+def sd(values: list[float | None]) -> float | None:
+    """Sample standard deviation (n - 1) of the values that exist; ``None`` with fewer than two."""
+    present = [v for v in values if v is not None and not math.isnan(v)]
+    if len(present) < 2:
+        return None
+    centre = sum(present) / len(present)
+    return math.sqrt(sum((v - centre) ** 2 for v in present) / (len(present) - 1))

@@ -29,6 +29,7 @@ from fl_lightning.attacks.plan import AttackPlan
 from fl_lightning.stopping import StopOnSignal, StopRequested, run_cleanup
 from fl_lightning.seeding import derive_seed, numpy_rng, seed_everything as seed_global_generators
 import fl_lightning.trainer.round_metrics as round_metrics
+from fl_lightning.trainer.attack_diagnostics import AttackDiagnostics
 from fl_lightning.trainer.boundary import (aggregate_checked, as_list, check_layout_changes, check_result,
                                           dropped_clients, finite_rows, input_shape, non_finite_metrics,
                                           non_finite_state, setup_data)
@@ -56,6 +57,9 @@ class FederatedTrainer:
     Args:
         rounds: number of federated rounds.
         local_epochs: epochs each honest client trains per round (attacks may add more).
+        local_steps: instead of ``local_epochs``, exactly this many optimizer steps per round, cycling the
+            client's data in fresh passes (attacks may add ``extra_steps``). A paper's "E epochs over n
+            samples at batch B" is ``E * ceil(n / B)`` steps (see :mod:`fl_lightning.engines.batches`).
         clients_per_round: clients sampled per round with the seed; ``None`` takes every client.
         aggregator: the robust aggregation rule (default :class:`~fl_lightning.aggregators.FedAvg`).
         attacks: attacks applied in list order.
@@ -109,10 +113,12 @@ class FederatedTrainer:
         accelerator: str = "auto",
         devices: int | str | Sequence[int] = 1,
         precision: str | int = "32-true",
+        local_steps: int | None = None,
     ) -> None:
         owner = "FederatedTrainer"
         self.rounds = check_int(rounds, "rounds", owner, minimum=1)
         self.local_epochs = check_int(local_epochs, "local_epochs", owner, minimum=0)
+        self.local_steps = check_optional_int(local_steps, "local_steps", owner, minimum=0)
         self.clients_per_round = check_optional_int(clients_per_round, "clients_per_round", owner, minimum=1)
         self.seed = check_seed(seed, owner)
         check_bool(enable_progress_bar, "enable_progress_bar", owner)
@@ -141,6 +147,7 @@ class FederatedTrainer:
         self.checkpoint_connector = CheckpointConnector(self)
         self.history = RunHistory()
         self.detection = round_metrics.DetectionTracker()
+        self.attack_diagnostics = AttackDiagnostics()
         self.module: L.LightningModule | None = None
         self.datamodule: FederatedDataModule | None = None
         self.current_round = 0
@@ -290,7 +297,7 @@ class FederatedTrainer:
         setup_ctx = SetupContext(num_clients=num_clients, num_rounds=self.rounds, seed=self.seed,
                                  client_targets=[c.targets for c in datamodule.clients],
                                  num_classes=datamodule.num_classes, input_shape=input_shape(datamodule),
-                                 layout=self.layout, clients_per_round=per_round)
+                                 layout=self.layout, clients_per_round=per_round, local_steps=self.local_steps)
         self.aggregator.setup(setup_ctx)
         setup_attacks(self.attacks, setup_ctx)
         joining = max((len(self._joining_clients(r)) for r in self._joining_rounds()), default=0)
@@ -353,12 +360,16 @@ class FederatedTrainer:
                                            self._out_params[:k], self._out_buffers[:k])
         check_layout_changes(outcomes, type(self.module).__name__)
         updates = self._out_params[:k].sub_(self.global_params)  # in place: the rows now hold U = local - global
+        # the active attackers' own local models on the test set, before any boost or aggregation
+        attacker_local = self.attack_diagnostics.measure(
+            round_idx, self.module, self.global_model.weights, self.global_params, self.global_buffers, updates,
+            self._out_buffers[:k], client_ids, outcomes, self.attacks, self.datamodule.test)
         # plug-ins get a copy of the global model: a write into it (refused by the checks) cannot move the model
         ctx = RoundContext(round=round_idx, client_ids=client_ids,
                            num_samples=torch.tensor([len(t.data) for t in tasks], dtype=torch.float32,
                                                     device=self.device),
                            layout=self.layout, global_params=self.global_params.clone(), seed=self.seed,
-                           num_clients=len(self.datamodule.clients),
+                           num_clients=len(self.datamodule.clients), weighting=self.aggregator.nominal_weights,
                            reference_update=self._reference_update(round_idx))
         # 2. attacks poison the updates; 3. unusable rows are dropped. The [K, N] matrix is scanned for
         # non-finite rows once; after poisoning only the attackers' rows, the ones attacks may rewrite
@@ -386,6 +397,7 @@ class FederatedTrainer:
         record.metrics.update(evaluate(self.module, self.datamodule.test, self.attacks))
         record.metrics.update(round_metrics.client_scalars(record, outcomes, self.plan.attacker_ids))
         record.metrics.update(train_scalars(outcomes))
+        record.metrics.update(attacker_local)
         if self.attacks and not record.kept_previous_model:
             record.metrics.update(self.detection.update(record, self.plan.attacker_ids))
         record.metrics["round/seconds"] = time.perf_counter() - started
@@ -407,7 +419,7 @@ class FederatedTrainer:
 
     def _local_config(self) -> LocalConfig:
         return LocalConfig(epochs=self.local_epochs, batch_size=self.batch_size,
-                           max_batches_per_epoch=self.max_batches_per_epoch)
+                           max_batches_per_epoch=self.max_batches_per_epoch, steps=self.local_steps)
 
     def _reference_update(self, round_idx: int) -> Tensor | None:
         """The server's own update on its root data this round, for rules with ``root_samples > 0`` (FLTrust)."""
@@ -520,6 +532,8 @@ class FederatedTrainer:
             "versions/torch": str(torch.__version__), "versions/lightning": str(L.__version__),
             "versions/fl_lightning": __version__,
         }
+        if self.local_steps is not None:  # only when set: older runs' checkpoints resume without a difference
+            params["local_steps"] = self.local_steps
         if self.datamodule is not None:
             params.update({f"data/{k}": v for k, v in self.datamodule.hparams().items()})
             params["data/fingerprint"] = self.datamodule.fingerprint

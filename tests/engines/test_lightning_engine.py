@@ -256,7 +256,8 @@ def test_two_round_fit_with_engine_lightning_reaches_the_sequential_global_model
     (dict(trainer_kwargs=[("max_steps", 3)]), TypeError, "trainer_kwargs"),
     (dict(trainer_kwargs={"max_epochs": 3}), ValueError, "local_epochs"),
     (dict(trainer_kwargs={"devices": 2}), ValueError, "devices"),
-    (dict(trainer_kwargs={"max_step": 3}), ValueError, "did you mean 'max_steps'"),
+    (dict(trainer_kwargs={"max_steps": 3}), ValueError, "local_steps"),
+    (dict(trainer_kwargs={"max_tim": 3}), ValueError, "did you mean 'max_time'"),
 ])
 def test_wrong_settings_are_refused_at_construction(kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):

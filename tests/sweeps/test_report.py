@@ -64,8 +64,11 @@ def test_paper_numbers_sit_beside_ours_and_seeds_are_averaged(tmp_path: Path) ->
     assert "Table 4" in report and "Cells average the runs over trainer.seed" in report
     acc = _table(report, "test/acc")
     assert acc[0] == "| aggregator | sigma=0 | sigma=1 |"
-    assert acc[2] == "| FedAvg | **51.0** / 41.0 (93.17) | **51.0** / 41.0 (78.80) |"
-    assert acc[3] == "| ResidualReweight (paper: Ours) | **91.0** / 81.0 (90.06) | **91.0** / 81.0 (90.91) |"
+    # mean ± sample sd over the two seeds, then each seed's late mean (seed 0 first)
+    assert acc[2] == ("| FedAvg | **51.0 ± 1.4** / 41.0 ± 1.4 [40.0, 42.0] (93.17) "
+                      "| **51.0 ± 1.4** / 41.0 ± 1.4 [40.0, 42.0] (78.80) |")
+    assert acc[3] == ("| ResidualReweight (paper: Ours) | **91.0 ± 1.4** / 81.0 ± 1.4 [80.0, 82.0] (90.06) "
+                      "| **91.0 ± 1.4** / 81.0 ± 1.4 [80.0, 82.0] (90.91) |")
     _png_ok(tmp_path / "plots" / "test_acc_final.png")
 
 

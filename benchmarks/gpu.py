@@ -13,7 +13,10 @@ Prints one JSON object with three parts:
   device as the trainer passes them; the largest difference of the updates and client weights
   (float tolerance: reductions sum in another order) and whether the flagged clients agree. Random
   draws (FLAME's noise, DnC's coordinates, Bucketing's shuffle) are made on the CPU generator either
-  way, so they match exactly.
+  way, so they match exactly;
+* ``peers``: ``benchmarks/peers.py`` on the GPU: our rules against ByzFL's and ByzPy's GPU paths (both
+  run their torch code on CUDA tensors) on the same ``[K, N]`` input, with each result checked against
+  ours under the mapped convention; a peer missing or failing on the GPU is reported as such.
 
 Without CUDA it prints a message and exits with status 0 (nothing to measure).
 
@@ -31,7 +34,7 @@ import time
 import warnings
 from typing import Any, Callable
 
-PARTS = ("agreement", "engines", "residual_reweight", "aggregators")
+PARTS = ("agreement", "engines", "residual_reweight", "aggregators", "peers")
 
 
 def synthetic_clients(num_clients: int, samples: int, seed: int = 0) -> list:
@@ -240,6 +243,21 @@ def aggregators(k: int, n: int, device: str = "cuda") -> dict[str, Any]:
     return results
 
 
+def peers(ks: list[int], n: int, repeats: int, device: str = "cuda") -> dict[str, Any]:
+    """``benchmarks/peers.py``'s cells on ``device``: ours, ByzFL and ByzPy side by side, results compared."""
+    import os
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import peers as side_by_side
+
+    found = side_by_side.available_peers()
+    rows = [side_by_side.run_cell(rule, k, n, 1, repeats, found, device=device)
+            for k in ks for rule in side_by_side.RULES]
+    return {"versions": {p: (v or "missing") for p, v in found.items()}, "results": rows,
+            "all_agree": all(row[p].get("agrees", True) for row in rows for p in found
+                             if isinstance(row.get(p), dict) and "error" not in row[p])}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen parts and print their JSON; exit 0 with a message when there is no CUDA."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -251,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rr-n", type=int, default=11_200_000, help="columns of the residual_reweight matrix")
     parser.add_argument("--agg-k", type=int, default=20, help="clients of the aggregator comparison")
     parser.add_argument("--agg-n", type=int, default=100_000, help="columns of the aggregator comparison")
+    parser.add_argument("--peer-ks", type=int, nargs="+", default=[20, 100], help="clients of the peers part")
+    parser.add_argument("--peer-n", type=int, default=1_000_000, help="columns of the peers part")
     parser.add_argument("--dry-run-on-cpu", action="store_true",
                         help="run every part on the CPU instead (checks the script itself; no GPU figures)")
     args = parser.parse_args(argv)
@@ -271,6 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                 report[part] = engines(args.clients, args.samples, args.repeats, device)
             elif part == "aggregators":
                 report[part] = aggregators(args.agg_k, args.agg_n, device)
+            elif part == "peers":
+                report[part] = peers(args.peer_ks, args.peer_n, args.repeats, device)
             else:
                 report[part] = residual_reweight(100, args.rr_n, args.repeats, device)
         except Exception as exc:  # one failing part must not hide the others' figures

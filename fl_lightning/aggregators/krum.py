@@ -39,12 +39,13 @@ class Krum(Aggregator):
     def aggregate(self, updates: Tensor, ctx: RoundContext) -> AggregationResult:
         """The mean of the ``m`` updates with the lowest Krum scores; the rest are flagged."""
         finite = check_updates(updates, type(self).__name__, ctx)
-        ranking = krum_ranking(updates, self.f, finite=finite)
         k = int(finite.sum())
         m = self.m if self.m is not None else k - self.f
         if m > k - self.f:
             raise ValueError(f"{type(self).__name__} needs m <= K - f (m={m}, f={self.f}), got K={k} finite")
-        chosen = ranking.order[:m]
+        # the m selected rows are exact; the float32 fast path may serve the scores of the others
+        ranking = krum_ranking(updates, self.f, finite=finite, exact_prefix=max(m, 1), prefix_as_set=True)
+        chosen = ranking.order[:m].sort().values              # averaged in row order: the set decides
         weights = torch.zeros(updates.shape[0], device=updates.device)
         weights[chosen] = 1.0 / m
         return AggregationResult(updates[chosen].mean(dim=0), weights,

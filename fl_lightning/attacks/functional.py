@@ -35,6 +35,24 @@ def _check_matrix(updates: Tensor, name: str, what: str = "honest", min_rows: in
         raise ValueError(f"{name}: needs at least {min_rows} {what} row(s), got {updates.shape[0]}")
 
 
+def _finite_honest(honest: Tensor, name: str) -> Tensor:
+    """The finite rows of ``honest``: a NaN or Inf row would make every crafted row NaN and the attack vanish.
+
+    ``ValueError`` when there were rows and none is finite (nothing to craft from).
+    """
+    # a NaN or Inf anywhere makes its row's sum non-finite: one cheap reduction clears the usual case
+    # (rows the round loop has already scanned), the exact scan runs only when a sum is not finite
+    if bool((honest.sum(dim=1).abs() < math.inf).all()):
+        return honest
+    finite = torch.isfinite(honest).all(dim=1)
+    if bool(finite.all()):
+        return honest
+    if not bool(finite.any()):
+        raise ValueError(f"{name}: every one of the {honest.shape[0]} honest rows holds NaN or Inf; "
+                         f"pass at least one finite honest row to craft from")
+    return honest[finite]
+
+
 def _check_count(num_attackers: int, name: str) -> None:
     check_int(num_attackers, "num_attackers", name, minimum=0)
 
@@ -72,6 +90,7 @@ def alie(honest: Tensor, num_attackers: int, z: float | None = None) -> Tensor:
     """
     _check_matrix(honest, "alie")
     _check_count(num_attackers, "alie")
+    honest = _finite_honest(honest, "alie")
     if z is None:
         z = alie_paper_z(honest.shape[0] + num_attackers, num_attackers)
     return _repeat(honest.mean(dim=0) - z * _honest_std(honest), num_attackers)
@@ -81,6 +100,7 @@ def ipm(honest: Tensor, num_attackers: int, epsilon: float = 0.5) -> Tensor:
     """Inner-product manipulation (Xie et al. 2020): every attacker sends ``-epsilon * mean`` of the honest rows."""
     _check_matrix(honest, "ipm")
     _check_count(num_attackers, "ipm")
+    honest = _finite_honest(honest, "ipm")
     return _repeat(-epsilon * honest.mean(dim=0), num_attackers)
 
 
@@ -112,6 +132,9 @@ def mimic_victim(honest: Tensor) -> int:
     the first row. Deterministic: the same rows give the same victim.
     """
     _check_matrix(honest, "mimic_victim")
+    if not bool(torch.isfinite(honest).all()):
+        raise ValueError("mimic_victim: the honest rows hold NaN or Inf; pass the finite rows only "
+                         "(mimic does) so that the victim's index points into them")
     centred = (honest - honest.mean(dim=0)).double()
     if honest.shape[0] == 1 or not bool(centred.abs().sum() > 0):
         return 0
@@ -126,8 +149,14 @@ def mimic(honest: Tensor, num_attackers: int, victim: int | None = None) -> Tens
     """
     _check_matrix(honest, "mimic")
     _check_count(num_attackers, "mimic")
-    index = mimic_victim(honest) if victim is None else victim
-    check_int(index, "victim", "mimic", minimum=0, maximum=honest.shape[0] - 1)
+    if victim is None:
+        finite = torch.nonzero(torch.isfinite(honest).all(dim=1)).flatten()
+        index = int(finite[mimic_victim(_finite_honest(honest, "mimic"))])   # an index into all rows
+    else:
+        index = check_int(victim, "victim", "mimic", minimum=0, maximum=honest.shape[0] - 1)
+        if not bool(torch.isfinite(honest[index]).all()):
+            raise ValueError(f"mimic: the victim row {index} holds NaN or Inf; choose a finite honest row "
+                             f"or victim=None")
     return _repeat(honest[index], num_attackers)
 
 
@@ -138,6 +167,7 @@ def perturbation(honest: Tensor, kind: str = "unit") -> Tensor:
     ``"unit"``: ``-mean / ||mean||``; ``"std"``: ``-std`` (unbiased); ``"sign"``: ``-sign(mean)``.
     """
     _check_matrix(honest, "perturbation")
+    honest = _finite_honest(honest, "perturbation")
     mean = honest.mean(dim=0)
     if kind == "unit":
         norm = mean.norm()
@@ -197,6 +227,7 @@ def min_max(honest: Tensor, num_attackers: int, perturbation: str = "unit", *, g
     _check_matrix(honest, "min_max")
     _check_count(num_attackers, "min_max")
     _check_search("min_max", perturbation, gamma_init, tol)
+    honest = _finite_honest(honest, "min_max")
     rows = honest.double()
     bound = torch.cdist(rows, rows).max() ** 2
 
@@ -216,6 +247,7 @@ def min_sum(honest: Tensor, num_attackers: int, perturbation: str = "unit", *, g
     _check_matrix(honest, "min_sum")
     _check_count(num_attackers, "min_sum")
     _check_search("min_sum", perturbation, gamma_init, tol)
+    honest = _finite_honest(honest, "min_sum")
     rows = honest.double()
     bound = (torch.cdist(rows, rows) ** 2).sum(dim=1).max()
 
@@ -243,6 +275,7 @@ def fang_trimmed_mean(honest: Tensor, num_attackers: int, *, b: float = 2.0,
     _check_matrix(honest, "fang_trimmed_mean")
     _check_count(num_attackers, "fang_trimmed_mean")
     check_number(b, "b", "fang_trimmed_mean", low=1.0, low_inclusive=False)
+    honest = _finite_honest(honest, "fang_trimmed_mean")
     w_max, w_min = honest.max(dim=0).values, honest.min(dim=0).values
     rises = honest.mean(dim=0) > 0
     low = torch.where(rises, torch.where(w_min > 0, w_min / b, w_min * b), w_max)
@@ -283,8 +316,9 @@ def fang_krum(honest: Tensor, num_attackers: int, f: int | None = None, *, thres
     _check_matrix(honest, "fang_krum")
     _check_count(num_attackers, "fang_krum")
     f = num_attackers if f is None else f
-    if num_attackers == 0:
-        return honest.new_zeros(0, honest.shape[1])
+    if num_attackers == 0 or honest.shape[1] == 0:      # nothing to craft (lambda's bound divides by sqrt(N))
+        return honest.new_zeros(num_attackers, honest.shape[1])
+    honest = _finite_honest(honest, "fang_krum")
     direction = -torch.sign(honest.mean(dim=0))
     lam = fang_krum_lambda_bound(honest, num_attackers, f)
     h = honest.shape[0]
@@ -355,6 +389,7 @@ def optimal_alie(honest: Tensor, num_attackers: int, aggregator: AggregatorFn, *
     _check_line_search("optimal_alie", evals, delta, ratio)
     if num_attackers == 0:
         return honest.new_zeros(0, honest.shape[1])
+    honest = _finite_honest(honest, "optimal_alie")
     if start is None:
         start = alie_paper_z(honest.shape[0] + num_attackers, num_attackers)
     z, _ = line_search(lambda z: attack_distance(honest, alie(honest, num_attackers, z), aggregator),
@@ -374,6 +409,7 @@ def optimal_ipm(honest: Tensor, num_attackers: int, aggregator: AggregatorFn, *,
     _check_line_search("optimal_ipm", evals, delta, ratio)
     if num_attackers == 0:
         return honest.new_zeros(0, honest.shape[1])
+    honest = _finite_honest(honest, "optimal_ipm")
     eps, _ = line_search(lambda e: attack_distance(honest, ipm(honest, num_attackers, e), aggregator),
                          start, delta, evals, ratio)
     return ipm(honest, num_attackers, eps)

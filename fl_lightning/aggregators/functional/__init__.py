@@ -15,6 +15,10 @@ the reference implementation of residual reweighting does. The column-wise rules
 per chunk: they use one intra-op thread each and spread whole chunks over threads instead, which
 keeps them fast on a machine whose cores are shared.
 
+Krum and Multi-Krum rank clients from float32 products with a rigorous error interval per score and
+rescore exactly where intervals overlap at the selection boundary (``_fast_distances``): the rows they
+select are those exact scores select; other Gram-based rules keep float64 Gram matrices.
+
 One module per family of rules (``coordinate``, ``distance``, ``spectral``, ``pre`` for the
 pre-aggregators, ...); every public name, and the private helpers other modules use, is re-exported
 here so that ``fl_lightning.aggregators.functional.krum`` is the one spelling users need.

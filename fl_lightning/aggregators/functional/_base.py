@@ -60,20 +60,32 @@ def finite_rows(updates: Tensor) -> Tensor:
     mask = torch.ones(k, dtype=torch.bool, device=updates.device)
     step = max(1, (64 * _MIB) // max(1, k))
     for start in range(0, n, step):
-        mask &= torch.isfinite(updates[:, start:start + step]).all(dim=1)
+        block = updates[:, start:start + step]
+        # a NaN or Inf makes its row's sum non-finite, so finite sums clear their rows at the cost of one
+        # reduction (25x cheaper than isfinite + all); rows whose sum is not finite are checked exactly
+        # (a finite row may overflow its sum)
+        suspect = ~(block.sum(dim=1).abs() < math.inf)
+        if bool(suspect.any()):
+            mask[suspect] &= torch.isfinite(block[suspect]).all(dim=1)
     return mask
 
 
-def _chunk_columns(k: int, n: int, bytes_per_column: int, chunk_size: int | None) -> int:
+#: elements of one chunk for the coordinate-wise order statistics: each op of their comparator networks
+#: runs on a whole row of the chunk, so wide rows amortise the per-op cost (measured in BENCHMARKS.md)
+_WIDE_CHUNK_ELEMENTS = 1 << 19
+
+
+def _chunk_columns(k: int, n: int, bytes_per_column: int, chunk_size: int | None,
+                   target_elements: int = _TARGET_ROW_ELEMENTS) -> int:
     """Columns per chunk: ``chunk_size`` if given, else ``[K, chunk]`` ops of about
-    ``_TARGET_ROW_ELEMENTS`` values, capped so one chunk's scratch stays within half the input's
+    ``target_elements`` values, capped so one chunk's scratch stays within half the input's
     size (at least 4 MiB, at most 64 MiB): two workers' chunks then fit in one more input's worth.
     """
     if chunk_size is not None:
         return max(1, min(chunk_size, n))
     budget = min(max(2 * k * n, 4 * _MIB), 64 * _MIB)
     by_budget = max(1, budget // max(1, bytes_per_column))
-    by_cache = max(64, _TARGET_ROW_ELEMENTS // max(1, k))
+    by_cache = max(64, target_elements // max(1, k))
     return max(1, min(n, by_budget, by_cache))
 
 
@@ -106,7 +118,7 @@ _PARALLEL_MIN_BYTES = 16 * _MIB
 
 def _map_chunks(work: Callable[[list[int]], _T], starts: list[int], workers: int, input_bytes: int) -> list[_T]:
     """``work`` over contiguous runs of chunk ``starts``, on up to ``workers`` threads (ops release the GIL)."""
-    workers = max(1, min(workers, len(starts) // 4)) if input_bytes >= _PARALLEL_MIN_BYTES else 1
+    workers = max(1, min(workers, len(starts) // 2)) if input_bytes >= _PARALLEL_MIN_BYTES else 1
     if workers == 1:
         return [work(starts)]
     size = -(-len(starts) // workers)
@@ -115,21 +127,21 @@ def _map_chunks(work: Callable[[list[int]], _T], starts: list[int], workers: int
         return list(pool.map(work, runs))
 
 
-def _column_chunks(values: Tensor, mask: Tensor | None,
-                   bytes_per_column: int) -> Iterator[tuple[int, int, Tensor]]:
+def _column_chunks(values: Tensor, mask: Tensor | None, bytes_per_column: int,
+                   scratch_bytes: int = 32 * _MIB) -> Iterator[tuple[int, int, Tensor]]:
     """Yield ``(start, stop, chunk)``: the rows ``mask`` selects (all if None) of a block of columns.
 
-    For a few large ops (matrix products, reductions): chunks of at most 32 MiB of scratch.
+    For a few large ops (matrix products, reductions): chunks of at most ``scratch_bytes`` of scratch.
     """
     n = values.shape[1]
-    step = max(1, min(n, (32 * _MIB) // max(1, bytes_per_column)))
+    step = max(1, min(n, scratch_bytes // max(1, bytes_per_column)))
     for start in range(0, n, step):
         block = values[:, start:start + step]
         yield start, min(n, start + step), (block if mask is None else block[mask])
 
 
 def _map_columns(updates: Tensor, mask: Tensor | None, bytes_per_column: int, chunk_size: int | None,
-                 out: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+                 out: Tensor, fn: Callable[[Tensor], Tensor], target_elements: int = _TARGET_ROW_ELEMENTS) -> Tensor:
     """``out[..., start:stop] = fn(chunk)`` for every chunk of columns of the rows ``mask`` selects.
 
     Each ``chunk`` is a fresh contiguous copy ``fn`` may overwrite; ops run single-threaded, chunks
@@ -137,7 +149,7 @@ def _map_columns(updates: Tensor, mask: Tensor | None, bytes_per_column: int, ch
     """
     k, n = updates.shape
     rows = k if mask is None else int(mask.sum())
-    step = _chunk_columns(rows, n, bytes_per_column, chunk_size)
+    step = _chunk_columns(rows, n, bytes_per_column, chunk_size, target_elements)
 
     def work(starts: list[int]) -> None:
         for start in starts:
@@ -174,11 +186,16 @@ def _weighted_rows(weights: Tensor, updates: Tensor, mask: Tensor | None) -> Ten
 
 
 def _row_sq_distances(updates: Tensor, mask: Tensor | None, center: Tensor | None = None) -> Tensor:
-    """``[K_finite]`` float64 squared distances of the finite rows to ``center`` (to 0 if None)."""
+    """``[K_finite]`` float64 squared distances of the finite rows to ``center`` (to 0 if None).
+
+    Each chunk of about 1M values is summed in the updates' precision (torch's cascaded sums: relative
+    error about 1e-7, the rounding the float32 squares carry anyway) and the chunks in float64: a
+    float64 reduction over every value costs 5x more.
+    """
     total = None
-    for start, stop, chunk in _column_chunks(updates, mask, 8 * updates.shape[0]):
-        diff = chunk if center is None else chunk - center[start:stop]
-        part = diff.square().sum(dim=1, dtype=torch.float64)
+    for start, stop, chunk in _column_chunks(updates, mask, 8 * updates.shape[0], _MIB * 4):
+        diff = chunk.square() if center is None else (chunk - center[start:stop]).square_()
+        part = diff.sum(dim=1).double()
         total = part if total is None else total + part
     if total is None:                    # no columns: every row is at distance 0
         return torch.zeros(updates.shape[0] if mask is None else int(mask.sum()), dtype=torch.float64,

@@ -46,6 +46,7 @@ def _selection_network(n: int, outputs: tuple[int, ...]) -> tuple[tuple[int, int
     return tuple(reversed(kept))
 
 
+@lru_cache(maxsize=None)
 def _network_ops(n: int, ranks: tuple[int, ...]) -> int:
     return sum(need_min + need_max for _, _, need_min, need_max in _selection_network(n, ranks))
 
@@ -89,6 +90,20 @@ def _order_statistics(values: Tensor, ranks: tuple[int, ...], scratch: bool = Fa
     return [rows[r] for r in ranks]
 
 
+def _middle_pair_of_rows(rows: Tensor, lo_rank: int, both: bool) -> tuple[Tensor, Tensor | None]:
+    """The ``lo_rank``-th and (with ``both``) next smallest (0-based) values of each row of ``[c, n]`` ``rows``.
+
+    One partial selection per row (``topk`` of the ``lo_rank + 1`` or ``+ 2`` smallest, unsorted, then
+    the largest one or two of those): the values a full sort would put at those ranks, ties included.
+    """
+    count = lo_rank + (2 if both else 1)
+    smallest = torch.topk(rows, count, dim=1, largest=False, sorted=False).values
+    if not both:
+        return smallest.amax(dim=1), None
+    top_two = torch.topk(smallest, 2, dim=1).values
+    return top_two[:, 1], top_two[:, 0]
+
+
 def _median0(values: Tensor, scratch: bool = False, skip_smallest: int = 0, skip_largest: int = 0) -> Tensor:
     """Median along dim 0 (mean of the two middle values for an even count).
 
@@ -97,6 +112,12 @@ def _median0(values: Tensor, scratch: bool = False, skip_smallest: int = 0, skip
     """
     m = values.shape[0] - skip_smallest - skip_largest
     lo_rank, hi_rank = skip_smallest + (m - 1) // 2, skip_smallest + m // 2
+    if values.shape[0] > _NETWORK_MAX:
+        # many values: select along contiguous rows of the transpose (strided selection along dim 0 is slower)
+        rows = values.reshape(values.shape[0], -1).T.contiguous()
+        lo, hi = _middle_pair_of_rows(rows, lo_rank, hi_rank != lo_rank)
+        middle = lo if hi is None else (lo + hi) / 2
+        return middle.reshape(values.shape[1:])
     if lo_rank == hi_rank:
         return _order_statistics(values, (lo_rank,), scratch)[0]
     lo, hi = _order_statistics(values, (lo_rank, hi_rank), scratch)

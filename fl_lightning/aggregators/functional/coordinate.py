@@ -7,9 +7,10 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _check_updates, _finite_mask, _finite_weights, _map_columns, _weighted_rows,
+    _WIDE_CHUNK_ELEMENTS, _all_or_mask, _check_updates, _finite_mask, _finite_weights, _map_columns,
+    _weighted_rows,
 )
-from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
+from fl_lightning.aggregators.functional._order import _SORT_NETWORK_MAX, _median0, _stable_sort0
 from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.checks import check_int, check_number, check_optional_int
 
@@ -27,7 +28,7 @@ def coordinate_median(updates: Tensor, *, chunk_size: int | None = None,
     mask = _finite_mask(updates, "coordinate_median", finite)
     out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
     return _map_columns(updates, _all_or_mask(mask), 8 * updates.shape[0], chunk_size, out,
-                        lambda chunk: _median0(chunk, scratch=True))
+                        lambda chunk: _median0(chunk, scratch=True), target_elements=_WIDE_CHUNK_ELEMENTS)
 
 
 def trimmed_count(k: int, beta: float | None = None, f: int | None = None, owner: str = "trimmed_mean") -> int:
@@ -76,7 +77,16 @@ def trimmed_mean(updates: Tensor, beta: float | None = None, *, f: int | None = 
         return fedavg(updates, finite=mask)
     out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
     return _map_columns(updates, _all_or_mask(mask), 16 * k, chunk_size, out,
-                        lambda chunk: _stable_sort0(chunk)[0][drop:k - drop].mean(dim=0))
+                        lambda chunk: _trimmed_chunk_mean(chunk, drop), target_elements=_WIDE_CHUNK_ELEMENTS)
+
+
+def _trimmed_chunk_mean(chunk: Tensor, drop: int) -> Tensor:
+    """Mean of each column of ``chunk`` without its ``drop`` smallest and ``drop`` largest values."""
+    k = chunk.shape[0]
+    if k <= _SORT_NETWORK_MAX:
+        return _stable_sort0(chunk)[0][drop:k - drop].mean(dim=0)
+    # many rows: sort the contiguous rows of the transpose (the values, not their order, matter here)
+    return torch.sort(chunk.T.contiguous(), dim=1).values[:, drop:k - drop].mean(dim=1)
 
 
 def repeated_median(updates: Tensor, *, chunk_size: int | None = None,

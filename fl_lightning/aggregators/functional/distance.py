@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from fl_lightning.aggregators.functional._fast_distances import fast_path_allowed, krum_scores_fast
 from fl_lightning.aggregators.functional._base import (
     _all_or_mask, _check_updates, _given_or_scanned, _map_columns, _pairwise_sq_distances,
     _require_finite, _row_sq_distances,
@@ -41,12 +42,25 @@ class KrumRanking(NamedTuple):
     order: Tensor
 
 
-def krum_ranking(updates: Tensor, f: int, *, finite: Tensor | None = None) -> KrumRanking:
-    """Krum scores and the finite rows ranked by them (ties by the sum of all distances)."""
+def krum_ranking(updates: Tensor, f: int, *, finite: Tensor | None = None,
+                 exact_prefix: int | None = None, prefix_as_set: bool = False) -> KrumRanking:
+    """Krum scores and the finite rows ranked by them (ties by the sum of all distances).
+
+    ``exact_prefix=None`` computes every distance from a float64 Gram matrix. ``exact_prefix=m`` allows
+    the float32 fast path (:mod:`._fast_distances`): the first ``m`` positions of ``order`` (what Krum
+    and Multi-Krum select) are then exactly the float64 path's, and the other scores carry float32
+    rounding (relative error below ``1e-4``). ``prefix_as_set=True`` asks only for the right rows in
+    those positions, in any order (what an average of them needs).
+    """
     name = "krum"
     _check_updates(updates, name)
     check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
     k_all = updates.shape[0]
+    if exact_prefix is not None:
+        check_int(exact_prefix, "exact_prefix", name, minimum=1)
+        fast = _krum_ranking_fast(updates, f, finite, exact_prefix, not prefix_as_set)
+        if fast is not None:
+            return fast
     mask = _given_or_scanned(updates, finite, name)
     k = int(mask.sum())
     KRUM.check(k, f, name)
@@ -59,18 +73,52 @@ def krum_ranking(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Kr
     return KrumRanking(scores, index[_krum_order(finite_scores, dist)])
 
 
+def _krum_ranking_fast(updates: Tensor, f: int, finite: Tensor | None, exact_prefix: int,
+                       ordered: bool) -> KrumRanking | None:
+    """:func:`krum_ranking` by the float32 fast path, or None where it does not apply (then float64 decides).
+
+    Without a ``finite`` mask the rows are not scanned first: a NaN or Inf row makes its squared norm
+    non-finite, which sends the call back to the scanning float64 path.
+    """
+    if not fast_path_allowed(updates):
+        return None
+    k_all = updates.shape[0]
+    if finite is not None:
+        mask = _given_or_scanned(updates, finite, "krum")
+        values = updates if bool(mask.all()) else updates[mask]
+    else:
+        mask, values = None, updates
+    k = values.shape[0]
+    if k < KRUM.minimum(f):
+        return None                                        # the float64 path raises the precise error
+    fast = krum_scores_fast(values, f, exact_prefix, ordered)
+    if fast is None:
+        return None
+    scores, order = fast
+    if mask is None:
+        return KrumRanking(scores, order)
+    full = torch.full((k_all,), math.inf, dtype=torch.float64, device=updates.device)
+    full[mask] = scores
+    return KrumRanking(full, torch.nonzero(mask).flatten()[order])
+
+
 def krum(updates: Tensor, f: int, m: int = 1, *, finite: Tensor | None = None) -> Tensor:
     """Krum (m=1) or Multi-Krum (mean of the m best-scored rows), Blanchard et al. 2017 / El Mhamdi et al. 2018.
 
-    Needs ``K > 2f + 2`` finite clients and ``1 <= m <= K - f``.
+    Needs ``K > 2f + 2`` finite clients and ``1 <= m <= K - f``. The selected rows are averaged in row
+    order, so the result depends on which rows are selected, not on how their scores rank among them.
     """
-    return updates[krum_select(updates, f, m, finite=finite)].mean(dim=0)
+    check_int(m, "m (the number of selected clients)", "krum", minimum=1)
+    order = krum_ranking(updates, f, finite=finite, exact_prefix=m, prefix_as_set=True).order
+    if m > order.numel() - f:
+        raise ValueError(f"krum needs m <= K - f: m={m}, K={order.numel()} finite clients, f={f}")
+    return updates[order[:m].sort().values].mean(dim=0)
 
 
 def krum_select(updates: Tensor, f: int, m: int = 1, *, finite: Tensor | None = None) -> Tensor:
     """Indices of the ``m`` rows with the lowest Krum scores (ties by the sum of all distances)."""
     check_int(m, "m (the number of selected clients)", "krum", minimum=1)
-    order = krum_ranking(updates, f, finite=finite).order
+    order = krum_ranking(updates, f, finite=finite, exact_prefix=m).order
     if m > order.numel() - f:
         raise ValueError(f"krum needs m <= K - f: m={m}, K={order.numel()} finite clients, f={f}")
     return order[:m]
@@ -216,6 +264,8 @@ def monna_selection(updates: Tensor, f: int, trusted: int = 0,
     name = "monna"
     check_byzantine_count(f, name)
     _check_updates(updates, name)
+    if updates.shape[0] == 0:
+        raise ValueError(f"{name} needs K >= 1 clients (one of them the trusted row), got 0 rows")
     check_int(trusted, "trusted (the trusted client's row)", name, minimum=0, maximum=updates.shape[0] - 1)
     mask = _given_or_scanned(updates, finite, name)
     if not bool(mask[trusted]):

@@ -10,6 +10,7 @@ from torch import Tensor
 from fl_lightning.aggregators.functional._base import (
     _all_or_mask, _draw_device, _pairwise_sq_distances, _require_finite, _row_sq_distances,
 )
+from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.checks import check_int
 
 
@@ -70,6 +71,7 @@ def arc_scales(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tens
     check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
     values, mask = _require_finite(updates, 1, name, finite)
     k = values.shape[0]
+    MAJORITY.check(k, f, name)          # ARC's guarantee (and its clip count) assumes f < K / 2
     norms = _row_sq_distances(updates, _all_or_mask(mask)).sqrt()
     clipped = arc_clip_count(k, f)
     scales = torch.ones(k, dtype=torch.float64, device=norms.device)
@@ -86,6 +88,7 @@ def arc_scales(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tens
 def arc(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
     """Adaptive robust clipping (Allouah et al. 2024, "The vital role of gradient clipping in
     Byzantine-resilient distributed learning", Algorithm ARC): with ``k = floor(2 (f / K) (K - f))``,
-    the ``k`` largest-norm rows are clipped to the norm of the ``(k + 1)``-th largest; ``[K_f, N]``."""
+    the ``k`` largest-norm rows are clipped to the norm of the ``(k + 1)``-th largest; ``[K_f, N]``.
+    Needs ``K > 2f`` finite clients."""
     values, mask = _require_finite(updates, 1, "arc", finite)
     return values * arc_scales(updates, f, finite=mask).to(values.dtype).unsqueeze(1)

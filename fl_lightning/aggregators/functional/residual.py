@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _check_updates, _chunk_columns, _given_or_scanned, _map_chunks, _map_columns,
+    _MIB, _all_or_mask, _check_updates, _chunk_columns, _given_or_scanned, _map_chunks, _map_columns,
     _require_finite, _single_threaded_ops,
 )
 from fl_lightning.aggregators.functional._order import _median0, _sorted_median, _stable_sort0
@@ -208,7 +208,12 @@ def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: 
     bound = lambda_ * math.sqrt(2 / k) * _leverage_factor(k, dtype, device)   # Z sqrt(1 - h) per rank
     scale = (1.48 if paper else 1.4826) * (1 + 5 / (k - 1))
     ranks = torch.arange(k, dtype=dtype, device=device).unsqueeze(-1)
+    # wide chunks: each op of the inner median's comparator network then runs on a whole [K, chunk] slab,
+    # which amortises the per-op cost that dominates small inputs (8 MiB of scratch per chunk at least:
+    # 1.35x faster than 4 MiB at K=100 x 3,146, for a few MB more on a 1.3 MB input)
     step = _chunk_columns(k, n, _rr_bytes_per_column(k, estimator), chunk_size)
+    if chunk_size is None:
+        step = max(step, min(n, (8 * _MIB) // _rr_bytes_per_column(k, estimator)))
 
     corrections = _Corrections(k, n, dtype, device)
 

@@ -49,6 +49,7 @@ def caf_details(updates: Tensor, f: int, *, finite: Tensor | None = None) -> CAF
     gram = _gram(updates, _all_or_mask(mask))
     c = torch.ones(k, dtype=torch.float64, device=gram.device)
     best_value, best_c = math.inf, c.clone()
+    first_top = None
     while float(c.sum()) > k - 2 * f:
         root = c.sqrt()
         centred = _centred_gram(gram, c)
@@ -56,7 +57,10 @@ def caf_details(updates: Tensor, f: int, *, finite: Tensor | None = None) -> CAF
         top, u = float(eigenvalues[-1]), eigenvectors[:, -1]
         if top < best_value:
             best_value, best_c = top, c.clone()
-        if top <= 1e-12 * max(1.0, float(gram.diagonal().max())):
+        first_top = top if first_top is None else first_top
+        # relative to the first (unweighted) spread, so scaling every update by any factor filters the
+        # same clients: an absolute floor would let updates of norm 1e-6 through unfiltered
+        if top <= 1e-12 * first_top:
             break                                              # no spread left: nothing more to filter
         # <x_i - mu_c, v> for v = D^T C^1/2 u / ||.||: (D D^T C^1/2 u)_i / sqrt(sum c * lambda)
         tau = (centred @ (root * u)).square() / (float(c.sum()) * top)

@@ -1,0 +1,149 @@
+"""Every fast path of the functional rules against a float64 reference written out plainly (issue 21).
+
+Order statistics are exact whatever the path (network, transposed selection, sort): the median must equal
+the reference bit for bit. Sums may round in another order: the means are compared within float32 rounding.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fl_lightning.aggregators import functional as F
+
+
+def _matrix(k: int, n: int, seed: int, ties: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(k, n, generator=g)
+    if ties:                                    # many equal values per column: ranks must still be exact
+        u = (u * 2).round() / 2
+    return u
+
+
+def _median_reference(u: torch.Tensor) -> torch.Tensor:
+    k = u.shape[0]
+    s = torch.sort(u, dim=0).values
+    return (s[(k - 1) // 2] + s[k // 2]) / 2
+
+
+SIZES = [(5, 300), (32, 300), (33, 300), (64, 700), (128, 300), (129, 300), (200, 300), (257, 100)]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("k,n", SIZES)
+def test_coordinate_median_equals_the_sorted_middle_exactly(k: int, n: int, ties: bool) -> None:
+    u = _matrix(k, n, k + n, ties)
+    assert torch.equal(F.coordinate_median(u), _median_reference(u))
+    assert torch.equal(F.coordinate_median(u, chunk_size=7), _median_reference(u))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("k,n", SIZES)
+def test_trimmed_mean_matches_float64(k: int, n: int, ties: bool) -> None:
+    u = _matrix(k, n, k * n, ties)
+    f = k // 5
+    s = torch.sort(u.double(), dim=0).values
+    expected = s[f:k - f].mean(dim=0)
+    torch.testing.assert_close(F.trimmed_mean(u, f=f).double(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [100, 129, 200])
+def test_median_of_a_three_dim_block_takes_the_transposed_path_exactly(k: int) -> None:
+    from fl_lightning.aggregators.functional import _median0
+
+    values = _matrix(k, 3 * 40, 5).reshape(k, 3, 40)
+    expected = _median_reference(values.reshape(k, -1)).reshape(3, 40)
+    assert torch.equal(_median0(values), expected)
+    m = k - 1                                   # skip the smallest, as residual reweighting's scale does
+    s = torch.sort(values, dim=0).values[1:]
+    assert torch.equal(_median0(values, skip_smallest=1), (s[(m - 1) // 2] + s[m // 2]) / 2)
+
+
+# -- Krum's float32 fast path: the selection must be the float64 path's exactly ------------------------------
+@pytest.fixture
+def krum_fast_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take the fast path even on the small inputs of these tests."""
+    from fl_lightning.aggregators.functional import _fast_distances
+
+    monkeypatch.setattr(_fast_distances, "FAST_MIN_ELEMENTS", 0)
+
+
+def _krum_inputs(seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    k, n = 12, 3000
+    plain = torch.randn(k, n, generator=g)
+    crowded = plain.clone()
+    crowded[1] = crowded[0]                          # duplicates: equal scores, broken by the sum of distances
+    crowded[5] = crowded[4] + 1e-3
+    crowded[9] *= 50.0
+    near = 1.0 + 1e-6 * torch.randn(k, n, generator=g)   # every score within float32 rounding of the others
+    return [plain, crowded, near, plain * 1e-20, plain * 1e15]
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("f", [1, 3, 4])
+def test_krum_fast_path_selects_what_float64_selects(krum_fast_everywhere: None, seed: int, f: int) -> None:
+    from fl_lightning.aggregators.functional import krum_ranking
+
+    for u in _krum_inputs(seed):
+        exact = krum_ranking(u, f)
+        for m in (1, 2, 5):
+            fast = krum_ranking(u, f, exact_prefix=m)
+            assert torch.equal(fast.order[:m], exact.order[:m]), (m, fast.order, exact.order)
+            torch.testing.assert_close(fast.scores, exact.scores, rtol=1e-4, atol=0)
+        assert torch.equal(F.krum(u, f), u[exact.order[0]])
+
+
+def test_krum_fast_path_drops_non_finite_rows_as_float64_does(krum_fast_everywhere: None) -> None:
+    from fl_lightning.aggregators.functional import krum_ranking
+
+    u = _krum_inputs(0)[0]
+    u[3, 7] = float("nan")
+    u[6, 0] = float("inf")
+    exact = krum_ranking(u, 2)
+    for finite in (None, torch.isfinite(u).all(dim=1)):
+        fast = krum_ranking(u, 2, finite=finite, exact_prefix=1)
+        assert int(fast.order[0]) == int(exact.order[0])
+        assert torch.isinf(fast.scores[[3, 6]]).all()
+
+
+def test_krum_fast_path_rescoring_matches_float64_scores(krum_fast_everywhere: None,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows whose float32 intervals overlap are rescored in float64: their scores equal the exact ones."""
+    from fl_lightning.aggregators.functional import _fast_distances, krum_ranking
+
+    monkeypatch.setattr(_fast_distances, "_MAX_RESCORED_SHARE", 1.0)
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(10, 4000, generator=g)
+    u[1:4] = u[0] + 1e-4 * torch.randn(3, 4000, generator=g)     # four rows within float32 noise of each other
+    u[7] = u[6]
+    exact = krum_ranking(u, 2)
+    true = torch.cdist(u.double(), u.double()).square()
+    true_scores = torch.sort(true, dim=1).values[:, 1:10 - 2 - 1].sum(dim=1)
+    for m in (1, 3, 5):
+        fast = krum_ranking(u, 2, exact_prefix=m)
+        assert torch.equal(fast.order[:m], exact.order[:m])
+        torch.testing.assert_close(fast.scores[fast.order[:m]], true_scores[fast.order[:m]], rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_multi_krum_fast_path_selects_the_float64_set(krum_fast_everywhere: None, seed: int) -> None:
+    from fl_lightning.aggregators.functional import krum_ranking
+
+    for u in _krum_inputs(seed):
+        k, f = u.shape[0], 2
+        exact = krum_ranking(u, f)
+        for m in (3, k - f - 1, k - f):
+            fast = krum_ranking(u, f, exact_prefix=m, prefix_as_set=True)
+            assert torch.equal(fast.order[:m].sort().values, exact.order[:m].sort().values)
+            assert torch.equal(F.krum(u, f, m=m), u[exact.order[:m].sort().values].mean(dim=0))
+
+
+def test_finite_rows_finds_every_kind_of_non_finite_row_and_keeps_overflowing_finite_ones() -> None:
+    u = torch.randn(7, 50)
+    u[1, 3] = float("nan")
+    u[2, 0] = float("inf")
+    u[3, 5], u[3, 6] = float("inf"), float("-inf")
+    u[4] = 3e38                                  # finite, but its float32 sum overflows
+    u[5, :2] = torch.tensor([3e38, -3e38])
+    expected = torch.isfinite(u).all(dim=1)
+    assert F.finite_rows(u).tolist() == expected.tolist() == [True, False, False, False, True, True, True]

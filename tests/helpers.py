@@ -110,6 +110,7 @@ def resume_scenario(root: str | Path, callbacks: tuple = ()) -> tuple[FederatedT
     from fl_lightning.attacks import LabelFlip
 
     trainer = make_trainer(root, rounds=4, seed=11, clients_per_round=3, max_batches_per_epoch=3, logger=None,
+                           seed_everything=True,  # the module below is built after it: same init every time
                            aggregator=FoolsGold(), callbacks=list(callbacks),
                            attacks=[LabelFlip(source=1, target=2, clients=1, extra_epochs=1, lr=0.2)])
     module = TinyNet(dropout=0.2, batchnorm=True)

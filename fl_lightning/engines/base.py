@@ -12,6 +12,7 @@ from torch import Tensor
 
 from fl_lightning.context import BatchPoisoner, LocalConfig
 from fl_lightning.data.base import TensorData
+from fl_lightning.engines.train_options import ScheduleState, TrainOptions
 from fl_lightning.param_layout import ParamLayout
 
 
@@ -26,6 +27,10 @@ class ClientTask:
     batch_poisoner: BatchPoisoner | None = None
     #: Lightning's precision name for the forward / backward (``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``)
     precision: str = "32-true"
+    #: the run's Lightning Trainer arguments (clipping, accumulation, the run's total steps)
+    options: TrainOptions = field(default_factory=TrainOptions)
+    #: where the run's schedulers stand at this round (``None``: fresh schedulers, as before run schedules)
+    schedule: ScheduleState | None = None
 
 
 @dataclass
@@ -76,6 +81,13 @@ class Engine:
     floating-point buffers into ``out_buffers[k]`` (the layout of :class:`ParamLayout`); a client
     that fails gets an outcome with ``error`` set and its rows are ignored.
     """
+
+    #: the run's Lightning Trainer arguments; ``FederatedTrainer`` sets them through :meth:`configure`
+    options: TrainOptions = TrainOptions()
+
+    def configure(self, options: TrainOptions) -> None:
+        """Called before :meth:`setup` with the run's Trainer arguments (the clients' tasks carry them too)."""
+        self.options = options
 
     def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
         """Called once at ``fit()`` start with the user's module (its state is the initial global model)."""

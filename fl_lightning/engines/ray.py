@@ -41,6 +41,7 @@ from fl_lightning.data.base import TensorData
 from fl_lightning.context import BatchPoisoner
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import LocalTrainingError, train_client
+from fl_lightning.engines.train_options import ScheduleState, TrainOptions
 from fl_lightning.param_layout import ParamLayout, flatten, load_flat_, module_tensors
 
 
@@ -53,6 +54,8 @@ class _WorkerTask:
     seed: int
     batch_poisoner: BatchPoisoner | None
     precision: str = "32-true"
+    options: TrainOptions = TrainOptions()
+    schedule: ScheduleState | None = None
 
 
 def _to_numpy(tensor: Tensor) -> np.ndarray | Tensor:
@@ -105,7 +108,7 @@ class ClientWorker:
         inputs = _to_tensor(data["inputs"]).to(self.device)
         targets = _to_tensor(data["targets"]).to(self.device)
         client = ClientTask(task.client_id, TensorData(inputs, targets), task.config, task.seed, task.batch_poisoner,
-                            precision=task.precision)
+                            precision=task.precision, options=task.options, schedule=task.schedule)
         try:
             loss = train_client(self.module, client)
         except LocalTrainingError as exc:
@@ -323,7 +326,7 @@ class RayEngine(Engine):
                         actor.load_module.remote(self._module_ref, self.layout)
                         self._loaded[actor] = self._generation
                     worker_task = _WorkerTask(task.client_id, task.config, task.seed, task.batch_poisoner,
-                                              task.precision)
+                                              task.precision, task.options, task.schedule)
                     ref = actor.train.remote(global_ref, self._data_ref(task), worker_task)
                     self._affinity[task.client_id] = actor
                     running[ref] = (row, actor, time.perf_counter())

@@ -79,11 +79,11 @@ def test_global_generators_are_seeded_only_when_asked(tmp_path):
     random.seed(123)
     expected = random.random()
     random.seed(123)
-    make_trainer(tmp_path, seed=5, seed_everything=False)
-    assert random.random() == expected, "seed_everything=False must leave the global generators alone"
     make_trainer(tmp_path, seed=5)
+    assert random.random() == expected, "seed_everything is opt-in (False by default), as in Lightning"
+    make_trainer(tmp_path, seed=5, seed_everything=True)
     first = torch.rand(3)
-    make_trainer(tmp_path, seed=5)
+    make_trainer(tmp_path, seed=5, seed_everything=True)
     assert torch.equal(torch.rand(3), first), "a module built after the trainer must see the same draws"
 
 

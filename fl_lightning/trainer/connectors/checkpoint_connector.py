@@ -11,7 +11,6 @@ from torch import Tensor
 
 import fl_lightning.checkpoint as ckpt
 from fl_lightning.run_lock import RunLock
-from fl_lightning.seeding import rng_states, set_rng_states
 
 if TYPE_CHECKING:
     from fl_lightning.trainer.trainer import FederatedTrainer
@@ -41,18 +40,6 @@ class KeyedStates:
             item.load_state_dict(state.get(f"{i}:{item.state_key}", {}))
 
 
-class GlobalRNG:
-    """Python's, NumPy's and torch's global generators (code outside our control may draw from them)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """The generators' states."""
-        return rng_states()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Put the generators back where they were."""
-        set_rng_states(state)
-
-
 class CheckpointConnector:
     """Where a run's checkpoint lives, what goes into it and how a run resumes from it.
 
@@ -79,7 +66,7 @@ class CheckpointConnector:
             "callback_states": KeyedStates(t.callbacks),
             "detection": t.detection,
             "history": t.history,
-            "rng": GlobalRNG(),
+            "schedule": t.schedule,
         }
 
     def identity(self) -> dict[str, Any]:

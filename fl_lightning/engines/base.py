@@ -45,6 +45,8 @@ class ClientOutcome:
     extras: dict = field(default_factory=dict)
     #: the mean over the client's steps of each value its ``training_step`` ``self.log``-ged
     logged: dict[str, float] = field(default_factory=dict)
+    #: the names among ``logged`` that were logged with ``prog_bar=True``
+    prog_bar: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -68,6 +70,11 @@ def train_scalars(outcomes: Sequence[ClientOutcome]) -> dict[str, float]:
                 sums[name] = sums.get(name, 0.0) + value * outcome.num_samples
                 weights[name] = weights.get(name, 0.0) + outcome.num_samples
     return {_train_name(name): sums[name] / weights[name] for name in sums if weights[name] > 0}
+
+
+def prog_bar_names(outcomes: Sequence[ClientOutcome]) -> set[str]:
+    """The ``train/<name>`` keys of what the clients logged with ``prog_bar=True``."""
+    return {_train_name(name) for outcome in outcomes if outcome.ok for name in outcome.prog_bar}
 
 
 def _train_name(name: str) -> str:

@@ -160,7 +160,7 @@ class LightningEngine(Engine):
             self.module.trainer = None  # type: ignore[assignment]  # no Trainer outlives its client
             if _module_device(self.module) != device:  # Lightning's teardown moves the module to the CPU
                 self.module.to(device)
-        return LocalResult(callback.mean_loss(trainer), callback.logged.means())
+        return LocalResult(callback.mean_loss(trainer), callback.logged.means(), callback.logged.prog_bar)
 
     def _trainer(self, epochs: int, max_batches: int | None, callback: "_ClientCallback",
                  total_steps: float = math.inf) -> L.Trainer:
@@ -305,6 +305,8 @@ class _ClientCallback(L.Callback):
             if twin not in metrics and isinstance(value, Tensor) and value.numel() == 1:
                 self.logged.add(name, value)
                 self._step_names.add(name)
+        for name in trainer.progress_bar_metrics:  # logged with prog_bar=True
+            self.logged.prog_bar.add(name.rsplit("_", 1)[0] if name.endswith(("_step", "_epoch")) else name)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """What the module logged for the epoch only (``on_step=False``): its epoch value, once per epoch."""

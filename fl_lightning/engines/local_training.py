@@ -32,13 +32,19 @@ TRAIN_HOOKS = ("on_train_start", "on_train_epoch_start", "on_train_epoch_end", "
 
 
 class LocalResult(float):
-    """A client's mean training loss, carrying ``logged``: the mean over its steps of each ``self.log`` name."""
+    """A client's mean training loss, carrying ``logged``: the mean over its steps of each ``self.log`` name.
+
+    ``prog_bar`` holds the names logged with ``prog_bar=True``.
+    """
 
     logged: dict[str, float]
+    prog_bar: frozenset[str]
 
-    def __new__(cls, loss: float, logged: dict[str, float] | None = None) -> "LocalResult":
+    def __new__(cls, loss: float, logged: dict[str, float] | None = None,
+                prog_bar: set[str] | frozenset[str] = frozenset()) -> "LocalResult":
         result = super().__new__(cls, loss)
         result.logged = dict(logged or {})
+        result.prog_bar = frozenset(prog_bar)
         return result
 
 
@@ -180,5 +186,5 @@ def _train(module: L.LightningModule, task: ClientTask, trainer: LeanTrainer) ->
     if not losses and not automatic:  # a manual step that returns nothing: the loss it logged, if any
         mean = logged.means()
         named = [k for k in mean if k.split("/")[-1] in ("loss", "train_loss")]
-        return LocalResult(mean[named[0]] if named else math.nan, mean)
-    return LocalResult(total / losses if losses else math.nan, logged.means())
+        return LocalResult(mean[named[0]] if named else math.nan, mean, logged.prog_bar)
+    return LocalResult(total / losses if losses else math.nan, logged.means(), logged.prog_bar)

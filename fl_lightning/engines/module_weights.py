@@ -70,6 +70,7 @@ def train_one_by_one(weights: ModuleWeights, global_params: Tensor, global_buffe
             result = train(task)
             outcome.train_loss = float(result)
             outcome.logged = dict(getattr(result, "logged", {}))
+            outcome.prog_bar = frozenset(getattr(result, "prog_bar", ()))
         except fatal:
             raise
         except Exception as exc:  # a failing client is dropped for this round, not fatal

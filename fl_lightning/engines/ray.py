@@ -116,7 +116,7 @@ class ClientWorker:
         except Exception as exc:  # a failing client is dropped by the driver, the actor stays usable
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
         return {"params": flatten(self._params).cpu().numpy(), "buffers": flatten(self._buffers).cpu().numpy(),
-                "loss": float(loss), "logged": dict(loss.logged), "seconds": time.perf_counter() - started,
+                "loss": float(loss), "logged": dict(loss.logged), "prog_bar": sorted(loss.prog_bar), "seconds": time.perf_counter() - started,
                 "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id()}
 
@@ -431,6 +431,7 @@ class RayEngine(Engine):
         out_buffers[row].copy_(_to_tensor(result["buffers"]))
         outcome.train_loss = result["loss"]
         outcome.logged = result["logged"]
+        outcome.prog_bar = frozenset(result.get("prog_bar", ()))
         outcome.extras.update(worker_pid=result["pid"], train_seconds=result["seconds"], node_id=result["node_id"])
         return True
 

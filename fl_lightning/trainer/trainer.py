@@ -23,7 +23,7 @@ from fl_lightning.checks import (check_bool, check_choice, check_instance, check
 from fl_lightning.context import LocalConfig, RoundContext, SetupContext
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.engines import Engine, get_engine
-from fl_lightning.engines.base import ClientOutcome, ClientTask, train_scalars
+from fl_lightning.engines.base import ClientOutcome, ClientTask, prog_bar_names, train_scalars
 from fl_lightning.engines.train_options import TrainOptions, seeded_rng
 from fl_lightning.evaluation import evaluate
 from fl_lightning.param_layout import ParamLayout
@@ -332,6 +332,7 @@ class FederatedTrainer:
         self.engine.setup(module, self.layout)
         self.history, self.current_round = RunHistory(), 0
         self.detection = round_metrics.DetectionTracker()
+        self._prog_bar_names: set[str] = set()
 
     def _train_options(self, datamodule: FederatedDataModule) -> TrainOptions:
         """The Lightning Trainer arguments every client trains with, and the run's total optimizer steps.
@@ -345,6 +346,14 @@ class FederatedTrainer:
         self._nominal_batches, steps = steps_per_epoch(largest, self.batch_size, cap, accumulate)
         return TrainOptions(self.gradient_clip_val, self.gradient_clip_algorithm, self.accumulate_grad_batches,
                             estimated_stepping_batches=self.rounds * self.local_epochs * steps)
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        """The latest round's values of what the module logged with ``prog_bar=True`` (as Lightning's Trainer has it)."""
+        if not self.history:
+            return {}
+        metrics = self.history[-1].metrics
+        return {name: metrics[name] for name in sorted(getattr(self, "_prog_bar_names", ())) if name in metrics}
 
     @property
     def estimated_stepping_batches(self) -> int:
@@ -421,6 +430,7 @@ class FederatedTrainer:
             record.metrics.update(evaluate(self.module, self.datamodule.test, self.attacks))
         record.metrics.update(round_metrics.client_scalars(record, outcomes, self.plan.attacker_ids))
         record.metrics.update(train_scalars(outcomes))
+        self._prog_bar_names |= prog_bar_names(outcomes)
         record.metrics.update(lrs)
         self.schedule.advance(round_idx, record.metrics)
         if self.attacks and not record.kept_previous_model:

@@ -184,8 +184,8 @@ def test_a_client_past_the_timeout_is_dropped(engine: RayEngine, clients: list[T
 def test_trainer_with_ray_engine_matches_sequential(engine: RayEngine, tmp_path) -> None:
     def fit(engine: str | Engine) -> tuple[Tensor, list]:
         trainer = make_trainer(tmp_path / str(engine)[:9], engine=engine, rounds=2, clients_per_round=3,
-                               checkpoint_every=0)
-        module = TinyNet(hidden=8)
+                               checkpoint_every=0, seed_everything=True)
+        module = TinyNet(hidden=8)  # built after a trainer that seeds the global generators: same init
         trainer.fit(module, datamodule=make_dm(num_clients=4))
         return flat_params(module), metrics_without_time(trainer.history)
 
@@ -225,3 +225,12 @@ def _live_references() -> int:
     gc.collect()  # references held by garbage cycles (e.g. a caught exception's frames) are not leaks
     worker = ray._private.worker.global_worker
     return len(worker.core_worker.get_all_reference_counts())
+
+
+def test_a_ray_fit_leaves_the_drivers_global_generator_alone(ray_cluster: None, tmp_path) -> None:
+    module, dm = _module(), make_dm(num_clients=3, dataset=Blobs(num_train=90))
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    trainer = make_trainer(tmp_path, rounds=1, engine=RayEngine())
+    trainer.fit(module, dm)
+    assert torch.equal(torch.get_rng_state(), before)

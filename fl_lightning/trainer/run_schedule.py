@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import lightning as L
 
-from fl_lightning.engines.optim_config import OptimizerSetup, build_optimizer_setup
+from fl_lightning.engines.optim_config import LocalTrainingError, OptimizerSetup, build_optimizer_setup
 from fl_lightning.engines.train_options import ScheduleState, TrainOptions
 
 #: ``FederatedTrainer(scheduler_scope=...)``: one schedule over the run, or a fresh one per client and round
@@ -41,13 +41,18 @@ class RunSchedule:
         self.batches = batches_per_epoch
         self.accumulate = options.accumulate_grad_batches if module.automatic_optimization else 1
         # the server's own optimizer is never stepped: it carries the scheduled lr between rounds
-        self.setup: OptimizerSetup = build_optimizer_setup(module, None, options)
+        self.setup: OptimizerSetup | None = None
+        try:
+            self.setup = build_optimizer_setup(module, None, options)
+        except LocalTrainingError:
+            pass  # what only a real lightning.Trainer can configure: engine="lightning" runs it per client
         self._warned: set[str] = set()
 
     @property
     def active(self) -> bool:
         """Whether clients continue the run's schedule (``scope="run"``, schedulers, automatic optimization)."""
-        return self.scope == "run" and bool(self.setup.schedulers) and self.module.automatic_optimization
+        return (self.setup is not None and self.scope == "run" and bool(self.setup.schedulers)
+                and self.module.automatic_optimization)
 
     @property
     def steps_per_round(self) -> int:
@@ -64,7 +69,7 @@ class RunSchedule:
         """``lr-<Optimizer>`` (``/pg<i>`` for several param groups) as ``LearningRateMonitor`` names them."""
         values: dict[str, float] = {}
         seen: dict[str, int] = {}
-        for optimizer in self.setup.optimizers:
+        for optimizer in self.setup.optimizers if self.setup is not None else []:
             name = f"lr-{type(optimizer).__name__}"
             seen[name] = seen.get(name, 0) + 1
             if seen[name] > 1:
@@ -85,6 +90,7 @@ class RunSchedule:
 
     def _advance(self, round_idx: int, metrics: Mapping[str, float]) -> None:
         setup, module = self.setup, self.module
+        assert setup is not None  # active
         last = self.batches - 1
         for epoch in range(self.local_epochs):
             for step in range(math.ceil(self.batches / self.accumulate)):
@@ -118,9 +124,12 @@ class RunSchedule:
 
     def state_dict(self) -> dict[str, Any]:
         """Each scheduler's state and the optimizer's scheduled hyper-parameters."""
+        if self.setup is None:
+            return {"schedulers": [], "groups": []}
         state = self.setup.run_state()
         return {"schedulers": state.schedulers, "groups": state.groups}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Put the schedulers back where :meth:`state_dict` saw them."""
-        self.setup.load_run_state(ScheduleState(list(state["schedulers"]), list(state["groups"])))
+        if self.setup is not None:
+            self.setup.load_run_state(ScheduleState(list(state["schedulers"]), list(state["groups"])))

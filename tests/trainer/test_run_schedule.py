@@ -142,3 +142,22 @@ def test_plateau_on_a_metric_no_round_reports_names_it(tmp_path) -> None:
     trainer = make_trainer(tmp_path, rounds=2, batch_size=BATCH)
     with pytest.raises(ValueError, match=r"monitors 'val_loss'.*'val/val_loss'"):
         trainer.fit(Scheduled(missing), make_dm(num_clients=1, dataset=Blobs(num_train=SAMPLES)))
+
+
+class PlateauOnValidation(Scheduled):
+    """Lightning's documented pattern: ReduceLROnPlateau on the val_loss that validation_step logs."""
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self(x), y) * 0 + 1.0)  # never improves: the lr halves
+
+
+def test_plateau_steps_once_per_round_on_the_validation_metric(tmp_path) -> None:
+    def on_val_loss(opt: torch.optim.Optimizer, total: int) -> Any:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}
+
+    trainer = make_trainer(tmp_path, rounds=4, local_epochs=2, batch_size=BATCH)
+    trainer.fit(PlateauOnValidation(on_val_loss), make_dm(num_clients=2, dataset=Blobs(num_train=SAMPLES)))
+    # round 0 sets the best value, every later round fails to improve on it: one halving per round
+    assert [r.metrics["lr-SGD"] for r in trainer.history] == pytest.approx([0.1, 0.1, 0.05, 0.025])

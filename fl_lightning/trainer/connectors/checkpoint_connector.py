@@ -172,6 +172,9 @@ class CheckpointConnector:
                           f"{self.checkpoint_path}; starting from round 0", RuntimeWarning, stacklevel=3)
             return 0
         state = ckpt.load(path)
+        if "schedule" not in state and not self.trainer.schedule.active:
+            # a checkpoint from before run schedules: a run without schedulers has nothing to restore there
+            state["schedule"] = self.trainer.schedule.state_dict()
         required = ["fingerprint", "layout", "aggregator", "next_round", "global_params", "global_buffers",
                     "int_buffers", *[key for key in self.stateful_parts() if key]]
         missing = [key for key in required if key not in state]

@@ -152,3 +152,13 @@ def test_the_checkpoint_holds_no_global_generator_state(tmp_path) -> None:
     trainer.fit(TinyNet(), make_dm(num_clients=2))
     state = torch.load(trainer.checkpoint_path, weights_only=True)
     assert "rng" not in state and "schedule" in state
+
+
+def test_learning_rate_monitor_is_pointed_at_the_lr_every_round_logs(tmp_path) -> None:
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    with pytest.raises(TypeError, match="lr-<Optimizer>"):
+        make_trainer(tmp_path, callbacks=[LearningRateMonitor()])
+    trainer = make_trainer(tmp_path, rounds=1)
+    trainer.fit(TinyNet(), make_dm(num_clients=2))
+    assert trainer.history[-1].metrics["lr-SGD"] == pytest.approx(0.1)

@@ -291,6 +291,11 @@ class _ClientCallback(L.Callback):
             if hasattr(config.scheduler, "base_lrs"):
                 config.scheduler.base_lrs = [self.lr] * len(config.scheduler.base_lrs)
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Past the nominal round (an attacker's extra epochs) the run's schedule stays where the round ends."""
+        if self.schedule is not None and trainer.current_epoch >= self.schedule.epochs:
+            trainer.strategy.lr_scheduler_configs = []
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         """Keep the step's loss (Lightning divides it by the accumulation count; undone here)."""

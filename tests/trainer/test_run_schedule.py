@@ -1,6 +1,7 @@
 """Schedulers over the whole federated run: one client holding all data, one local epoch per round, is a Lightning fit."""
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import lightning as L
@@ -161,3 +162,15 @@ def test_plateau_steps_once_per_round_on_the_validation_metric(tmp_path) -> None
     trainer.fit(PlateauOnValidation(on_val_loss), make_dm(num_clients=2, dataset=Blobs(num_train=SAMPLES)))
     # round 0 sets the best value, every later round fails to improve on it: one halving per round
     assert [r.metrics["lr-SGD"] for r in trainer.history] == pytest.approx([0.1, 0.1, 0.05, 0.025])
+
+
+@pytest.mark.parametrize("engine", ["sequential", "lightning"])
+def test_an_attackers_extra_epochs_do_not_run_the_schedule_past_its_end(tmp_path, engine: str) -> None:
+    from fl_lightning.attacks import LabelFlip
+
+    attack = LabelFlip(source=1, target=2, clients=1, extra_epochs=2, lr=None)
+    trainer = make_trainer(tmp_path, rounds=2, batch_size=BATCH, engine=engine, attacks=[attack])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a client dropped by OneCycleLR's overrun would warn
+        trainer.fit(Scheduled(one_cycle), make_dm(num_clients=2, dataset=Blobs(num_train=2 * SAMPLES)))
+    assert not any(r.dropped for r in trainer.history)

@@ -127,7 +127,8 @@ def _train(module: L.LightningModule, task: ClientTask, trainer: LeanTrainer) ->
         setup.load_run_state(schedule)
     else:
         schedule = None
-    scaler = grad_scaler(device, task.precision)
+    # manual optimization steps its own optimizers, which know nothing of a scaler: fp16 runs unscaled there
+    scaler = grad_scaler(device, task.precision) if automatic else None
     trainer.bind(setup.optimizers, setup.schedulers, scaler)
     accumulate = options.accumulate_grad_batches if automatic else 1
     schedulers = setup.schedulers if automatic else []  # manual optimization steps its own schedulers

@@ -46,17 +46,6 @@ def load(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def find_last(search_root: str | Path) -> Path | None:
-    """The most recently written ``last.ckpt`` under ``search_root``, or ``None``."""
-    root = Path(search_root)
-    if root.is_file():
-        return root
-    # only ``<run>/checkpoints/last.ckpt``: a ModelCheckpoint's ``last.ckpt`` (checkpoints/models/) is no resume file
-    found = root.glob(f"**/checkpoints/{CHECKPOINT_NAME}") if root.exists() else []
-    candidates = sorted(found, key=lambda p: p.stat().st_mtime)
-    return candidates[-1] if candidates else None
-
-
 #: what a run writes into its folder: a checkpoint, TensorBoard events, CSV metrics, recorded hyper-parameters
 RUN_FILE_PATTERNS = (f"checkpoints/{CHECKPOINT_NAME}", "events.out.tfevents.*", "metrics.csv", "hparams.yaml")
 

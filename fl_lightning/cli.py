@@ -6,6 +6,7 @@ key and the fix, and exits with status 2.
 """
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, Sequence
 import yaml
 
 from fl_lightning.checks import did_you_mean
+from fl_lightning.recipe_bounds import RecipeTooLarge, check_bounds, read_text
+from fl_lightning.stopping import StopRequested
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser, Namespace
@@ -35,8 +38,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     A command-line or config mistake prints one line and exits with status 2. With ``argv=None`` (the console
     script) an invalid setting found while building the run (a ``ValueError``/``TypeError`` from the library's
-    checks, a missing data file, a run folder that holds another run or is in use) is printed the same way; a
-    caller passing ``argv`` gets the exception.
+    checks, a missing data file, a run folder that holds another run or is in use) is printed the same way;
+    any other failure while running (an ``OSError`` of a full disk or a read-only folder, a diverged run) is
+    one line with status 1 (``FL_LIGHTNING_TRACEBACK=1`` shows the traceback); SIGTERM is one line with status
+    143 and Ctrl-C one with 130. Errors during cleanup are appended to the line of the error that caused them.
+    A caller passing ``argv`` gets the exception.
     """
     console = argv is None
     args = list(sys.argv[1:] if argv is None else argv)
@@ -55,13 +61,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:  # FileExistsError: a run's folder
         if not console:
             raise
-        _fail(command, str(exc))
+        _fail(command, _with_cleanup(str(exc), exc))
+    except StopRequested as exc:  # SIGTERM: the fit abandoned its round and released its folder
+        if not console:
+            raise
+        _fail(command, str(exc), status=exc.exit_status, label="stopped")
+    except KeyboardInterrupt as exc:
+        if not console:
+            raise
+        _fail(command, _with_cleanup("interrupted (Ctrl-C); resume with --ckpt_path last", exc),
+              status=INTERRUPTED, label="stopped")
+    except Exception as exc:  # a failure while running (a full disk, a read-only folder, a diverged run)
+        if not console or os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        _fail(command, _with_cleanup(f"{type(exc).__name__}: {exc} (set {TRACEBACK_VARIABLE}=1 for the "
+                                     "traceback)", exc), status=RUN_ERROR)
 
 
-def _fail(command: str | None, message: str) -> NoReturn:
+#: exit status of a run that failed while running (not a usage mistake)
+RUN_ERROR = 1
+#: exit status after Ctrl-C (128 + SIGINT), as a shell reports it
+INTERRUPTED = 130
+#: set this environment variable to get the traceback of a run's failure instead of one line
+TRACEBACK_VARIABLE = "FL_LIGHTNING_TRACEBACK"
+
+
+def _with_cleanup(message: str, exc: BaseException) -> str:
+    """``message`` plus the cleanup failures noted on ``exc`` (the first error stays the one reported)."""
+    from fl_lightning.stopping import cleanup_notes
+
+    notes = cleanup_notes(exc)
+    return message + "".join(f"; {note}" for note in notes)
+
+
+def _fail(command: str | None, message: str, status: int = USAGE_ERROR, label: str = "error") -> NoReturn:
     prefix = f"fl-lightning {command}" if command in COMMANDS else "fl-lightning"
-    print(f"{prefix}: error: {' '.join(message.split())}", file=sys.stderr)
-    raise SystemExit(USAGE_ERROR)
+    print(f"{prefix}: {label}: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(status)
 
 
 def _print_help() -> None:
@@ -84,13 +120,25 @@ def config_paths(args: Sequence[str]) -> list[str]:
 
 
 def check_config_files(args: Sequence[str]) -> None:
-    """Every ``--config`` names a readable file holding a YAML mapping; else :class:`ConfigError`."""
+    """Every ``--config`` names a readable file holding a YAML mapping within the size and depth bounds
+    (:mod:`fl_lightning.recipe_bounds`), and every other value is within them too; else :class:`ConfigError`."""
+    for value in args:
+        try:
+            check_bounds(value, "a command-line value")
+        except RecipeTooLarge as exc:
+            raise ConfigError(str(exc)) from None
+        except yaml.YAMLError:
+            pass  # not YAML: the parser says what it expected
     for path in map(Path, config_paths(args)):
         if not path.is_file():
             raise ConfigError(f"--config {path}: no such file; pass a recipe such as "
                               "--config recipes/quickstart.yaml")
         try:
-            content = yaml.safe_load(path.read_text())
+            text = read_text(path, f"--config {path}")
+            check_bounds(text, f"--config {path}")
+            content = yaml.safe_load(text)
+        except RecipeTooLarge as exc:
+            raise ConfigError(str(exc)) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -104,10 +152,11 @@ def check_config_files(args: Sequence[str]) -> None:
 
 def _run(command: str, args: list[str]) -> None:
     if command == "fit":
-        from fl_lightning.fit_config import fit_parser, run_fit
+        from fl_lightning.fit_config import check_recipe, fit_parser, run_fit
 
         parser = _quiet_parser(fit_parser(), command)
         cfg = parse(parser, args)
+        check_recipe(cfg)  # before any class of it is built
         warn_replaced_attacks(parser, args, cfg)
         run_fit(cfg, parser)
     elif command == "sweep":

@@ -21,6 +21,9 @@ import fl_lightning.models  # noqa: F401
 from fl_lightning.aggregators.base import Aggregator
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.recipe_loggers import build_loggers, check_loggers
+from fl_lightning.recipe_bounds import bound_parser_loader
+from fl_lightning.recipe_safety import check_buildable, keep_loose_values_plain
+from fl_lightning.run_paths import check_inside, check_name, check_no_symlinks
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.seeding import seed_everything
 from fl_lightning.trainer import FederatedTrainer
@@ -28,6 +31,8 @@ from fl_lightning.trainer import FederatedTrainer
 
 def fit_parser() -> ArgumentParser:
     """The parser of ``fl-lightning fit`` (also the basis of ``sweep``)."""
+    keep_loose_values_plain()  # a class_path inside trainer_kwargs / init_kwargs / Any is never built
+    bound_parser_loader()  # every YAML text the parser reads is within the recipe bounds first
     parser = ArgumentParser(description="Run a federated training under attack.", env_prefix="FL_LIGHTNING",
                             default_env=False)
     parser.add_argument("--config", action=ActionConfigFile, help="a recipe YAML")
@@ -49,6 +54,9 @@ def fit_parser() -> ArgumentParser:
     parser.add_argument("--name", type=str, default="default", help="run name: logs go to SAVE_DIR/NAME/AGGREGATOR")
     parser.add_argument("--save_dir", type=str, default="logs",
                         help="root folder of the runs' logs and checkpoints (SAVE_DIR/NAME/RUN)")
+    parser.add_argument("--follow_symlinks", type=bool, default=False,
+                        help="let the run write through symlinks below SAVE_DIR (SAVE_DIR/NAME, the run's folder); "
+                             "without it such a link is refused, since it carries the run outside SAVE_DIR")
     parser.add_argument("--ckpt_path", type=Optional[str], default=None,
                         help='"last" resumes each run from its own checkpoint (a run without one starts at round '
                              '0); without it, a run whose folder already holds a run is refused')
@@ -87,15 +95,22 @@ def fit_one(cfg: Namespace, parser: ArgumentParser, run_name: str | None = None,
     gets the run's name appended to its ``name``. With logging off, the checkpoints go to SAVE_DIR/NAME/RUN_NAME
     unless ``trainer.default_root_dir`` is set.
     """
+    check_recipe(cfg)
     seed_everything(cfg.trainer.seed)  # the initial weights depend on the seed alone: same for every aggregator
     objects = parser.instantiate(cfg)
     trainer_kwargs = objects.trainer.as_dict() if isinstance(objects.trainer, Namespace) else dict(objects.trainer)
     logger_value = trainer_kwargs.pop("logger", None)  # plain entries: built below, for this run
     if run_name is None:
         run_name = run_names([cfg.trainer.aggregator])[0] if cfg.trainer.aggregator is not None else f"run{index}"
+    check_name(cfg.name, "name")
+    check_name(run_name, "the run's folder name")
     loggers = build_loggers(logger_value, save_dir=cfg.save_dir, name=cfg.name, run_name=run_name,
                             separate_pinned=several_runs)
     run_dir = Path(cfg.save_dir) / cfg.name / run_name
+    follow = bool(getattr(cfg, "follow_symlinks", False))
+    check_no_symlinks(cfg.save_dir, run_dir / "checkpoints", f"{cfg.save_dir}/{cfg.name}/{run_name}", follow)
+    for number, built in enumerate(loggers or []):
+        check_logger_folder(built, f"trainer.logger.{number}", follow)
     if loggers is None:
         logger: Any = TensorBoardLogger(cfg.save_dir, name=cfg.name, version=run_name, default_hp_metric=False)
     elif loggers:
@@ -111,6 +126,24 @@ def fit_one(cfg: Namespace, parser: ArgumentParser, run_name: str | None = None,
         trainer.enable_progress_bar = False
     trainer.fit(objects.model, objects.data, ckpt_path=cfg.ckpt_path)
     return trainer
+
+
+def check_logger_folder(logger: Any, key: str, follow: bool = False) -> None:
+    """A logger's folder (``name`` / ``version`` / ``sub_dir`` under its ``save_dir``) stays inside its save_dir."""
+    root, folder = getattr(logger, "save_dir", None), getattr(logger, "log_dir", None)
+    if root is None or folder is None:
+        return  # a logger without folders (e.g. a remote service)
+    check_inside(root, folder, key)
+    check_no_symlinks(root, Path(folder) / "checkpoints", key, follow)
+
+
+#: keys of a fit config that hold data ``fit`` never builds (the grid and profiles are built by ``sweep``)
+NOT_BUILT = ("sweep", "profiles")
+
+
+def check_recipe(cfg: Namespace) -> None:
+    """Refuse, naming the key, any ``class_path`` of ``cfg`` that is not a plug-in class a recipe may build."""
+    check_buildable(cfg, skip=NOT_BUILT)
 
 
 #: FederatedTrainer's own default_root_dir (a recipe that leaves it there gets the run's folder when logging is off)

@@ -15,6 +15,7 @@ from typing import Any
 from lightning.pytorch.loggers import Logger
 
 from fl_lightning.checks import did_you_mean
+from fl_lightning.recipe_safety import check_buildable, keep_loose_values_plain
 
 #: where the recipe's logger setting sits, as named in messages
 KEY = "trainer.logger"
@@ -140,9 +141,11 @@ def build_loggers(value: Any, *, save_dir: str, name: str, run_name: str, separa
     entries = logger_entries(value)
     if entries is None:
         return None
+    keep_loose_values_plain()
     loggers = []
     for index, entry in enumerate(entries):
         where = f"{KEY}.{index}" if isinstance(value, list) else KEY
+        check_buildable(entry["init_args"], f"{where}.init_args")  # plain data: no class is built from them
         cls = logger_class(entry["class_path"], where)
         args = run_init_args(cls, entry["init_args"], save_dir=save_dir, name=name, run_name=run_name,
                              separate_pinned=separate_pinned)

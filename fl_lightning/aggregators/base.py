@@ -8,18 +8,27 @@ from torch import Tensor
 from fl_lightning.context import RoundContext, SetupContext
 
 
-class AggregationResult(NamedTuple):
+class _AggregationFields(NamedTuple):
+    update: Tensor
+    client_weights: Tensor | None
+    diagnostics: dict[str, Any]
+
+
+class AggregationResult(_AggregationFields):
     """What an aggregator returns for one round.
 
     ``update``: the ``[N]`` step added to the global parameters. ``client_weights``: ``[K]``
     non-negative weights summing to 1 (``None`` for rules without per-client weights, such as a
     coordinate median). ``diagnostics``: scalars and tensors for logging; the key ``"flagged"``,
-    when present, is a ``[K]`` bool tensor of the clients the rule treated as suspicious.
+    when present, is a ``[K]`` bool tensor of the clients the rule treated as suspicious. Left out,
+    it is a new empty dict for each result (never one shared default).
     """
 
-    update: Tensor
-    client_weights: Tensor | None = None
-    diagnostics: dict[str, Any] = {}
+    __slots__ = ()
+
+    def __new__(cls, update: Tensor, client_weights: Tensor | None = None,
+                diagnostics: dict[str, Any] | None = None) -> "AggregationResult":
+        return super().__new__(cls, update, client_weights, {} if diagnostics is None else diagnostics)
 
 
 class Aggregator:
@@ -36,6 +45,16 @@ class Aggregator:
     #: training samples the server holds out as its root set and trains a reference update on each
     #: round (passed as ``ctx.reference_update``); 0: the rule needs no reference (all but FLTrust)
     root_samples: int = 0
+
+    @property
+    def min_robust_clients(self) -> int:
+        """The fewest clients among which the rule can single out one attacker (0: it never singles one out).
+
+        Below it a round still aggregates, but an attacker may take a full share unflagged; deployments
+        that lose clients (Flower) warn and count such rounds. Default: an honest majority of two
+        against one, or :attr:`min_clients` if more.
+        """
+        return max(3, self.min_clients)
 
     def setup(self, ctx: SetupContext) -> None:
         """Check, at ``fit()`` start and before any training, that the rule can run on this federation.

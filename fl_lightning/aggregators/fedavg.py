@@ -16,6 +16,9 @@ class FedAvg(Aggregator):
     Non-finite updates are dropped (weight 0, flagged); nothing else is flagged.
     """
 
+    #: the mean singles out no client, however many there are
+    min_robust_clients = 0
+
     def __init__(self, weighted: bool = True) -> None:
         check_bool(weighted, "weighted", "FedAvg")
         self.weighted = weighted

@@ -20,6 +20,8 @@ class ResidualReweight(Aggregator):
     """
 
     min_clients = 3
+    #: with three clients the repeated-median line fits any single outlier at an end: four single one out
+    min_robust_clients = 4
 
     def __init__(self, lambda_: float = 2.0, thresh: float = 0.1, estimator: str = "repeated_median",
                  weighting: str = "huber", variant: str = "reference", chunk_size: int | None = None) -> None:

@@ -18,6 +18,7 @@ from torchmetrics import Metric
 from fl_lightning.attacks.base import Attack
 from fl_lightning.context import BatchPoisoner, LocalConfig, RoundContext, SetupContext
 from fl_lightning.data.base import TensorData
+from fl_lightning.tamper import LentTensors, lent_context
 
 
 def setup_attacks(attacks: Sequence[Attack], ctx: SetupContext) -> None:
@@ -144,7 +145,9 @@ def poison_round_updates(attacks: Sequence[Attack], updates: Tensor, ctx: RoundC
         own = attack.attacker_rows(ctx)
         if not own:
             continue
+        lent = LentTensors({"updates": updates, **lent_context(ctx)})
         result = attack.poison_updates(updates, ctx)
+        _check_no_foreign_writes(attack, lent, own)
         if result is not updates:
             _check_own_rows_only(attack, updates, result, own, ctx.finite)
             if ctx.finite is not None:
@@ -153,6 +156,15 @@ def poison_round_updates(attacks: Sequence[Attack], updates: Tensor, ctx: RoundC
                 ctx = dataclasses.replace(ctx, finite=finite)
         updates = result
     return updates
+
+
+def _check_no_foreign_writes(attack: Attack, lent: LentTensors, own: list[int]) -> None:
+    """No in-place write into honest rows of the input, nor into the round's context tensors."""
+    changed = lent.changed({"updates": own})
+    if changed:
+        raise RuntimeError(f"{attack.state_key}.poison_updates wrote in place into {', '.join(changed)}, which it "
+                           f"does not own; write only its attackers' rows {own} of updates (from attacker_rows(ctx)) "
+                           "and treat ctx's tensors as read-only (clone before changing them)")
 
 
 def _check_own_rows_only(attack: Attack, before: Tensor, after: Tensor, own: list[int],

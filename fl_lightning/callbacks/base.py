@@ -37,8 +37,12 @@ class FederatedCallback:
 
     @property
     def state_key(self) -> str:
-        """Key of this callback's state inside a checkpoint."""
+        """Key of this callback's state in a checkpoint: the class name (with settings: :meth:`_generate_state_key`)."""
         return type(self).__name__
+
+    def _generate_state_key(self, **settings: Any) -> str:
+        """``"ClassName{settings}"``: the key of a callback whose settings make it distinct, as Lightning forms it."""
+        return f"{type(self).__qualname__}{repr(settings)}"
 
     def state_dict(self) -> dict[str, Any]:
         """State to save in checkpoints."""

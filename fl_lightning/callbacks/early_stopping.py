@@ -42,6 +42,11 @@ class EarlyStopping(FederatedCallback):
         self._reset()
         self._restored: dict[str, Any] | None = None
 
+    @property
+    def state_key(self) -> str:
+        """Its monitor and mode, as Lightning's ``EarlyStopping`` keys its state."""
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode)
+
     def _reset(self) -> None:
         self.best_score = worst(self.mode)
         self.wait_count = 0

@@ -14,6 +14,7 @@ import torch
 from fl_lightning.callbacks.base import FederatedCallback
 from fl_lightning.callbacks.monitor import MODES, is_better, monitored_value, worst
 from fl_lightning.checks import check_bool, check_choice, check_instance, check_int
+from fl_lightning.stopping import critical_section
 
 if TYPE_CHECKING:
     import lightning as L
@@ -60,11 +61,19 @@ class ModelCheckpoint(FederatedCallback):
         self.mode = check_choice(mode, MODES, "mode", _OWNER) if monitor is not None else "max"
         self.filename = filename if filename is not None else _default_filename(monitor)
         check_instance(self.filename, str, "filename", _OWNER)
+        if Path(self.filename).is_absolute() or ".." in Path(self.filename).parts:
+            raise ValueError(f"{_OWNER}: filename {self.filename!r} leaves dirpath; a filename is a name inside "
+                             "dirpath (e.g. 'best-{round}'), without '..' or a leading '/': set dirpath instead")
         self.save_top_k = check_int(save_top_k, "save_top_k", _OWNER, minimum=-1)
         self.save_last = check_bool(save_last, "save_last", _OWNER)
         self.every_n_rounds = check_int(every_n_rounds, "every_n_rounds", _OWNER, minimum=1)
         self._reset()
         self._restored: dict[str, Any] | None = None
+
+    @property
+    def state_key(self) -> str:
+        """The settings that tell two checkpoint callbacks apart, as Lightning's ``ModelCheckpoint`` keys its state."""
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode, every_n_rounds=self.every_n_rounds)
 
     def _reset(self) -> None:
         self.best_k_models: dict[str, float] = {}
@@ -202,7 +211,7 @@ def save_lightning_checkpoint(module: "L.LightningModule", record: "RoundRecord"
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as stream:
+        with critical_section(), os.fdopen(handle, "wb") as stream:  # SIGTERM waits: a cut zip writer masks it
             torch.save(lightning_checkpoint(module, record), stream)
         os.replace(tmp, path)
     except BaseException:

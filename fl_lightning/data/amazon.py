@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fl_lightning.checks import check_fraction, check_int, check_optional_int, check_seed
 from fl_lightning.data.base import FederatedDataset, TensorData
 from fl_lightning.data.files import DataFileError, DataFileNotFoundError, open_maybe_gzip
 from fl_lightning.seeding import numpy_rng
@@ -54,12 +55,12 @@ class AmazonReviews(FederatedDataset):
 
     def __init__(self, path: str | Path, vocab_size: int = 25000, max_len: int = 200, seed: int = 0,
                  test_fraction: float = 0.2, max_reviews: int | None = None) -> None:
-        if vocab_size < 3:
-            raise ValueError(f"AmazonReviews: vocab_size must be >= 3 (padding, unknown, one word), got {vocab_size}")
-        if max_len < 1:
-            raise ValueError(f"AmazonReviews: max_len must be >= 1, got {max_len}")
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"AmazonReviews: test_fraction must be in (0, 1), got {test_fraction}")
+        # vocab_size >= 3: padding, unknown and at least one word
+        check_int(vocab_size, "vocab_size", "AmazonReviews", minimum=3)
+        check_int(max_len, "max_len", "AmazonReviews", minimum=1)
+        check_fraction(test_fraction, "test_fraction", "AmazonReviews", include_zero=False, include_one=False)
+        check_seed(seed, "AmazonReviews")
+        check_optional_int(max_reviews, "max_reviews", "AmazonReviews", minimum=1)
         self.path = Path(path)
         self.vocab_size = vocab_size
         self.max_len = max_len

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from fl_lightning.checks import check_int, check_seed
 from fl_lightning.data import partition as partitions
 from fl_lightning.data.base import FederatedDataset, TensorData
 from fl_lightning.seeding import numpy_rng
@@ -23,8 +24,11 @@ class DropHolders(FederatedDataset):
 
     def __init__(self, dataset: FederatedDataset, drop_class: int = 0, holders: int = 0, num_clients: int = 100,
                  classes_per_client: int = 2, seed: int = 0) -> None:
-        if holders < 0:
-            raise ValueError(f"DropHolders: holders must be >= 0, got {holders}")
+        check_int(holders, "holders", "DropHolders", minimum=0)
+        check_int(drop_class, "drop_class", "DropHolders", minimum=0)
+        check_int(num_clients, "num_clients", "DropHolders", minimum=1)
+        check_int(classes_per_client, "classes_per_client", "DropHolders", minimum=1)
+        check_seed(seed, "DropHolders")
         self.dataset = dataset
         self.drop_class, self.holders = drop_class, holders
         self.num_clients, self.classes_per_client, self.seed = num_clients, classes_per_client, seed

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fl_lightning.checks import check_fraction, check_optional_int, check_seed
 from fl_lightning.data.base import FederatedDataset, TensorData
 from fl_lightning.data.files import DataFileError, DataFileNotFoundError, open_maybe_gzip
 from fl_lightning.seeding import numpy_rng
@@ -122,10 +123,9 @@ class LendingClubLoan(FederatedDataset):
 
     def __init__(self, path: str | Path, seed: int = 0, test_fraction: float = 0.2,
                  max_rows: int | None = None) -> None:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"LendingClubLoan: test_fraction must be in (0, 1), got {test_fraction}")
-        if max_rows is not None and max_rows < 2:
-            raise ValueError(f"LendingClubLoan: max_rows must be >= 2 or None, got {max_rows}")
+        check_fraction(test_fraction, "test_fraction", "LendingClubLoan", include_zero=False, include_one=False)
+        check_optional_int(max_rows, "max_rows", "LendingClubLoan", minimum=2)
+        check_seed(seed, "LendingClubLoan")
         self.path = Path(path)
         self.seed = seed
         self.test_fraction = test_fraction

@@ -6,6 +6,7 @@ import functools
 import torch
 from torch import Tensor
 
+from fl_lightning.checks import check_int
 from fl_lightning.data.base import FederatedDataset, TensorData
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -18,9 +19,7 @@ class MNIST5k(FederatedDataset):
     class_names = tuple(str(d) for d in range(10))
 
     def __init__(self, train_size: int = 4000) -> None:
-        if not 0 < train_size < 5000:
-            raise ValueError(f"MNIST5k: train_size must be in 1..4999, got {train_size}")
-        self.train_size = train_size
+        self.train_size = check_int(train_size, "train_size", "MNIST5k", minimum=1, maximum=4999)
 
     def load(self) -> tuple[TensorData, TensorData]:
         """Normalised ``1x28x28`` float tensors and int64 labels."""

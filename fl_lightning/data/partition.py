@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fl_lightning.checks import check_int, check_optional_int, check_positive
 from fl_lightning.seeding import numpy_rng
 
 PARTITIONS = ("iid", "classes", "dirichlet", "by_key")
@@ -48,8 +49,7 @@ def classes(targets: Tensor, num_clients: int, classes_per_client: int, seed: in
     if not 1 <= classes_per_client <= len(present):
         raise ValueError(f"classes partition: classes_per_client must be in 1..{len(present)} "
                          f"(the classes present), got {classes_per_client}")
-    if samples_per_class is not None and samples_per_class < 1:
-        raise ValueError(f"classes partition: samples_per_class must be >= 1 or None, got {samples_per_class}")
+    check_optional_int(samples_per_class, "samples_per_class", "classes partition", minimum=1)
     rng = numpy_rng(seed, "partition", "classes")
     class_order = rng.permutation(present)
     num_shards = num_clients * classes_per_client
@@ -98,8 +98,7 @@ def dirichlet(targets: Tensor, num_clients: int, alpha: float, seed: int) -> lis
     """
     labels = np.asarray(targets)
     _check_clients(len(labels), num_clients)
-    if not (alpha > 0 and np.isfinite(alpha)):
-        raise ValueError(f"dirichlet partition: alpha must be a positive finite number, got {alpha}")
+    check_positive(alpha, "alpha", "dirichlet partition")
     rng = numpy_rng(seed, "partition", "dirichlet")
     parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
     for cls in np.unique(labels):
@@ -151,8 +150,7 @@ def fingerprint(parts: list[Tensor]) -> str:
 
 
 def _check_clients(num_samples: int, num_clients: int) -> None:
-    if num_clients < 1:
-        raise ValueError(f"num_clients must be >= 1, got {num_clients}")
+    check_int(num_clients, "num_clients", "partition", minimum=1)
     if num_clients > num_samples:
         raise ValueError(f"cannot split {num_samples} samples over {num_clients} clients: "
                          "every client needs at least one sample")

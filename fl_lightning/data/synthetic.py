@@ -5,7 +5,10 @@ from typing import Sequence
 
 import torch
 
+from fl_lightning.checks import check_int, check_optional_int, check_seed
 from fl_lightning.data.base import FederatedDataset, TensorData
+
+_OWNER = "SyntheticDataset"
 
 
 class SyntheticDataset(FederatedDataset):
@@ -22,20 +25,21 @@ class SyntheticDataset(FederatedDataset):
     def __init__(self, shape: Sequence[int], num_classes: int, n: int = 256, n_test: int | None = None,
                  vocab_size: int | None = None, num_keys: int | None = None, separation: float = 1.0,
                  seed: int = 0) -> None:
-        self.shape = tuple(int(s) for s in shape)
-        if not self.shape or any(s < 1 for s in self.shape):
-            raise ValueError(f"SyntheticDataset: shape must be non-empty positive sizes, got {list(shape)}")
-        if num_classes < 1:
-            raise ValueError(f"SyntheticDataset: num_classes must be >= 1, got {num_classes}")
-        self.n_test = max(num_classes, n // 4) if n_test is None else n_test
-        if n < num_classes or self.n_test < 1:
-            raise ValueError(f"SyntheticDataset: need n >= num_classes ({num_classes}) and n_test >= 1, "
-                             f"got n={n}, n_test={self.n_test}")
+        self.shape = tuple(check_int(s, "shape", _OWNER, minimum=1) for s in shape)
+        if not self.shape:
+            raise ValueError(f"{_OWNER}: shape must be non-empty positive sizes, got {list(shape)}")
+        check_int(num_classes, "num_classes", _OWNER, minimum=1)
+        check_int(n, "n", _OWNER, minimum=1)
+        check_seed(seed, _OWNER)
+        check_optional_int(n_test, "n_test", _OWNER, minimum=1)
+        check_optional_int(vocab_size, "vocab_size", _OWNER, minimum=2)
+        check_optional_int(num_keys, "num_keys", _OWNER, minimum=1, maximum=n)
+        if n < num_classes:
+            raise ValueError(f"{_OWNER}: need n >= num_classes ({num_classes}) for one sample of each class, got n={n}")
         if vocab_size is not None and vocab_size < num_classes + 1:
-            raise ValueError(f"SyntheticDataset: vocab_size must be >= num_classes + 1 (0 is padding), "
+            raise ValueError(f"{_OWNER}: vocab_size must be >= num_classes + 1 (0 is padding), "
                              f"got {vocab_size} for {num_classes} classes")
-        if num_keys is not None and not 1 <= num_keys <= n:
-            raise ValueError(f"SyntheticDataset: num_keys must be in 1..n ({n}), got {num_keys}")
+        self.n_test = max(num_classes, n // 4) if n_test is None else n_test
         self.num_classes = num_classes
         self.class_names = tuple(str(c) for c in range(num_classes))
         self.n, self.vocab_size, self.num_keys = n, vocab_size, num_keys

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from fl_lightning.checks import check_int
 from fl_lightning.context import BatchPoisoner, LocalConfig
 from fl_lightning.data.base import TensorData
 from fl_lightning.engines.train_options import ScheduleState, TrainOptions
@@ -123,8 +124,7 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
     if num_threads is None:
         yield
         return
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    check_int(num_threads, "num_threads", "torch_threads", minimum=1)
     previous = torch.get_num_threads()
     torch.set_num_threads(num_threads)
     try:

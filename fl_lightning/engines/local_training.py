@@ -13,7 +13,8 @@ instead of starting afresh.
 from __future__ import annotations
 
 import math
-from typing import Any
+import warnings
+from typing import Any, Callable
 
 import lightning as L
 import torch
@@ -64,8 +65,14 @@ def check_local_training(module: L.LightningModule, options: TrainOptions | None
     return build_optimizer_setup(module, None, options)
 
 
-def step_loss(output: Any, module: L.LightningModule) -> Tensor:
-    """The loss a ``training_step`` returned (a tensor, or a dict with ``"loss"``)."""
+def step_loss(output: Any, module: L.LightningModule) -> Tensor | None:
+    """The loss a ``training_step`` returned (a tensor, or a dict with ``"loss"``); ``None``: skip the batch.
+
+    As in Lightning's automatic optimization, a step returning ``None`` trains nothing on its batch
+    (no backward, no optimizer step) while the step-interval schedulers still advance.
+    """
+    if output is None:
+        return None
     if isinstance(output, dict):
         output = output.get("loss")
     if not isinstance(output, Tensor):
@@ -73,6 +80,10 @@ def step_loss(output: Any, module: L.LightningModule) -> Tensor:
             f"{type(module).__name__}.training_step must return the loss tensor (or a dict with 'loss'), "
             f"got {type(output).__name__}")
     return output
+
+
+def _no_check(hook: str) -> None:
+    """No layout guard: nothing to check after ``hook``."""
 
 
 def _backward(loss: Tensor, scaler: "torch.amp.GradScaler | None") -> None:
@@ -102,19 +113,23 @@ def _manual_loss(output: Any) -> Tensor | None:
     return output if isinstance(output, Tensor) and output.numel() == 1 else None
 
 
-def train_client(module: L.LightningModule, task: ClientTask) -> LocalResult:
+def train_client(module: L.LightningModule, task: ClientTask,
+                 guard: Callable[[str], None] | None = None) -> LocalResult:
     """Run ``task`` on ``module`` (already holding the global weights, on its device).
 
     Returns the mean training loss as a :class:`LocalResult` whose ``logged`` holds the mean of each
-    value the module logged over the client's steps. torch's global generator is seeded with the
-    task's seed for the client and left as it was afterwards.
+    value the module logged over the client's steps. ``guard(hook)``, if given, is called after each
+    hook and step (e.g. :meth:`~fl_lightning.engines.module_weights.LayoutGuard.check`, which raises
+    when the module's parameters changed). torch's global generator is seeded with the task's seed
+    for the client and left as it was afterwards.
     """
     with seeded_rng(task.seed, module.device), \
             attached(module, LeanTrainer(module, task.options, task.config.epochs)) as trainer:
-        return _train(module, task, trainer)
+        return _train(module, task, trainer, guard or _no_check)
 
 
-def _train(module: L.LightningModule, task: ClientTask, trainer: LeanTrainer) -> LocalResult:
+def _train(module: L.LightningModule, task: ClientTask, trainer: LeanTrainer,
+           check: Callable[[str], None]) -> LocalResult:
     cfg, options, schedule = task.config, task.options, task.schedule
     data = task.data
     n = len(data)
@@ -123,6 +138,7 @@ def _train(module: L.LightningModule, task: ClientTask, trainer: LeanTrainer) ->
     generator = torch.Generator().manual_seed(task.seed)
     automatic = module.automatic_optimization
     setup = build_optimizer_setup(module, cfg.lr)
+    check("configure_optimizers")
     if schedule is not None and cfg.lr is None:  # the run's schedule; an attacker's own lr restarts it
         setup.load_run_state(schedule)
     else:
@@ -133,18 +149,20 @@ def _train(module: L.LightningModule, task: ClientTask, trainer: LeanTrainer) ->
     accumulate = options.accumulate_grad_batches if automatic else 1
     schedulers = setup.schedulers if automatic else []  # manual optimization steps its own schedulers
     module.train()
-    total, losses, stepped = 0.0, 0, 0
+    total, losses, stepped, pending = 0.0, 0, 0, False
     logged = LoggedValues()
     # a plateau scheduler watches the latest logged value, as Lightning's callback_metrics holds it
     monitored = logged.latest.get
     epoch_offset = schedule.epoch if schedule is not None else 0
     with detached_logging(module, logged):
         module.on_train_start()
+        check("on_train_start")
         for epoch in range(cfg.epochs):
             trainer.current_epoch = epoch_offset + epoch
             # past the nominal round (an attacker's extra epochs) the schedule stays where the round ends
             scheduled = bool(schedulers) and (schedule is None or epoch < schedule.epochs)
             module.on_train_epoch_start()
+            check("on_train_epoch_start")
             epoch_steps = 0
             # drawn at the start of each epoch: a batch poisoner draws from the same generator in between
             order = epoch_batches(n, batch_size, cfg.max_batches_per_epoch, generator)
@@ -156,6 +174,7 @@ def _train(module: L.LightningModule, task: ClientTask, trainer: LeanTrainer) ->
                 if not automatic:
                     with autocast(device, task.precision):
                         loss = _manual_loss(module.training_step((inputs, targets), batch_idx))
+                    check("training_step")
                     if loss is not None:
                         total, losses = total + float(loss.detach()), losses + 1
                     epoch_steps += 1
@@ -164,12 +183,20 @@ def _train(module: L.LightningModule, task: ClientTask, trainer: LeanTrainer) ->
                     setup.optimizer.zero_grad(set_to_none=True)
                 with autocast(device, task.precision):
                     loss = step_loss(module.training_step((inputs, targets), batch_idx), module)
-                _backward(loss / accumulate if accumulate > 1 else loss, scaler)
-                total, losses = total + float(loss.detach()), losses + 1
+                check("training_step")
+                if loss is not None:  # None: Lightning's "skip this batch"
+                    _backward(loss / accumulate if accumulate > 1 else loss, scaler)
+                    total, losses, pending = total + float(loss.detach()), losses + 1, True
+                else:
+                    warnings.warn(f"{type(module).__name__}.training_step returned None: the batch is skipped, as "
+                                  "Lightning skips it; if that is not on purpose, return the loss", UserWarning,
+                                  stacklevel=2)
                 epoch_steps += 1
                 if (batch_idx + 1) % accumulate and batch_idx != last:
                     continue  # Lightning: accumulate, stepping at the window's end or the epoch's last batch
-                _optimizer_step(module, setup.optimizer, scaler, options)
+                if pending:
+                    _optimizer_step(module, setup.optimizer, scaler, options)
+                    pending = False
                 trainer.global_step += 1
                 stepped += 1
                 if scheduled and (schedule is None or stepped <= schedule.steps):
@@ -181,9 +208,11 @@ def _train(module: L.LightningModule, task: ClientTask, trainer: LeanTrainer) ->
             if epoch_steps and scheduled:
                 setup.step_schedulers(module, "epoch", epoch_offset + epoch, False, monitored)
             module.on_train_epoch_end()
+            check("on_train_epoch_end")
             if epoch_steps and scheduled and schedule is None:
                 setup.step_schedulers(module, "epoch", epoch, True, monitored)
         module.on_train_end()
+        check("on_train_end")
     if not losses and not automatic:  # a manual step that returns nothing: the loss it logged, if any
         mean = logged.means()
         named = [k for k in mean if k.split("/")[-1] in ("loss", "train_loss")]

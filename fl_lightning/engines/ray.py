@@ -36,11 +36,13 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("RayEngine needs Ray: pip install 'fl-lightning[ray]'") from exc
 
+from fl_lightning.checks import check_number, check_optional_int, check_positive
 from fl_lightning.context import LocalConfig
 from fl_lightning.data.base import TensorData
 from fl_lightning.context import BatchPoisoner
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import LocalTrainingError, train_client
+from fl_lightning.engines.module_weights import LayoutGuard, ModuleLayoutError
 from fl_lightning.engines.train_options import ScheduleState, TrainOptions
 from fl_lightning.param_layout import ParamLayout, flatten, load_flat_, module_tensors
 
@@ -92,6 +94,7 @@ class ClientWorker:
         self._buffers = module_tensors(module, layout.buffers, "buffers")
         named = dict(module.named_buffers())
         self._int_buffers = [named[name] for name in layout.int_buffers]
+        self._guard = LayoutGuard(module)
 
     def ready(self) -> int:
         """The actor's process id, once the module is loaded (the driver waits on it)."""
@@ -110,13 +113,18 @@ class ClientWorker:
         client = ClientTask(task.client_id, TensorData(inputs, targets), task.config, task.seed, task.batch_poisoner,
                             precision=task.precision, options=task.options, schedule=task.schedule)
         try:
-            loss = train_client(self.module, client)
+            loss = train_client(self.module, client, self._guard.check)
+        except ModuleLayoutError as exc:  # drop the client, repair the module for the next one
+            self._guard.restore()
+            return {"error": f"{type(exc).__name__}: {exc}", "traceback": "",
+                    "layout_change": (exc.hook, exc.difference)}
         except LocalTrainingError as exc:
             return {"fatal": str(exc)}
         except Exception as exc:  # a failing client is dropped by the driver, the actor stays usable
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
         return {"params": flatten(self._params).cpu().numpy(), "buffers": flatten(self._buffers).cpu().numpy(),
-                "loss": float(loss), "logged": dict(loss.logged), "prog_bar": sorted(loss.prog_bar), "seconds": time.perf_counter() - started,
+                "loss": float(loss), "logged": dict(loss.logged), "prog_bar": sorted(loss.prog_bar),
+                "seconds": time.perf_counter() - started,
                 "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id()}
 
@@ -155,15 +163,12 @@ class RayEngine(Engine):
     def __init__(self, address: str | None = None, num_cpus_per_client: float = 1,
                  num_gpus_per_client: float = 0, max_concurrency: int | None = None,
                  client_timeout_s: float | None = None, init_kwargs: dict[str, Any] | None = None) -> None:
-        if num_cpus_per_client <= 0:
-            raise ValueError(f"num_cpus_per_client must be > 0, got {num_cpus_per_client}")
-        if num_gpus_per_client < 0:
-            raise ValueError(f"num_gpus_per_client must be >= 0, got {num_gpus_per_client}")
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1 (or None for as many as the cluster allows), "
-                             f"got {max_concurrency}")
-        if client_timeout_s is not None and client_timeout_s <= 0:
-            raise ValueError(f"client_timeout_s must be > 0 seconds (or None for no limit), got {client_timeout_s}")
+        check_positive(num_cpus_per_client, "num_cpus_per_client", "RayEngine")
+        check_number(num_gpus_per_client, "num_gpus_per_client", "RayEngine", low=0.0)
+        # None: as many workers as the cluster allows; no time limit
+        check_optional_int(max_concurrency, "max_concurrency", "RayEngine", minimum=1)
+        if client_timeout_s is not None:
+            check_positive(client_timeout_s, "client_timeout_s", "RayEngine")
         self.address = address
         self.num_cpus_per_client = num_cpus_per_client
         self.num_gpus_per_client = num_gpus_per_client
@@ -426,6 +431,8 @@ class RayEngine(Engine):
         if "error" in result:
             self._drop(task, outcome, result["error"])
             outcome.extras["traceback"] = result["traceback"]
+            if "layout_change" in result:
+                outcome.extras["layout_change"] = tuple(result["layout_change"])
             return True
         out_params[row].copy_(_to_tensor(result["params"]))
         out_buffers[row].copy_(_to_tensor(result["buffers"]))

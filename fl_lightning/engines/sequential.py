@@ -6,6 +6,7 @@ from typing import Sequence
 import lightning as L
 from torch import Tensor
 
+from fl_lightning.checks import check_optional_int
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine, torch_threads
 from fl_lightning.engines.local_training import LocalTrainingError, check_local_training, train_client
 from fl_lightning.engines.module_weights import ModuleWeights, train_one_by_one
@@ -24,9 +25,7 @@ class SequentialEngine(Engine):
     num_threads: int | None = None
 
     def __init__(self, num_threads: int | None = None) -> None:
-        if num_threads is not None and num_threads < 1:
-            raise ValueError(f"SequentialEngine: num_threads must be >= 1 or None, got {num_threads}")
-        self.num_threads = num_threads
+        self.num_threads = check_optional_int(num_threads, "num_threads", "SequentialEngine", minimum=1)
 
     def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
         """Bind the module whose tensors are overwritten for every client; check its optimizer set-up now."""
@@ -43,7 +42,8 @@ class SequentialEngine(Engine):
     def _train_all(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],
                    out_params: Tensor, out_buffers: Tensor) -> list[ClientOutcome]:
         return train_one_by_one(self.weights, global_params, global_buffers, tasks, out_params, out_buffers,
-                                train=lambda task: train_client(self.module, task), fatal=(LocalTrainingError,))
+                                train=lambda task: train_client(self.module, task, self.weights.guard.check),
+                                fatal=(LocalTrainingError,))
 
     def __repr__(self) -> str:
         return f"SequentialEngine(num_threads={self.num_threads})"

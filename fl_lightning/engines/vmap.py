@@ -28,8 +28,11 @@ retrained there too, so a client raising is dropped exactly as the sequential en
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import math
 import re
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from fl_lightning.checks import check_optional_int, check_positive
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import (TRAIN_HOOKS, LocalTrainingError, build_optimizer,
                                                  build_optimizer_setup, detached_logging, step_loss)
@@ -119,10 +123,9 @@ class VmapEngine(Engine):
     """
 
     def __init__(self, max_group_size: int | None = None, memory_budget_mb: float | None = None) -> None:
-        if max_group_size is not None and max_group_size < 1:
-            raise ValueError(f"VmapEngine: max_group_size must be >= 1 or None, got {max_group_size}")
-        if memory_budget_mb is not None and memory_budget_mb <= 0:
-            raise ValueError(f"VmapEngine: memory_budget_mb must be > 0 or None, got {memory_budget_mb}")
+        check_optional_int(max_group_size, "max_group_size", "VmapEngine", minimum=1)
+        if memory_budget_mb is not None:
+            check_positive(memory_budget_mb, "memory_budget_mb", "VmapEngine")
         self.max_group_size = max_group_size
         self.memory_budget_mb = memory_budget_mb
 
@@ -346,6 +349,11 @@ class VmapEngine(Engine):
         if setup.schedulers:
             kinds = ", ".join(type(c.scheduler).__name__ for c in setup.schedulers)
             raise _Fallback(f"{name}.configure_optimizers() returns learning-rate schedulers ({kinds})")
+        if self._live.guard.difference() is not None:
+            raise _Fallback(f"{name}.configure_optimizers() changes the module's tensors "
+                            f"({self._live.guard.difference()})")
+        if _may_return_none(type(module).training_step):
+            raise _Fallback(f"{name}.training_step may return None (skip a batch), which vmap cannot see per client")
 
     def _check_module(self) -> None:
         module, name = self.module, type(self.module).__name__
@@ -409,6 +417,14 @@ class VmapEngine(Engine):
                 reference = self._loss(module(x), y)
                 with detached_logging(module, logged):
                     stepped = step_loss(module.training_step((x, y), 0), module)
+                changed = self._live.guard.difference()
+                if changed is not None:  # let the sequential engine drop the clients, naming the hook
+                    self._live.guard.restore()
+                    raise LocalTrainingError(f"{type(module).__name__}.training_step changes the module's tensors "
+                                             f"({changed})")
+                if stepped is None:
+                    raise LocalTrainingError(f"{type(module).__name__}.training_step returned None (skips a batch), "
+                                             "which vmap cannot see per client")
                 grads = torch.autograd.grad(reference, trainable, allow_unused=True)
                 shorter = self._loss(module(x[:-1]), y[:-1]) if width > 1 else reference
                 self._act_bytes = _activation_bytes(module, x, y)
@@ -572,6 +588,50 @@ def _activation_bytes(module: nn.Module, x: Tensor, y: Tensor) -> tuple[float, f
     large, small = saved(len(x)), saved(1)
     per_sample = (large - small) / max(len(x) - 1, 1)
     return max(small - per_sample, 0.0), max(per_sample, 0.0)
+
+
+def _may_return_none(step: Callable[..., Any]) -> bool:
+    """Whether ``training_step``'s source can return ``None`` (bare ``return``, ``return None``, falling off its end).
+
+    Lightning skips such a batch; vmap computes every client's loss without calling ``training_step``,
+    so it must not run a step that may skip. Unreadable source counts as "may".
+    """
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(step)))
+    except (OSError, TypeError, SyntaxError):
+        return True
+    function = tree.body[0]
+    if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return True
+    returns = [node for node in _own_nodes(function) if isinstance(node, ast.Return)]
+    if any(r.value is None or (isinstance(r.value, ast.Constant) and r.value.value is None) for r in returns):
+        return True
+    return not _always_returns(function.body)
+
+
+def _always_returns(body: list[ast.stmt]) -> bool:
+    """Whether a block of statements ends in ``return``/``raise`` on every path (so never falls off its end)."""
+    if not body:
+        return False
+    last = body[-1]
+    if isinstance(last, (ast.Return, ast.Raise)):
+        return True
+    if isinstance(last, ast.If):
+        return _always_returns(last.body) and _always_returns(last.orelse)
+    if isinstance(last, (ast.With, ast.AsyncWith)):
+        return _always_returns(last.body)
+    return False
+
+
+def _own_nodes(function: ast.AST) -> list[ast.AST]:
+    """The nodes of ``function``'s body, not those of functions, lambdas or classes defined inside it."""
+    nodes, stack = [], list(ast.iter_child_nodes(function))
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+            stack.extend(ast.iter_child_nodes(node))
+    return nodes
 
 
 def _first_line(exc: BaseException) -> str:

@@ -73,6 +73,10 @@ class LegacyRobustStrategy(FedAvg):
         if not isinstance(aggregator, Aggregator):
             raise TypeError(f"RobustStrategy needs an fl_lightning Aggregator (e.g. ResidualReweight()), "
                             f"got {type(aggregator).__name__}")
+        if aggregator.root_samples > 0:
+            raise ValueError(f"LegacyRobustStrategy: {type(aggregator).__name__} needs a server-side root data set "
+                             f"(root_samples={aggregator.root_samples}), which a Flower strategy does not hold; use "
+                             "another rule, or FederatedTrainer")
         min_fit = max(2, aggregator.min_clients) if min_fit_clients is None else min_fit_clients
         aggregator.validate(min_fit)
         min_available = max(min_fit, min_evaluate_clients) if min_available_clients is None else min_available_clients

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from fl_lightning.recipe_bounds import read_text, safe_load
 
 #: top-level keys of a fit config that sweep and profile keys may start with
-CONFIG_KEYS = ("trainer", "model", "data", "aggregators", "name", "save_dir", "description")
+CONFIG_KEYS = ("trainer", "model", "data", "aggregators", "name", "save_dir", "description", "follow_symlinks")
 #: short forms of axis and override keys
 SHORTHANDS = {"aggregator": "trainer.aggregator"}
 SWEEP_KEYS = ("grid", "paper", "rows", "baseline", "heatmap")
@@ -250,7 +250,7 @@ def load_recipe(path: str | Path, profile: str | None = None, overrides: dict[st
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe {path} does not exist; pass --config recipes/NAME.yaml")
-    raw = yaml.safe_load(path.read_text())
+    raw = safe_load(read_text(path), f"recipe {path}")
     if not isinstance(raw, dict):
         raise ValueError(f"recipe {path} must be a YAML mapping (trainer:, model:, data:, ...)")
     return recipe_from_dict(raw, profile, str(path), overrides)

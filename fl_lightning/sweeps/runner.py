@@ -8,14 +8,15 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import yaml
 from jsonargparse import ArgumentParser, Namespace
 from rich.console import Console
 from rich.table import Table
 
 from fl_lightning.checkpoint import CHECKPOINT_NAME, run_files
-from fl_lightning.fit_config import fit_one, fit_parser
+from fl_lightning.fit_config import check_recipe, fit_one, fit_parser
+from fl_lightning.recipe_bounds import safe_load
 from fl_lightning.recipe_loggers import check_loggers
+from fl_lightning.run_paths import check_name, check_no_symlinks
 from fl_lightning.run_summary import RunSummary, print_summaries
 from fl_lightning.sweeps import records
 from fl_lightning.sweeps.recipe import Point, Recipe, load_recipe
@@ -39,6 +40,8 @@ def sweep_parser() -> ArgumentParser:
     parser.add_argument("--name", type=Optional[str], default=None, help="sweep folder name (default: the recipe's)")
     parser.add_argument("--save_dir", type=Optional[str], default=None,
                         help="TensorBoard root (default: the recipe's save_dir)")
+    parser.add_argument("--follow_symlinks", type=bool, default=False,
+                        help="let the points write through symlinks below SAVE_DIR (default: refused)")
     return parser
 
 
@@ -50,7 +53,15 @@ def run_sweep(cfg: Namespace, console: Console | None = None) -> list[RunSummary
         recipe.base["name"] = cfg.name
     if cfg.save_dir:
         recipe.base["save_dir"] = cfg.save_dir
+    if cfg.follow_symlinks:
+        recipe.base["follow_symlinks"] = True
+    check_name(recipe.name, "name")  # before anything is written under SAVE_DIR/NAME
+    follow = bool(recipe.base.get("follow_symlinks", False))
     points = recipe.points()
+    for point in points:
+        check_name(point.name, f"sweep point {point.name!r}")
+        check_no_symlinks(recipe.save_dir, Path(recipe.save_dir) / recipe.name / point.name / "checkpoints",
+                          f"sweep point {point.name!r}", follow)
     globs = [cfg.only] if isinstance(cfg.only, str) else cfg.only
     selected = [p for p in points if globs is None or any(fnmatch.fnmatchcase(p.name, g) for g in globs)]
     if not selected:
@@ -90,14 +101,16 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set {item!r} is not KEY=VALUE; write e.g. --set trainer.rounds=100")
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = safe_load(value, f"--set {key.strip()}")
     return overrides
 
 
 def parse_point(parser: ArgumentParser, point: Point) -> Namespace:
     """The point's config checked by the fit parser; an invalid key or value names the point."""
     try:
-        return parser.parse_object(copy.deepcopy(point.config))  # jsonargparse edits what it is given
+        cfg = parser.parse_object(copy.deepcopy(point.config))  # jsonargparse edits what it is given
+        check_recipe(cfg)  # nothing of any point is built before every point passed
+        return cfg
     except Exception as exc:  # argparse.ArgumentError from jsonargparse, or an import error of a class_path
         raise ValueError(f"sweep point {point.name!r} ({point.params}) is not a valid fit config: {exc}. "
                          "Check the sweep.grid and profile keys against `fl-lightning fit --help`.") from exc

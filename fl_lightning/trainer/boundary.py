@@ -9,9 +9,11 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators.base import AggregationResult
+from fl_lightning.aggregators.base import AggregationResult, Aggregator
+from fl_lightning.context import RoundContext
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.engines.base import ClientOutcome
+from fl_lightning.tamper import LentTensors, lent_context
 
 
 def as_list(items: Any, name: str) -> list[Any]:
@@ -94,3 +96,30 @@ def check_result(result: Any, name: str, k: int, n: int) -> None:
     if result.client_weights is not None and tuple(result.client_weights.shape) != (k,):
         raise ValueError(f"{name}.aggregate returned client_weights of shape "
                          f"{tuple(result.client_weights.shape)}; expected ({k},)")
+
+
+def check_layout_changes(outcomes: list[ClientOutcome], module_name: str) -> None:
+    """Stop the fit when every client of the round changed the module's tensors the same way.
+
+    One client whose hook changed the layout is dropped by the engine; the same change in every
+    client means the module itself breaks the federated contract, so no round could aggregate.
+    """
+    changes = [o.extras.get("layout_change") for o in outcomes]
+    if not changes or any(c is None for c in changes) or len(set(changes)) != 1:
+        return
+    hook, difference = changes[0]
+    where = f"{module_name}.{hook}" if hook.isidentifier() else f"{module_name}'s {hook}"
+    raise RuntimeError(f"{where} changed the model in every client ({difference}); {hook} must not "
+                       "add, remove, replace, resize or retype parameters or buffers: build the whole model in "
+                       "__init__ (or configure_model) and leave it as it is during training")
+
+
+def aggregate_checked(aggregator: Aggregator, updates: Tensor, ctx: RoundContext) -> AggregationResult:
+    """``aggregator.aggregate(updates, ctx)``, failing, naming the rule, if it wrote in place into what it was lent."""
+    lent = LentTensors({"updates": updates, **lent_context(ctx)})
+    result = aggregator.aggregate(updates, ctx)
+    changed = lent.changed()
+    if changed:
+        raise RuntimeError(f"{type(aggregator).__name__}.aggregate wrote in place into {', '.join(changed)}; an "
+                           "aggregator reads its inputs only: clone a tensor before changing it")
+    return result

@@ -5,6 +5,7 @@ import inspect
 import logging
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,10 +29,12 @@ from fl_lightning.engines.train_options import TrainOptions, seeded_rng
 from fl_lightning.evaluation import evaluate
 from fl_lightning.param_layout import ParamLayout
 from fl_lightning.attacks.plan import AttackPlan
+from fl_lightning.stopping import StopOnSignal, StopRequested, run_cleanup
 from fl_lightning.seeding import derive_seed, numpy_rng, seed_everything as seed_global_generators
 import fl_lightning.trainer.round_metrics as round_metrics
-from fl_lightning.trainer.boundary import (as_list, check_result, dropped_clients, finite_rows, input_shape,
-                                          non_finite_metrics, non_finite_state, setup_data)
+from fl_lightning.trainer.boundary import (aggregate_checked, as_list, check_layout_changes, check_result,
+                                          dropped_clients, finite_rows, input_shape, non_finite_metrics,
+                                          non_finite_state, setup_data)
 from fl_lightning.trainer.connectors.checkpoint_connector import CheckpointConnector
 from fl_lightning.trainer.connectors.logger_connector import LoggerConnector, resolve_loggers
 from fl_lightning.trainer.devices import get_lightning_engine, resolve_accelerator, resolve_devices, resolve_precision
@@ -252,15 +255,19 @@ class FederatedTrainer:
         file). Without ``ckpt_path``, a logger folder that already holds a run is refused
         (``FileExistsError``), and a folder another process is fitting into is always refused.
         """
-        with deterministic_algorithms(self.deterministic):
-            self._fit(module, datamodule, ckpt_path)
+        # SIGTERM stops the fit as Ctrl-C does: round abandoned, lock released; deterministic: for the fit only
+        with StopOnSignal() as stop, deterministic_algorithms(self.deterministic):
+            self._fit(module, datamodule, ckpt_path, stop)
+        for callback in self.callbacks:
+            callback.on_fit_end(self, module)
 
-    def _fit(self, module: L.LightningModule, datamodule: FederatedDataModule,
-             ckpt_path: str | Path | None) -> None:
+    def _fit(self, module: L.LightningModule, datamodule: FederatedDataModule, ckpt_path: str | Path | None,
+             stop: StopOnSignal) -> None:
         self._setup(module, datamodule)
         # the run's folder: locked against a second process, never another run's, resumed from its own checkpoint
         start_round = self.checkpoint_connector.begin(ckpt_path)
         status = "failed"
+        failure: BaseException | None = None
         self.should_stop = False
         try:
             self.current_round = start_round
@@ -283,14 +290,22 @@ class FederatedTrainer:
                                               or round_idx + 1 == self.rounds or self.should_stop):
                     self.checkpoint_connector.save(round_idx + 1)
             status = "success"
+        except StopRequested as exc:
+            failure = exc
+            saved = self.checkpoint_connector.saved_round
+            exc.round, exc.next_round = self.current_round, saved
+            exc.checkpoint = str(self.checkpoint_path) if saved is not None else None
+            raise
+        except BaseException as exc:
+            failure = exc
+            raise
         finally:
-            for callback in self.callbacks:
-                callback.teardown(self)
-            self.logger_connector.finalize(status)
-            self.engine.teardown()
-            self.checkpoint_connector.end()
-        for callback in self.callbacks:
-            callback.on_fit_end(self, module)
+            stop.disarm()
+            # every step runs even if one fails, and none replaces the error that ended the fit
+            run_cleanup([*[(f"{type(c).__name__}.teardown", partial(c.teardown, self)) for c in self.callbacks],
+                         ("the loggers' finalize", partial(self.logger_connector.finalize, status)),
+                         (f"{type(self.engine).__name__}.teardown", self.engine.teardown),
+                         ("releasing the run folder's lock", self.checkpoint_connector.end)], failure)
 
     def _setup(self, module: L.LightningModule, datamodule: FederatedDataModule) -> None:
         """Check the module and data against the trainer's settings, then set up every plug-in."""
@@ -319,7 +334,7 @@ class FederatedTrainer:
         self.train_options = self._train_options(datamodule)
         self.schedule = RunSchedule(module, self.train_options, self.scheduler_scope, self.local_epochs,
                                     self._nominal_batches)
-        joining = max((len(self._joining_clients(r)) for r in range(self.rounds)), default=0)
+        joining = max((len(self._joining_clients(r)) for r in self._joining_rounds()), default=0)
         if joining > per_round:
             raise ValueError(f"FederatedTrainer: {joining} attacking clients must join some round, more than "
                              f"clients_per_round={per_round}; raise clients_per_round or use fewer attackers")
@@ -378,6 +393,17 @@ class FederatedTrainer:
         drawn = rng.choice(others, self.clients_per_round - len(forced), replace=False)
         return sorted(forced | {int(i) for i in drawn})
 
+    def _joining_rounds(self) -> list[int]:
+        """Rounds whose joining attackers cover every case, without visiting all ``rounds`` (which may be 10**12).
+
+        An attack is active in every round or in the rounds it lists, so the set of joining clients changes only
+        at a listed round; one round that no attack lists stands for all the others.
+        """
+        listed = {r for attack in self.attacks if attack.joins_active_rounds
+                  for r in (getattr(attack, "rounds", None) or ()) if 0 <= r < self.rounds}
+        other = next(r for r in range(len(listed) + 1) if r not in listed)
+        return sorted(listed) + ([other] if other < self.rounds else [])
+
     def _joining_clients(self, round_idx: int) -> set[int]:
         return {cid for attack in self.attacks if attack.joins_active_rounds and attack.is_active(round_idx)
                 for cid in attack.attacker_ids}
@@ -396,11 +422,13 @@ class FederatedTrainer:
         k = len(tasks)
         outcomes = self.engine.train_round(self.global_params, self.global_buffers, tasks,
                                            self._out_params[:k], self._out_buffers[:k])
+        check_layout_changes(outcomes, type(self.module).__name__)
         updates = self._out_params[:k].sub_(self.global_params)  # in place: the rows now hold U = local - global
+        # plug-ins get a copy of the global model: a write into it (refused by the checks) cannot move the model
         ctx = RoundContext(round=round_idx, client_ids=client_ids,
                            num_samples=torch.tensor([len(t.data) for t in tasks], dtype=torch.float32,
                                                     device=self.device),
-                           layout=self.layout, global_params=self.global_params, seed=self.seed,
+                           layout=self.layout, global_params=self.global_params.clone(), seed=self.seed,
                            num_clients=len(self.datamodule.clients),
                            reference_update=self._reference_update(round_idx))
         # 2. attacks poison the updates; 3. unusable rows are dropped. The [K, N] matrix is scanned for
@@ -490,7 +518,7 @@ class FederatedTrainer:
         rows = torch.tensor(keep, dtype=torch.long, device=self.device)
         kept = updates if len(keep) == len(updates) else updates.index_select(0, rows)
         kept_ctx = ctx.select(keep)  # its finite mask is all True: the aggregator need not scan again
-        result = self.aggregator.aggregate(kept, kept_ctx)
+        result = aggregate_checked(self.aggregator, kept, kept_ctx)
         check_result(result, name, len(keep), self.layout.num_params)
         if not torch.isfinite(result.update).all():
             record.kept_previous_model = True

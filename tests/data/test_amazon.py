@@ -97,5 +97,5 @@ def test_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(DataFileError, match="bad.json: cannot be read"):
         AmazonReviews(bad).load()
-    with pytest.raises(ValueError, match="vocab_size must be >= 3"):
+    with pytest.raises(ValueError, match="vocab_size must be an int >= 3"):
         AmazonReviews(bad, vocab_size=2)

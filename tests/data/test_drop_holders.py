@@ -52,5 +52,5 @@ def test_too_many_holders_and_keys_before_load_are_errors() -> None:
         DropHolders(BASE, drop_class=0, holders=3, num_clients=10, classes_per_client=1).load()
     with pytest.raises(RuntimeError, match="load"):
         DropHolders(BASE).partition_keys()
-    with pytest.raises(ValueError, match="holders must be >= 0"):
+    with pytest.raises(ValueError, match="holders must be an int >= 0"):
         DropHolders(BASE, holders=-1)

@@ -146,9 +146,9 @@ def test_errors() -> None:
         P.classes(labels, 7, 1, 0)
     with pytest.raises(ValueError, match=r"classes_per_client must be in 1\.\.3"):
         P.classes(labels, 2, 4, 0)
-    with pytest.raises(ValueError, match="alpha must be a positive"):
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0"):
         P.dirichlet(labels, 2, 0.0, 0)
     with pytest.raises(ValueError, match="needs 3 shards"):
         P.classes(labels, 3, 3, 0)  # 9 shards over 3 classes of 2 samples
-    with pytest.raises(ValueError, match="num_clients must be >= 1"):
+    with pytest.raises(ValueError, match="num_clients must be an int >= 1"):
         P.iid(labels, 0, 0)

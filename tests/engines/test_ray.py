@@ -212,9 +212,9 @@ def test_a_free_actor_takes_a_client_it_trained_before(clients: list[TensorData]
 
 def test_engine_by_name_and_argument_checks() -> None:
     assert isinstance(get_engine("ray"), RayEngine)
-    with pytest.raises(ValueError, match="client_timeout_s must be > 0"):
+    with pytest.raises(ValueError, match="client_timeout_s must be a finite number > 0"):
         RayEngine(client_timeout_s=0)
-    with pytest.raises(ValueError, match="max_concurrency must be >= 1"):
+    with pytest.raises(ValueError, match="max_concurrency must be an int >= 1"):
         RayEngine(max_concurrency=0)
     with pytest.raises(RuntimeError, match="before setup"):
         RayEngine().train_round(torch.zeros(1), torch.zeros(0), [], torch.zeros(0, 1), torch.zeros(0, 0))
@@ -225,6 +225,27 @@ def _live_references() -> int:
     gc.collect()  # references held by garbage cycles (e.g. a caught exception's frames) are not leaks
     worker = ray._private.worker.global_worker
     return len(worker.core_worker.get_all_reference_counts())
+
+
+class _WidensOnTrainStart(TinyNet):
+    """Swaps its output layer for a wider one when a client's training starts (the model must not change)."""
+
+    def on_train_start(self) -> None:
+        self.net[-1] = torch.nn.Linear(8, 6)
+
+
+def test_a_worker_whose_module_changes_drops_the_client_and_repairs_it(engine: RayEngine,
+                                                                       clients: list[TensorData]) -> None:
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        torch.manual_seed(0)
+        _, outcomes = _run(engine, _WidensOnTrainStart(hidden=8), clients[:2], rounds=2)
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    for outcome in (o for round_outcomes in outcomes for o in round_outcomes):
+        assert not outcome.ok and "on_train_start changed the module's tensors" in outcome.error, outcome.error
+        hook, difference = outcome.extras["layout_change"]
+        assert hook == "on_train_start" and "resized 'net.3.weight'" in difference
 
 
 def test_a_ray_fit_leaves_the_drivers_global_generator_alone(ray_cluster: None, tmp_path) -> None:

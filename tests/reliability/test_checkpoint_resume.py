@@ -161,7 +161,6 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_stale_temp_file_from_a_crashed_write_is_ignored(tmp_path):
     path = _one_round_checkpoint(tmp_path)
     (path.parent / ".tmp-crashed.ckpt").write_bytes(b"PK\x03\x04 torn")
-    assert ckpt.find_last(tmp_path) == path
     trainer = make_trainer(tmp_path, rounds=2, max_batches_per_epoch=1, aggregator=fedavg())
     trainer.fit(TinyNet(), make_dm(), ckpt_path="last")
     assert [r.round for r in trainer.history] == [0, 1]
@@ -212,7 +211,7 @@ def test_checkpoint_records_the_run(tmp_path):
     assert state["fingerprint"] == dm.fingerprint
     memory = trainer.aggregator.state_dict()
     assert all(torch.equal(state["aggregator_state"][k], v) for k, v in memory.items()) and memory
-    assert state["attack_states"] == {"0:LabelFlip": {"attacker_ids": list(trainer.attacks[0].attacker_ids)}}
+    assert state["attack_states"] == {"LabelFlip": {"attacker_ids": list(trainer.attacks[0].attacker_ids)}}
     assert state["int_buffers"]["net.2.num_batches_tracked"].dtype == torch.long
     assert len(state["history"]) == 1 and fl_lightning.__version__
 

@@ -58,9 +58,9 @@ def test_crashing_client_is_dropped_logged_and_the_round_goes_on(tmp_path, monke
     starts = []
     real_train_client = sequential.train_client
 
-    def spy(module, task):
+    def spy(module, task, *guard):
         starts.append(flat_params(module).clone())
-        return real_train_client(module, task)
+        return real_train_client(module, task, *guard)
 
     monkeypatch.setattr(sequential, "train_client", spy)
     aggregator, log = Spy(), GlobalLog()

@@ -94,9 +94,9 @@ def test_every_client_starts_from_the_global_weights(tmp_path, monkeypatch):
     starts, ends = [], []
     real_train_client = sequential.train_client
 
-    def spy(module, task):
+    def spy(module, task, *guard):
         starts.append((task.client_id, flat_params(module).clone()))
-        loss = real_train_client(module, task)
+        loss = real_train_client(module, task, *guard)
         ends.append(flat_params(module).clone())
         return loss
 

@@ -49,13 +49,16 @@ def test_aggregator_returning_something_else_is_named(tmp_path):
         make_trainer(tmp_path, aggregator=NotAResult()).fit(TinyNet(), make_dm())
 
 
-def test_training_step_returning_nothing_is_an_error(tmp_path):
+def test_training_step_returning_nothing_skips_the_batch_with_a_warning(tmp_path):
     class Silent(TinyNet):
         def training_step(self, batch, batch_idx):
             self.loss(self(batch[0]), batch[1])
 
-    with pytest.raises(RuntimeError, match="Silent.training_step must return the loss"):
-        make_trainer(tmp_path).fit(Silent(), make_dm())
+    module = Silent()
+    start = flat_params(module).clone()
+    with pytest.warns(UserWarning, match="Silent.training_step returned None: the batch is skipped"):
+        make_trainer(tmp_path).fit(module, make_dm())
+    assert torch.equal(flat_params(module), start), "as in Lightning, a None step trains nothing"
 
 
 @pytest.mark.parametrize("field,value", [("rounds", -1), ("rounds", 0), ("local_epochs", -1), ("batch_size", 0),
@@ -116,9 +119,9 @@ def test_batchnorm_buffers_averaged_by_sample_count_and_counter_kept_from_global
     counters = []
     real_train_client = sequential.train_client
 
-    def spy(module, task):
+    def spy(module, task, *guard):
         counters.append(int(module.net[2].num_batches_tracked))
-        return real_train_client(module, task)
+        return real_train_client(module, task, *guard)
 
     monkeypatch.setattr(sequential, "train_client", spy)
     engine = _RecordingEngine()

@@ -1,6 +1,7 @@
 """``CheckpointConnector``: saves, finds and restores a run from the ``state_dict()`` of each stateful part."""
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence
@@ -11,6 +12,7 @@ from torch import Tensor
 
 import fl_lightning.checkpoint as ckpt
 from fl_lightning.run_lock import RunLock
+from fl_lightning.stopping import critical_section, run_cleanup
 
 if TYPE_CHECKING:
     from fl_lightning.trainer.trainer import FederatedTrainer
@@ -25,19 +27,70 @@ class Stateful(Protocol):
 
 
 class KeyedStates:
-    """A list of plug-ins (attacks, callbacks) saved as ``{"<index>:<state_key>": state}``."""
+    """A list of plug-ins (attacks, callbacks) saved as ``{state_key: state}``, keyed by identity as Lightning keys
+    callbacks, so that adding or removing another plug-in never hands one plug-in another's state.
 
-    def __init__(self, items: Sequence[Any]) -> None:
+    Two plug-ins with the same ``state_key`` are told apart by order (``"Key"``, ``"Key#1"``). Checkpoints
+    written before this keyed entries by position (``"<index>:<state_key>"``); those still load.
+    """
+
+    _LEGACY = re.compile(r"^(\d+):(.+)$", re.DOTALL)
+
+    def __init__(self, items: Sequence[Any], kind: str = "plug-in") -> None:
         self.items = items
+        self.kind = kind
+
+    def keys(self) -> list[str]:
+        """Each plug-in's checkpoint key: its ``state_key``, numbered from the second plug-in with the same key."""
+        seen: dict[str, int] = {}
+        keys = []
+        for item in self.items:
+            key = str(item.state_key)
+            keys.append(key if key not in seen else f"{key}#{seen[key]}")
+            seen[key] = seen.get(key, 0) + 1
+        return keys
 
     def state_dict(self) -> dict[str, Any]:
-        """Each plug-in's state under its position and ``state_key``."""
-        return {f"{i}:{item.state_key}": item.state_dict() for i, item in enumerate(self.items)}
+        """Each plug-in's state under its key."""
+        return {key: item.state_dict() for key, item in zip(self.keys(), self.items)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Give each plug-in its saved state (an empty dict when the checkpoint has none for it)."""
-        for i, item in enumerate(self.items):
-            item.load_state_dict(state.get(f"{i}:{item.state_key}", {}))
+        """Give each plug-in the state saved under its key; warn, listing them, about saved states no plug-in takes.
+
+        A plug-in without saved state keeps its fresh state (it was not part of the saved run).
+        """
+        keys = self.keys()
+        by_key = dict(zip(keys, self.items))
+        taken: dict[int, tuple[Any, Any]] = {}
+        unmatched = []
+        for saved_key, value in state.items():
+            item = by_key.get(saved_key)
+            if item is None:
+                item = self._legacy_match(str(saved_key), keys)
+            if item is None or id(item) in taken:
+                if value:  # an empty state (a progress bar's) loses nothing
+                    unmatched.append(saved_key)
+                continue
+            taken[id(item)] = (item, value)
+        for item, value in taken.values():
+            item.load_state_dict(value)
+        if unmatched:
+            warnings.warn(f"the checkpoint holds {self.kind} state saved under {unmatched}, which matches no "
+                          f"{self.kind} of this run ({keys or 'none'}); that state is not restored. Pass the same "
+                          f"{self.kind}s (with the same settings) as the saved run to keep it", UserWarning,
+                          stacklevel=4)
+
+    def _legacy_match(self, saved_key: str, keys: list[str]) -> Any:
+        """The plug-in an old ``"<index>:<state_key>"`` entry belongs to: same key, else same class at that index."""
+        match = self._LEGACY.match(saved_key)
+        if match is None:
+            return None
+        index, key = int(match.group(1)), match.group(2)
+        if key in keys:
+            return self.items[keys.index(key)]
+        if index < len(self.items) and type(self.items[index]).__name__ == key:
+            return self.items[index]
+        return None
 
 
 class CheckpointConnector:
@@ -54,6 +107,8 @@ class CheckpointConnector:
         self.trainer = trainer
         self.lock: RunLock | None = None
         self._hparams: dict[str, Any] = {}
+        #: ``next_round`` of the checkpoint this fit last wrote or resumed from (``None``: none)
+        self.saved_round: int | None = None
 
     # -- what is saved ----------------------------------------------------------------------------------
     def stateful_parts(self) -> dict[str, Stateful]:
@@ -62,8 +117,8 @@ class CheckpointConnector:
         return {
             "": t.global_model,  # global_params, global_buffers, int_buffers
             "aggregator_state": t.aggregator,
-            "attack_states": KeyedStates(t.attacks),
-            "callback_states": KeyedStates(t.callbacks),
+            "attack_states": KeyedStates(t.attacks, "attack"),
+            "callback_states": KeyedStates(t.callbacks, "callback"),
             "detection": t.detection,
             "history": t.history,
             "schedule": t.schedule,
@@ -140,11 +195,12 @@ class CheckpointConnector:
             if ckpt_path is None:
                 return 0
             start_round = self.restore(ckpt_path)
+            self.saved_round = start_round or None
             if start_round < t.rounds:
                 purge_logged_from(t.logger_connector.loggers, start_round)
             return start_round
-        except BaseException:
-            self.end()
+        except BaseException as exc:
+            run_cleanup([("releasing the run folder's lock", self.end)], exc)  # never hides why begin failed
             raise
 
     def end(self) -> None:
@@ -162,7 +218,10 @@ class CheckpointConnector:
                 state[key] = part.state_dict()
             else:
                 state.update(part.state_dict())
-        return ckpt.save_atomic(state, self.checkpoint_path)
+        with critical_section():  # SIGTERM waits for the write: it would cut torch's zip writer in half
+            path = ckpt.save_atomic(state, self.checkpoint_path)
+            self.saved_round = next_round
+        return path
 
     def restore(self, ckpt_path: str | Path) -> int:
         """Load the checkpoint ``ckpt_path`` names into every part; returns the round to start from (0: none found)."""

@@ -40,7 +40,8 @@ EQUIVALENTS = {
 
 
 def refuse_lightning_kwargs(kwargs: dict[str, Any], own: Iterable[str]) -> None:
-    """``TypeError`` for the first argument ``FederatedTrainer`` does not take (``own``: those it takes), naming where it went."""
+    """``TypeError`` for the first argument ``FederatedTrainer`` does not take (``own``: those it does), naming where
+    it went."""
     if not kwargs:
         return
     name = next(iter(kwargs))

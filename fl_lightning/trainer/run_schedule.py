@@ -105,7 +105,10 @@ class RunSchedule:
                     module.lr_scheduler_step(config.scheduler, value)
 
     def _monitored(self, config: Any, metrics: Mapping[str, float], round_idx: int) -> float | None:
-        """The round's value of a plateau scheduler's ``monitor``: as named, or under ``val/``, ``test/``, ``train/``."""
+        """The round's value of a plateau scheduler's ``monitor``: as named, or under ``val/``, ``test/`` or ``train/``.
+
+        ``None`` when the round has none and the scheduler is not ``strict`` (warned once).
+        """
         monitor = config.monitor
         for key in (monitor, f"val/{monitor}", f"test/{monitor}", f"train/{monitor}"):
             if key in metrics:

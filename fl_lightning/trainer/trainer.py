@@ -364,7 +364,7 @@ class FederatedTrainer:
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
-        """The latest round's values of what the module logged with ``prog_bar=True`` (as Lightning's Trainer has it)."""
+        """The latest round's values of what the module logged with ``prog_bar=True`` (Lightning's Trainer's name)."""
         if not self.history:
             return {}
         metrics = self.history[-1].metrics

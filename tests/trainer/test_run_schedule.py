@@ -1,4 +1,4 @@
-"""Schedulers over the whole federated run: one client holding all data, one local epoch per round, is a Lightning fit."""
+"""Schedulers over the whole federated run: one client with all data, one local epoch per round, is a Lightning fit."""
 from __future__ import annotations
 
 import warnings

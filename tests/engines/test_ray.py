@@ -248,10 +248,11 @@ def test_a_worker_whose_module_changes_drops_the_client_and_repairs_it(engine: R
         assert hook == "on_train_start" and "resized 'net.3.weight'" in difference
 
 
-def test_a_ray_fit_leaves_the_drivers_global_generator_alone(ray_cluster: None, tmp_path) -> None:
+def test_a_ray_fit_leaves_the_drivers_global_generator_alone(engine: RayEngine, tmp_path) -> None:
+    # the shared engine: a second pool would wait for the CPUs the first one's actors hold
     module, dm = _module(), make_dm(num_clients=3, dataset=Blobs(num_train=90))
     torch.manual_seed(7)
     before = torch.get_rng_state()
-    trainer = make_trainer(tmp_path, rounds=1, engine=RayEngine(), seed_everything=False)
+    trainer = make_trainer(tmp_path, rounds=1, engine=engine, seed_everything=False)
     trainer.fit(module, dm)
     assert torch.equal(torch.get_rng_state(), before)

@@ -52,6 +52,8 @@ class LoggedValues:
         self.counts: dict[str, float] = defaultdict(float)
         self.latest: dict[str, float] = {}
         self.metrics: dict[str, Any] = {}
+        #: the names logged with ``prog_bar=True`` (shown beside the run's progress bar)
+        self.prog_bar: set[str] = set()
 
     def add(self, name: str, value: Any, weight: float = 1.0) -> None:
         """Record one logged value (a number, a one-element tensor, or a torchmetrics ``Metric`` computed at the end)."""
@@ -82,12 +84,14 @@ def detached_logging(module: L.LightningModule, sink: dict[str, float] | LoggedV
     def log(name: str, value: Any, *args: Any, batch_size: int | None = None, **kwargs: Any) -> None:
         if isinstance(sink, LoggedValues):
             sink.add(name, value, float(batch_size) if batch_size is not None else weight())
+            if kwargs.get("prog_bar", args[0] if args else False):  # Lightning's third argument
+                sink.prog_bar.add(name)
         else:
             sink[name] = float(value.detach()) if isinstance(value, Tensor) else float(value)
 
     def log_dict(values: dict, *args: Any, batch_size: int | None = None, **kwargs: Any) -> None:
         for name, value in values.items():
-            log(name, value, batch_size=batch_size)
+            log(name, value, batch_size=batch_size, prog_bar=kwargs.get("prog_bar", args[0] if args else False))
 
     module.log, module.log_dict = log, log_dict  # type: ignore[method-assign]
     try:

@@ -84,9 +84,14 @@ def make_dm(num_clients: int = 4, partition: str = "iid", seed: int = 0, **kwarg
 
 
 def make_trainer(root: str | Path, **kwargs: Any) -> FederatedTrainer:
-    """A quiet, small trainer: 2 rounds, 1 epoch, batches of 16, no logger unless given."""
+    """A quiet, small trainer: 2 rounds, 1 epoch, batches of 16, no logger unless given.
+
+    It seeds the global generators (``seed_everything=True``, opt-in in the library): the tests build
+    their module after the trainer and compare runs, so the module's initial weights follow the seed.
+    """
     settings: dict[str, Any] = dict(rounds=2, local_epochs=1, batch_size=16, logger=False,
-                                    enable_progress_bar=False, default_root_dir=str(root), seed=0)
+                                    enable_progress_bar=False, default_root_dir=str(root), seed=0,
+                                    seed_everything=True)
     settings.update(kwargs)
     if "aggregator" not in settings:
         settings["aggregator"] = fedavg()
@@ -110,6 +115,7 @@ def resume_scenario(root: str | Path, callbacks: tuple = ()) -> tuple[FederatedT
     from fl_lightning.attacks import LabelFlip
 
     trainer = make_trainer(root, rounds=4, seed=11, clients_per_round=3, max_batches_per_epoch=3, logger=None,
+                           seed_everything=True,  # the module below is built after it: same init every time
                            aggregator=FoolsGold(), callbacks=list(callbacks),
                            attacks=[LabelFlip(source=1, target=2, clients=1, extra_epochs=1, lr=0.2)])
     module = TinyNet(dropout=0.2, batchnorm=True)

@@ -24,7 +24,8 @@ class ProgressBar(FederatedCallback):
 
 
 class RoundProgressBar(ProgressBar):
-    """One bar over the run's rounds showing the latest accuracy and attack success rate.
+    """One bar over the run's rounds showing the latest accuracy, attack success rate, and what the module logged
+    with ``prog_bar=True`` (``trainer.progress_bar_metrics``).
 
     Pass your own instance (or a subclass, or any :class:`ProgressBar`) in ``callbacks=`` to replace
     the default one; ``enable_progress_bar=False`` runs without a bar.
@@ -51,6 +52,8 @@ class RoundProgressBar(ProgressBar):
         if self._progress is None:
             return
         shown = [f"{label} {record.metrics[key]:.3f}" for key, label in SHOWN.items() if key in record.metrics]
+        shown += [f"{name} {value:.3f}" for name, value in getattr(trainer, "progress_bar_metrics", {}).items()
+                  if name not in SHOWN]
         self._progress.update(self._task, advance=1, status="  ".join(shown))
 
     def teardown(self, trainer: "FederatedTrainer") -> None:

@@ -19,6 +19,9 @@ def lightning_equivalent(callback: Any) -> str:
         return "use fl_lightning.callbacks.ModelCheckpoint (same arguments, counted in rounds)"
     if isinstance(callback, lightning_callbacks.EarlyStopping):
         return "use fl_lightning.callbacks.EarlyStopping(monitor=..., patience=..., mode=...), checked after each round"
+    if isinstance(callback, lightning_callbacks.LearningRateMonitor):
+        return ("leave it out: every round already logs each optimizer's learning rate as lr-<Optimizer> "
+                "(LearningRateMonitor's names) to the trainer's loggers")
     if isinstance(callback, lightning_callbacks.ProgressBar):
         return ("use fl_lightning.callbacks.RoundProgressBar (the default with enable_progress_bar=True) "
                 "or your own fl_lightning.callbacks.ProgressBar")

@@ -13,6 +13,7 @@ from torch import Tensor
 from fl_lightning.checks import check_int
 from fl_lightning.context import BatchPoisoner, LocalConfig
 from fl_lightning.data.base import TensorData
+from fl_lightning.engines.train_options import ScheduleState, TrainOptions
 from fl_lightning.param_layout import ParamLayout
 
 
@@ -33,6 +34,10 @@ class ClientTask:
     keep_optimizer_state: bool = False
     #: the state the client's optimizer kept from its previous round (``None``: a fresh optimizer)
     optimizer_state: list | None = None
+    #: the run's Lightning Trainer arguments (clipping, accumulation, the run's total steps)
+    options: TrainOptions = field(default_factory=TrainOptions)
+    #: where the run's schedulers stand at this round (``None``: fresh schedulers, as before run schedules)
+    schedule: ScheduleState | None = None
 
 
 @dataclass
@@ -47,6 +52,8 @@ class ClientOutcome:
     extras: dict = field(default_factory=dict)
     #: the mean over the client's steps of each value its ``training_step`` ``self.log``-ged
     logged: dict[str, float] = field(default_factory=dict)
+    #: the names among ``logged`` that were logged with ``prog_bar=True``
+    prog_bar: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -72,6 +79,11 @@ def train_scalars(outcomes: Sequence[ClientOutcome]) -> dict[str, float]:
     return {_train_name(name): sums[name] / weights[name] for name in sums if weights[name] > 0}
 
 
+def prog_bar_names(outcomes: Sequence[ClientOutcome]) -> set[str]:
+    """The ``train/<name>`` keys of what the clients logged with ``prog_bar=True``."""
+    return {_train_name(name) for outcome in outcomes if outcome.ok for name in outcome.prog_bar}
+
+
 def _train_name(name: str) -> str:
     return name if name.startswith("train/") else f"train/{name}"
 
@@ -87,6 +99,13 @@ class Engine:
     #: whether the engine honours ``ClientTask.keep_optimizer_state`` / ``optimizer_state`` (clients that
     #: keep their optimizer across rounds); the trainer refuses the setting on an engine that does not
     supports_optimizer_state: bool = True
+
+    #: the run's Lightning Trainer arguments; ``FederatedTrainer`` sets them through :meth:`configure`
+    options: TrainOptions = TrainOptions()
+
+    def configure(self, options: TrainOptions) -> None:
+        """Called before :meth:`setup` with the run's Trainer arguments (the clients' tasks carry them too)."""
+        self.options = options
 
     def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
         """Called once at ``fit()`` start with the user's module (its state is the initial global model)."""

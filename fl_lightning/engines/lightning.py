@@ -23,6 +23,7 @@ from fl_lightning.engines.local_training import LocalResult, poison_batch
 from fl_lightning.engines.module_weights import ModuleWeights, train_one_by_one
 from fl_lightning.engines.optimizer_state import load_optimizer_states, save_optimizer_states
 from fl_lightning.engines.proximal import ProximalTerm, proximal_term
+from fl_lightning.engines.train_options import ScheduleState, TrainOptions, seeded_rng
 from fl_lightning.module_contract import LoggedValues
 from fl_lightning.param_layout import ParamLayout
 
@@ -38,8 +39,10 @@ _ENGINE_SET = {
     "accelerator": "LightningEngine(accelerator=...)",
     "devices": "one device per client, always",
     "precision": "LightningEngine(precision=...)",
-    "gradient_clip_val": "LightningEngine(gradient_clip_val=...)",
-    "accumulate_grad_batches": "LightningEngine(accumulate_grad_batches=...)",
+    "gradient_clip_val": "FederatedTrainer(gradient_clip_val=...)",
+    "gradient_clip_algorithm": "FederatedTrainer(gradient_clip_algorithm=...)",
+    "accumulate_grad_batches": "FederatedTrainer(accumulate_grad_batches=...)",
+    "deterministic": "FederatedTrainer(deterministic=...)",
     "logger": "FederatedTrainer(logger=...): the federated run logs, not each client's Trainer",
     "enable_checkpointing": "the federated checkpoints (FederatedTrainer(checkpoint_every=...))",
     "enable_progress_bar": "FederatedTrainer(enable_progress_bar=...)",
@@ -93,22 +96,37 @@ class LightningEngine(Engine):
         self.num_threads = check_optional_int(num_threads, "num_threads", _OWNER, minimum=1)
         self.trainer_kwargs = _checked_trainer_kwargs(trainer_kwargs)
 
+    def configure(self, options: TrainOptions) -> None:
+        """Take the run's clipping and accumulation (the engine's own arguments, where set, must agree)."""
+        super().configure(options)
+        for name, default in (("gradient_clip_val", None), ("accumulate_grad_batches", 1)):
+            own, run = getattr(self, name), getattr(options, name)
+            if own != default and run != default and own != run:
+                raise ValueError(f"{_OWNER}: {name}={own} differs from FederatedTrainer({name}={run}); set it in "
+                                 "one place (FederatedTrainer's applies to every engine)")
+        self._clip_val = options.gradient_clip_val if options.gradient_clip_val is not None else self.gradient_clip_val
+        self._clip_algorithm = options.gradient_clip_algorithm
+        self._accumulate = (options.accumulate_grad_batches if options.accumulate_grad_batches != 1
+                            else self.accumulate_grad_batches)
+
     def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
         """Bind the module and check, before any round, that Lightning accepts these settings for it."""
         super().setup(module, layout)
+        if not hasattr(self, "_clip_val"):
+            self.configure(self.options)
         self._weights = ModuleWeights(module, layout)
         if not module.automatic_optimization:
-            if self.gradient_clip_val is not None:
+            if self._clip_val is not None:
                 raise ValueError(f"{_OWNER}: gradient_clip_val needs automatic optimization, but "
                                  f"{type(module).__name__} sets automatic_optimization = False; clip in "
                                  "training_step with self.clip_gradients(...) and leave gradient_clip_val=None")
-            if self.accumulate_grad_batches != 1:
+            if self._accumulate != 1:
                 raise ValueError(f"{_OWNER}: accumulate_grad_batches needs automatic optimization, but "
                                  f"{type(module).__name__} sets automatic_optimization = False; accumulate "
                                  "in training_step and leave accumulate_grad_batches=1")
         try:
             with _quiet_lightning(), _entry_points_read_once():
-                self._trainer(epochs=1, max_batches=None, callback=_ClientCallback(None, 1))
+                self._trainer(epochs=1, max_batches=None, callback=_ClientCallback(None, 1, None))
         except MisconfigurationException as exc:  # e.g. accelerator="cuda" on a machine without one
             raise ValueError(f"{_OWNER}: lightning.Trainer refuses these settings: {exc}") from exc
 
@@ -130,41 +148,60 @@ class LightningEngine(Engine):
         """Fit one client with its own Trainer; returns its mean training loss and the means of what it logged."""
         cfg = task.config
         generator = torch.Generator().manual_seed(task.seed)
-        # as the lean loop: the task seed drives the batch order, the poisoner and the global RNG
-        torch.default_generator.manual_seed(task.seed)
-        if self.accelerator != "cpu" and torch.cuda.is_available():
-            torch.cuda.manual_seed(task.seed)
         loader = _client_loader(task, generator)
-        callback = _ClientCallback(cfg.lr, self.accumulate_grad_batches, task)
+        schedule = task.schedule if cfg.lr is None else None  # an attacker's own lr restarts the schedule
+        callback = _ClientCallback(cfg.lr, self._accumulate, schedule, task)
         if cfg.steps is None:
-            trainer = self._trainer(cfg.epochs, cfg.max_batches_per_epoch, callback)
+            trainer = self._trainer(cfg.epochs, cfg.max_batches_per_epoch, callback,
+                                    task.options.estimated_stepping_batches)
         else:  # passes over the data until max_steps optimizer steps, as the lean loop
-            trainer = self._trainer(local_passes(cfg, len(task.data)), None, callback, max_steps=cfg.steps)
+            trainer = self._trainer(local_passes(cfg, len(task.data)), None, callback,
+                                    task.options.estimated_stepping_batches, max_steps=cfg.steps)
         device = _module_device(self.module)
         try:
-            trainer.fit(self.module, train_dataloaders=loader)
+            # as the lean loop: the task seed drives the batch order, the poisoner and the module's own draws,
+            # inside a fork of torch's global generator that leaves the user's where it was
+            with seeded_rng(task.seed, device):
+                trainer.fit(self.module, train_dataloaders=loader)
         finally:
             self.module.trainer = None  # type: ignore[assignment]  # no Trainer outlives its client
             if _module_device(self.module) != device:  # Lightning's teardown moves the module to the CPU
                 self.module.to(device)
-        return LocalResult(callback.mean_loss(trainer), callback.logged.means(), callback.optimizer_state)
+        return LocalResult(callback.mean_loss(trainer), callback.logged.means(), callback.logged.prog_bar,
+                           callback.optimizer_state)
 
     def _trainer(self, epochs: int, max_batches: int | None, callback: "_ClientCallback",
-                 max_steps: int = -1) -> L.Trainer:
+                 total_steps: float = math.inf, max_steps: int = -1) -> L.Trainer:
         kwargs = dict(self.trainer_kwargs)
         callbacks = [callback, *_as_list(kwargs.pop("callbacks", None))]
-        return L.Trainer(max_epochs=epochs, max_steps=max_steps, accelerator=self.accelerator, devices=1,
-                         precision=self.precision,
-                         limit_train_batches=1.0 if max_batches is None else max_batches,
-                         gradient_clip_val=self.gradient_clip_val,
-                         accumulate_grad_batches=self.accumulate_grad_batches, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         use_distributed_sampler=False, callbacks=callbacks, **kwargs)
+        trainer = _ClientTrainer(max_epochs=epochs, max_steps=max_steps, accelerator=self.accelerator, devices=1,
+                                 precision=self.precision,
+                                 limit_train_batches=1.0 if max_batches is None else max_batches,
+                                 gradient_clip_val=self._clip_val,
+                                 gradient_clip_algorithm=self._clip_algorithm if self._clip_val is not None else None,
+                                 accumulate_grad_batches=self._accumulate, logger=False,
+                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                 use_distributed_sampler=False, callbacks=callbacks, **kwargs)
+        trainer.federated_total_steps = total_steps
+        return trainer
 
     def __repr__(self) -> str:
         return (f"LightningEngine(accelerator={self.accelerator!r}, precision={self.precision!r}, "
                 f"gradient_clip_val={self.gradient_clip_val}, accumulate_grad_batches={self.accumulate_grad_batches}, "
                 f"num_threads={self.num_threads}, trainer_kwargs={self.trainer_kwargs})")
+
+
+class _ClientTrainer(L.Trainer):
+    """A client's Trainer whose ``estimated_stepping_batches`` is the federated run's total, as the module expects."""
+
+    federated_total_steps: float = math.inf
+
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """The run's total optimizer steps (rounds x local epochs x steps per epoch), not this client's."""
+        if math.isinf(self.federated_total_steps):
+            return super().estimated_stepping_batches
+        return int(self.federated_total_steps)
 
 
 def _checked_trainer_kwargs(trainer_kwargs: dict[str, Any] | None) -> dict[str, Any]:
@@ -243,17 +280,22 @@ def _client_loader(task: ClientTask, generator: torch.Generator) -> DataLoader:
 class _ClientCallback(L.Callback):
     """Forces the task's learning rate once the optimizers exist, and records each step's loss."""
 
-    def __init__(self, lr: float | None, accumulate_grad_batches: int, task: ClientTask | None = None) -> None:
-        self.lr, self.accumulate = lr, accumulate_grad_batches
+    def __init__(self, lr: float | None, accumulate_grad_batches: int, schedule: ScheduleState | None,
+                 task: ClientTask | None = None) -> None:
+        self.lr, self.accumulate, self.schedule = lr, accumulate_grad_batches, schedule
         self.losses: list[float] = []
         self.logged = LoggedValues()
+        self._step_names: set[str] = set()
         self.task = task
         self.proximal: ProximalTerm | None = None
         #: the optimizers' state at the end of training, when the task keeps it
         self.optimizer_state: list | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Force the task's lr, then give the optimizers the client's kept state and anchor FedProx's term."""
+        """Start the schedulers where the run's schedule stands (or apply the attacker's learning rate), then
+        give the optimizers the client's kept state and anchor FedProx's term."""
+        if self.schedule is not None and pl_module.automatic_optimization:
+            _continue_schedule(trainer, self.schedule)
         self._force_lr(trainer)
         task = self.task
         if task is not None and task.optimizer_state is not None:
@@ -285,6 +327,11 @@ class _ClientCallback(L.Callback):
             if hasattr(config.scheduler, "base_lrs"):
                 config.scheduler.base_lrs = [self.lr] * len(config.scheduler.base_lrs)
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Past the nominal round (an attacker's extra epochs) the run's schedule stays where the round ends."""
+        if self.schedule is not None and trainer.current_epoch >= self.schedule.epochs:
+            trainer.strategy.lr_scheduler_configs = []
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         """Keep the step's loss (Lightning divides it by the accumulation count; undone here)."""
@@ -298,6 +345,16 @@ class _ClientCallback(L.Callback):
             twin = name.rsplit("_", 1)[0] if name.endswith(("_step", "_epoch")) else None
             if twin not in metrics and isinstance(value, Tensor) and value.numel() == 1:
                 self.logged.add(name, value)
+                self._step_names.add(name)
+        for name in trainer.progress_bar_metrics:  # logged with prog_bar=True
+            self.logged.prog_bar.add(name.rsplit("_", 1)[0] if name.endswith(("_step", "_epoch")) else name)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """What the module logged for the epoch only (``on_step=False``): its epoch value, once per epoch."""
+        for name, value in trainer.callback_metrics.items():
+            if name not in self._step_names and not name.endswith("_epoch") and isinstance(value, Tensor) \
+                    and value.numel() == 1:
+                self.logged.add(name, value)
 
     def mean_loss(self, trainer: L.Trainer) -> float:
         """The mean step loss, else a loss the module logged, else NaN."""
@@ -308,6 +365,20 @@ class _ClientCallback(L.Callback):
             if name.endswith("loss") and logged[name].numel() == 1:
                 return float(logged[name])
         return math.nan
+
+
+def _continue_schedule(trainer: L.Trainer, schedule: ScheduleState) -> None:
+    """The client's fresh schedulers take the run's state; plateau ones are left to the round's end."""
+    configs = trainer.lr_scheduler_configs
+    if len(configs) != len(schedule.schedulers):
+        raise MisconfigurationException(f"configure_optimizers() returned {len(configs)} schedulers, but the run's "
+                                        f"schedule holds {len(schedule.schedulers)}; it must return the same ones "
+                                        "every time")
+    for config, saved in zip(configs, schedule.schedulers):
+        config.scheduler.load_state_dict(saved)
+    for group, saved in zip(trainer.optimizers[0].param_groups, schedule.groups):
+        group.update(saved)
+    trainer.strategy.lr_scheduler_configs = [c for c in configs if not c.reduce_on_plateau]
 
 
 @contextlib.contextmanager

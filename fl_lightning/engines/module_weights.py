@@ -154,6 +154,7 @@ def train_one_by_one(weights: ModuleWeights, global_params: Tensor, global_buffe
             outcome.logged = dict(getattr(result, "logged", {}))
             if getattr(result, "optimizer_state", None) is not None:
                 outcome.extras["optimizer_state"] = result.optimizer_state
+            outcome.prog_bar = frozenset(getattr(result, "prog_bar", ()))
         except ModuleLayoutError as exc:  # the client's tensors are not the layout's: drop it, repair the module
             weights.guard.restore()
             outcome.error = f"{type(exc).__name__}: {exc}"

@@ -43,6 +43,7 @@ from fl_lightning.context import BatchPoisoner
 from fl_lightning.engines.base import ClientOutcome, ClientTask, Engine
 from fl_lightning.engines.local_training import LocalTrainingError, train_client
 from fl_lightning.engines.module_weights import LayoutGuard, ModuleLayoutError
+from fl_lightning.engines.train_options import ScheduleState, TrainOptions
 from fl_lightning.param_layout import ParamLayout, flatten, load_flat_, module_tensors
 
 
@@ -56,6 +57,8 @@ class _WorkerTask:
     batch_poisoner: BatchPoisoner | None
     precision: str = "32-true"
     proximal_mu: float = 0.0
+    options: TrainOptions = TrainOptions()
+    schedule: ScheduleState | None = None
 
 
 def _to_numpy(tensor: Tensor) -> np.ndarray | Tensor:
@@ -109,7 +112,8 @@ class ClientWorker:
         inputs = _to_tensor(data["inputs"]).to(self.device)
         targets = _to_tensor(data["targets"]).to(self.device)
         client = ClientTask(task.client_id, TensorData(inputs, targets), task.config, task.seed, task.batch_poisoner,
-                            precision=task.precision, proximal_mu=task.proximal_mu)
+                            precision=task.precision, options=task.options, schedule=task.schedule,
+                            proximal_mu=task.proximal_mu)
         try:
             loss = train_client(self.module, client, self._guard.check)
         except ModuleLayoutError as exc:  # drop the client, repair the module for the next one
@@ -121,7 +125,8 @@ class ClientWorker:
         except Exception as exc:  # a failing client is dropped by the driver, the actor stays usable
             return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)}
         return {"params": flatten(self._params).cpu().numpy(), "buffers": flatten(self._buffers).cpu().numpy(),
-                "loss": float(loss), "logged": dict(loss.logged), "seconds": time.perf_counter() - started,
+                "loss": float(loss), "logged": dict(loss.logged), "prog_bar": sorted(loss.prog_bar),
+                "seconds": time.perf_counter() - started,
                 "pid": os.getpid(),
                 "node_id": ray.get_runtime_context().get_node_id()}
 
@@ -338,7 +343,7 @@ class RayEngine(Engine):
                         actor.load_module.remote(self._module_ref, self.layout)
                         self._loaded[actor] = self._generation
                     worker_task = _WorkerTask(task.client_id, task.config, task.seed, task.batch_poisoner,
-                                              task.precision, task.proximal_mu)
+                                              task.precision, task.proximal_mu, task.options, task.schedule)
                     ref = actor.train.remote(global_ref, self._data_ref(task), worker_task)
                     self._affinity[task.client_id] = actor
                     running[ref] = (row, actor, time.perf_counter())
@@ -445,6 +450,7 @@ class RayEngine(Engine):
         out_buffers[row].copy_(_to_tensor(result["buffers"]))
         outcome.train_loss = result["loss"]
         outcome.logged = result["logged"]
+        outcome.prog_bar = frozenset(result.get("prog_bar", ()))
         outcome.extras.update(worker_pid=result["pid"], train_seconds=result["seconds"], node_id=result["node_id"])
         return True
 

@@ -30,7 +30,7 @@ class SequentialEngine(Engine):
     def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
         """Bind the module whose tensors are overwritten for every client; check its optimizer set-up now."""
         super().setup(module, layout)
-        check_local_training(module)
+        check_local_training(module, self.options)
         self.weights = ModuleWeights(module, layout)
 
     def train_round(self, global_params: Tensor, global_buffers: Tensor, tasks: Sequence[ClientTask],

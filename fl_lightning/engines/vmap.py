@@ -132,7 +132,12 @@ class VmapEngine(Engine):
     def setup(self, module: L.LightningModule, layout: ParamLayout) -> None:
         """Check once whether the module can run under vmap; the probe with real data waits for the first round."""
         super().setup(module, layout)
+        if not module.automatic_optimization:
+            raise LocalTrainingError(f"VmapEngine: {type(module).__name__} uses manual optimization "
+                                     "(automatic_optimization = False), which a vectorised step cannot run; use "
+                                     "engine=\"sequential\" or engine=\"lightning\"")
         self._sequential = SequentialEngine()
+        self._sequential.configure(self.options)
         self._sequential.setup(module, layout)
         self._live = ModuleWeights(module, layout)
         self._loss = loss_fn(module)
@@ -215,9 +220,6 @@ class VmapEngine(Engine):
             self._run_sequential(sorted(sequential_rows), tasks, global_params, global_buffers,
                                  out_params, out_buffers, outcomes)
         self._live.load(global_params, global_buffers)
-        if tasks:
-            # the sequential engine leaves the global RNG seeded by the last client: keep that side effect
-            torch.manual_seed(tasks[-1].seed)
         return [o for o in outcomes if o is not None]
 
     def _run_sequential(self, rows: list[int], tasks: Sequence[ClientTask], global_params: Tensor,
@@ -342,9 +344,15 @@ class VmapEngine(Engine):
         if hooks:
             raise _Fallback(f"{name} defines {', '.join(hooks)}, which run around each client's training")
         try:
-            setup = build_optimizer_setup(module)
+            setup = build_optimizer_setup(module, None, self.options)
         except LocalTrainingError as exc:
             raise _Fallback(str(exc)) from None
+        if self.options.gradient_clip_val is not None:
+            raise _Fallback("gradient_clip_val is set (clipping runs in the sequential loop)")
+        if self.options.accumulate_grad_batches != 1:
+            raise _Fallback("accumulate_grad_batches is set (accumulation runs in the sequential loop)")
+        if overrides(module, "configure_gradient_clipping"):
+            raise _Fallback(f"{name} defines configure_gradient_clipping")
         if setup.schedulers:
             kinds = ", ".join(type(c.scheduler).__name__ for c in setup.schedulers)
             raise _Fallback(f"{name}.configure_optimizers() returns learning-rate schedulers ({kinds})")
@@ -371,7 +379,7 @@ class VmapEngine(Engine):
     def _read_optimizer(self) -> list[_Group]:
         """The update rule and default lr of every param group of ``configure_optimizers()``."""
         try:
-            optimizer = build_optimizer(self.module, None)
+            optimizer = build_optimizer(self.module, None, self.options)
         except LocalTrainingError as exc:
             raise _Fallback(str(exc)) from None
         kind = type(optimizer)

@@ -1,6 +1,7 @@
 """``FederatedTrainer``: the round loop. Checkpoints, logging and metric scalars live beside it, in connectors."""
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import warnings
@@ -18,12 +19,13 @@ from fl_lightning.attacks.base import Attack
 from fl_lightning.attacks.compose import setup_attacks
 from fl_lightning.callbacks import FederatedCallback, ProgressBar
 from fl_lightning.callbacks.resolve import resolve_callbacks
-from fl_lightning.checks import (check_bool, check_fraction, check_instance, check_int, check_number,
+from fl_lightning.checks import (check_bool, check_choice, check_fraction, check_instance, check_int, check_number,
                                  check_optional_int, check_seed)
 from fl_lightning.context import LocalConfig, RoundContext, SetupContext
 from fl_lightning.data.datamodule import FederatedDataModule
 from fl_lightning.engines import Engine, get_engine
-from fl_lightning.engines.base import ClientOutcome, ClientTask, train_scalars
+from fl_lightning.engines.base import ClientOutcome, ClientTask, prog_bar_names, train_scalars
+from fl_lightning.engines.train_options import TrainOptions, seeded_rng
 from fl_lightning.evaluation import Evaluator
 from fl_lightning.param_layout import ParamLayout
 from fl_lightning.attacks.plan import AttackPlan
@@ -40,6 +42,10 @@ from fl_lightning.trainer.devices import get_lightning_engine, resolve_accelerat
 from fl_lightning.trainer.client_state import OPTIMIZER, ClientMomentum, ClientStates
 from fl_lightning.trainer.global_model import GlobalModel
 from fl_lightning.trainer.server_optimizer import ServerOptimizerSpec, as_optimizer_factory
+from fl_lightning.trainer.lightning_args import (batches_cap, check_clipping, check_deterministic,
+                                                check_limit_train_batches, deterministic_algorithms,
+                                                refuse_lightning_kwargs)
+from fl_lightning.trainer.run_schedule import SCOPES, RunSchedule, steps_per_epoch
 from fl_lightning.trainer.records import RoundRecord, RunHistory
 from fl_lightning.version import __version__
 
@@ -76,12 +82,12 @@ class FederatedTrainer:
         engine: ``"sequential"``, ``"vmap"``, ``"ray"``, ``"lightning"`` (a ``lightning.Trainer`` per client, on
             this trainer's accelerator and precision) or an :class:`~fl_lightning.engines.Engine`.
         seed: the one seed every random choice of the run is derived from.
-        seed_everything: also seed Python's, NumPy's and torch's *global* generators with ``seed`` here,
-            as ``lightning.seed_everything(seed)`` does, so that a module built after the trainer gets
-            the same initial weights every time. The run itself never reads the global generators
-            (its choices come from ``seed`` by name, see :func:`~fl_lightning.seeding.derive_seed`);
-            pass ``False`` to leave them alone, e.g. when you call ``fl_lightning.seeding.seed_everything``
-            yourself.
+        seed_everything: opt-in, as in Lightning: ``True`` also seeds Python's, NumPy's and torch's *global*
+            generators with ``seed`` here (``lightning.seed_everything(seed)``), so that a module built after
+            the trainer gets the same initial weights every time. The run itself never reads or moves the
+            global generators (its choices come from ``seed`` by name, see
+            :func:`~fl_lightning.seeding.derive_seed`; clients draw inside ``torch.random.fork_rng``), so
+            the generators are where ``fit`` found them when it returns.
         enable_progress_bar: add a :class:`~fl_lightning.callbacks.RoundProgressBar` unless ``callbacks``
             already holds a :class:`~fl_lightning.callbacks.ProgressBar`; ``False`` runs without a bar.
         batch_size: local batch size (attacks may override it for their clients).
@@ -107,6 +113,22 @@ class FederatedTrainer:
             beyond it the least recently used clients' state goes to files (``None``: no limit). Each client
             holds ``parameters x 4 bytes`` per state tensor (see ``docs/client_state.md``).
         client_state_dir: where spilled client state is written (``None``: the system's temporary folder).
+        gradient_clip_val: clip each client's gradients before every optimizer step (``None`` or 0: no
+            clipping), as ``lightning.Trainer`` does, through the module's ``configure_gradient_clipping``.
+        gradient_clip_algorithm: ``"norm"`` (default) or ``"value"``.
+        accumulate_grad_batches: batches whose gradients a client sums before each optimizer step.
+        limit_train_batches: Lightning's name for a cap on a client's batches per epoch: an int (as
+            ``max_batches_per_epoch``) or a fraction in (0, 1] of each client's batches.
+        deterministic: ``torch.use_deterministic_algorithms`` for the fit (``"warn"``: warn only; ``None``:
+            torch's setting unchanged); restored when ``fit`` ends.
+        scheduler_scope: ``"run"`` (default): the schedulers of ``configure_optimizers`` span the whole
+            run, as over one Lightning fit (their state lives with the global model and advances by each
+            round's local steps; ``self.trainer.estimated_stepping_batches`` is the run's total);
+            ``"round"``: every client starts fresh schedulers every round.
+
+    Any other ``lightning.Trainer`` argument is refused with a one-line ``TypeError`` naming its federated
+    equivalent (``max_epochs`` -> ``local_epochs``, ``max_steps`` -> ``rounds``) or
+    ``LightningEngine(trainer_kwargs=...)``.
     """
 
     def __init__(
@@ -126,7 +148,7 @@ class FederatedTrainer:
         checkpoint_every: int = 1,
         max_failed_rounds: int = 3,
         default_root_dir: str | Path = "logs",
-        seed_everything: bool = True,
+        seed_everything: bool = False,
         accelerator: str = "auto",
         devices: int | str | Sequence[int] = 1,
         precision: str | int = "32-true",
@@ -137,8 +159,16 @@ class FederatedTrainer:
         proximal_mu: float = 0.0,
         client_state_max_mb: float | None = None,
         client_state_dir: str | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        accumulate_grad_batches: int = 1,
+        limit_train_batches: int | float | None = None,
+        deterministic: bool | str | None = None,
+        scheduler_scope: str = "run",
+        **lightning_kwargs: Any,
     ) -> None:
         owner = "FederatedTrainer"
+        refuse_lightning_kwargs(lightning_kwargs, inspect.signature(FederatedTrainer.__init__).parameters)
         self.rounds = check_int(rounds, "rounds", owner, minimum=1)
         self.local_epochs = check_int(local_epochs, "local_epochs", owner, minimum=0)
         self.local_steps = check_optional_int(local_steps, "local_steps", owner, minimum=0)
@@ -148,6 +178,12 @@ class FederatedTrainer:
         self.batch_size = check_int(batch_size, "batch_size", owner, minimum=1)
         self.max_batches_per_epoch = check_optional_int(max_batches_per_epoch, "max_batches_per_epoch", owner,
                                                         minimum=1)
+        self.limit_train_batches = check_limit_train_batches(limit_train_batches, self.max_batches_per_epoch)
+        self.gradient_clip_val, self.gradient_clip_algorithm = check_clipping(gradient_clip_val,
+                                                                              gradient_clip_algorithm)
+        self.accumulate_grad_batches = check_int(accumulate_grad_batches, "accumulate_grad_batches", owner, minimum=1)
+        self.deterministic = check_deterministic(deterministic)
+        self.scheduler_scope = check_choice(scheduler_scope, SCOPES, "scheduler_scope", owner)
         self.checkpoint_every = check_int(checkpoint_every, "checkpoint_every", owner, minimum=0)
         self.max_failed_rounds = check_int(max_failed_rounds, "max_failed_rounds", owner, minimum=1)
         self.default_root_dir = Path(check_instance(default_root_dir, (str, Path), "default_root_dir", owner))
@@ -262,7 +298,8 @@ class FederatedTrainer:
         file). Without ``ckpt_path``, a logger folder that already holds a run is refused
         (``FileExistsError``), and a folder another process is fitting into is always refused.
         """
-        with StopOnSignal() as stop:  # SIGTERM stops the fit as Ctrl-C does: round abandoned, lock released
+        # SIGTERM stops the fit as Ctrl-C does: round abandoned, lock released; deterministic: for the fit only
+        with StopOnSignal() as stop, deterministic_algorithms(self.deterministic):
             self._fit(module, datamodule, ckpt_path, stop)
         for callback in self.callbacks:
             callback.on_fit_end(self, module)
@@ -337,6 +374,9 @@ class FederatedTrainer:
                                  layout=self.layout, clients_per_round=per_round, local_steps=self.local_steps)
         self.aggregator.setup(setup_ctx)
         setup_attacks(self.attacks, setup_ctx)
+        self.train_options = self._train_options(datamodule)
+        self.schedule = RunSchedule(module, self.train_options, self.scheduler_scope, self.local_epochs,
+                                    self._nominal_batches)
         joining = max((len(self._joining_clients(r)) for r in self._joining_rounds()), default=0)
         if joining > per_round:
             raise ValueError(f"FederatedTrainer: {joining} attacking clients must join some round, more than "
@@ -347,10 +387,38 @@ class FederatedTrainer:
         rows = per_round + (1 if self.root is not None else 0)
         self._out_params = torch.empty(rows, self.layout.num_params, device=self.device)
         self._out_buffers = torch.empty(rows, self.layout.num_buffers, device=self.device)
+        self.engine.configure(self.train_options)
         self.engine.setup(module, self.layout)
         self.evaluator = Evaluator(module, datamodule.test, self.attacks, val=getattr(datamodule, "val", None))
         self.history, self.current_round = RunHistory(), 0
         self.detection = round_metrics.DetectionTracker()
+        self._prog_bar_names: set[str] = set()
+
+    def _train_options(self, datamodule: FederatedDataModule) -> TrainOptions:
+        """The Lightning Trainer arguments every client trains with, and the run's total optimizer steps.
+
+        ``estimated_stepping_batches`` counts the largest client's steps (rounds x local epochs x its
+        optimizer steps per epoch), so no honest client's scheduler runs past a schedule sized with it.
+        """
+        largest = max((len(c) for c in datamodule.clients), default=0)
+        cap = batches_cap(self.limit_train_batches, self.max_batches_per_epoch, largest, self.batch_size)
+        accumulate = self.accumulate_grad_batches if self.module.automatic_optimization else 1
+        self._nominal_batches, steps = steps_per_epoch(largest, self.batch_size, cap, accumulate)
+        return TrainOptions(self.gradient_clip_val, self.gradient_clip_algorithm, self.accumulate_grad_batches,
+                            estimated_stepping_batches=self.rounds * self.local_epochs * steps)
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        """The latest round's values of what the module logged with ``prog_bar=True`` (Lightning's Trainer's name)."""
+        if not self.history:
+            return {}
+        metrics = self.history[-1].metrics
+        return {name: metrics[name] for name in sorted(getattr(self, "_prog_bar_names", ())) if name in metrics}
+
+    @property
+    def estimated_stepping_batches(self) -> int:
+        """The run's total optimizer steps of one client, as ``lightning.Trainer`` names it (after ``fit`` starts)."""
+        return int(self.train_options.estimated_stepping_batches)
 
     # -- one round -----------------------------------------------------------------------------------------
     def select_clients(self, round_idx: int) -> list[int]:
@@ -393,7 +461,9 @@ class FederatedTrainer:
             callback.on_round_start(self, round_idx)
         # 1. train the selected clients from the global weights
         client_ids = self.select_clients(round_idx)
-        tasks = [self._task(cid, round_idx) for cid in client_ids]
+        lrs = self.schedule.lrs()  # the learning rates the round starts with
+        schedule = self.schedule.round_state(round_idx)
+        tasks = [self._task(cid, round_idx, schedule) for cid in client_ids]
         k = len(tasks)
         outcomes = self.engine.train_round(self.global_params, self.global_buffers, tasks,
                                            self._out_params[:k], self._out_buffers[:k])
@@ -436,12 +506,16 @@ class FederatedTrainer:
                           "keeping the previous global model", RuntimeWarning, stacklevel=2)
         else:
             self._aggregate(record, updates, self._out_buffers[:k], keep, ctx)
-        # 5. evaluate and record
-        record.metrics.update(self.evaluator(self.module, self.datamodule.test,
-                                             val=getattr(self.datamodule, "val", None)))
+        # 5. evaluate and record; evaluation draws (if at all) inside its own fork of torch's generator
+        with seeded_rng(derive_seed(self.seed, "evaluate", round_idx), self.device):
+            record.metrics.update(self.evaluator(self.module, self.datamodule.test,
+                                                 val=getattr(self.datamodule, "val", None)))
         record.metrics.update(round_metrics.client_scalars(record, outcomes, self.plan.attacker_ids))
         record.metrics.update(train_scalars(outcomes))
         record.metrics.update(attacker_local)
+        self._prog_bar_names |= prog_bar_names(outcomes)
+        record.metrics.update(lrs)
+        self.schedule.advance(round_idx, record.metrics)
         if self.attacks and not record.kept_previous_model:
             record.metrics.update(self.detection.update(record, self.plan.attacker_ids))
         record.metrics["round/seconds"] = time.perf_counter() - started
@@ -455,14 +529,16 @@ class FederatedTrainer:
             callback.on_round_logged(self, record)
         return record
 
-    def _task(self, client_id: int, round_idx: int) -> ClientTask:
-        cfg = self.plan.local_config(client_id, round_idx, self._local_config())
-        return ClientTask(client_id=client_id, data=self.plan.client_data(client_id),
+    def _task(self, client_id: int, round_idx: int, schedule: Any = None) -> ClientTask:
+        data = self.plan.client_data(client_id)
+        cfg = self.plan.local_config(client_id, round_idx, self._local_config(len(data)))
+        return ClientTask(client_id=client_id, data=data,
                           config=cfg, seed=derive_seed(self.seed, "train", round_idx, client_id),
                           batch_poisoner=self.plan.batch_poisoner(client_id, round_idx), precision=self.precision,
                           proximal_mu=self.proximal_mu, keep_optimizer_state=self.keep_optimizer_state,
                           optimizer_state=(self.client_states.get(client_id, OPTIMIZER)
-                                           if self.keep_optimizer_state else None))
+                                           if self.keep_optimizer_state else None),
+                          options=self.train_options, schedule=schedule)
 
     def _keep_client_state(self, client_ids: list[int], outcomes: list[ClientOutcome], usable: Tensor) -> None:
         """Store each usable client's optimizer state for its next round (a failed client keeps its old one)."""
@@ -473,16 +549,19 @@ class FederatedTrainer:
             if ok and state is not None:
                 self.client_states.put(cid, OPTIMIZER, state)
 
-    def _local_config(self) -> LocalConfig:
+    def _local_config(self, num_samples: int = 0) -> LocalConfig:
         return LocalConfig(epochs=self.local_epochs, batch_size=self.batch_size,
-                           max_batches_per_epoch=self.max_batches_per_epoch, steps=self.local_steps)
+                           max_batches_per_epoch=batches_cap(self.limit_train_batches, self.max_batches_per_epoch,
+                                                             num_samples, self.batch_size),
+                           steps=self.local_steps)
 
     def _reference_update(self, round_idx: int) -> Tensor | None:
         """The server's own update on its root data this round, for rules with ``root_samples > 0`` (FLTrust)."""
         if self.root is None:
             return None
-        task = ClientTask(client_id=SERVER_ID, data=self.root, config=self._local_config(),
-                          seed=derive_seed(self.seed, "server", round_idx), precision=self.precision)
+        task = ClientTask(client_id=SERVER_ID, data=self.root, config=self._local_config(len(self.root)),
+                          seed=derive_seed(self.seed, "server", round_idx), precision=self.precision,
+                          options=self.train_options, schedule=self.schedule.round_state(round_idx))
         out_params, out_buffers = self._out_params[-1:], self._out_buffers[-1:]
         (outcome,) = self.engine.train_round(self.global_params, self.global_buffers, [task], out_params, out_buffers)
         update = out_params[0] - self.global_params
@@ -567,7 +646,8 @@ class FederatedTrainer:
         """Evaluate the current global model: ``test/acc``, ``test/loss``, attack and defense metrics."""
         if self.module is None or self.datamodule is None:
             raise RuntimeError("call fit(module, datamodule) before test()")
-        results = self.evaluator(self.module, self.datamodule.test, val=getattr(self.datamodule, "val", None))
+        with seeded_rng(derive_seed(self.seed, "evaluate", "test"), self.device):
+            results = self.evaluator(self.module, self.datamodule.test, val=getattr(self.datamodule, "val", None))
         if self.history and self.attacks:
             last = self.history[-1].metrics
             for key in ("defense/precision", "defense/recall"):
@@ -582,6 +662,7 @@ class FederatedTrainer:
             "clients_per_round": self.clients_per_round or 0, "seed": self.seed,
             "batch_size": self.batch_size, "engine": type(self.engine).__name__,
             "accelerator": self.accelerator, "precision": self.precision,
+            "scheduler_scope": self.scheduler_scope,
             "aggregator": repr(self.aggregator), "model": type(self.module).__name__,
             "client_momentum": self.client_momentum, "proximal_mu": self.proximal_mu,
             "keep_optimizer_state": self.keep_optimizer_state,

@@ -141,7 +141,8 @@ def test_resume_keeps_the_ranking_and_finds_the_resume_file(tmp_path):
 
     def run(rounds: int, root: Path, ckpt_path: str | None = None) -> ModelCheckpoint:
         checkpoint = ModelCheckpoint(monitor="feed/score", save_top_k=2)
-        trainer = make_trainer(root, rounds=rounds, logger=None, callbacks=[Feed(scores), checkpoint])
+        trainer = make_trainer(root, rounds=rounds, logger=None, callbacks=[Feed(scores), checkpoint],
+                               seed_everything=True)  # TinyNet below: the same init in both runs
         trainer.fit(TinyNet(), make_dm(), ckpt_path=ckpt_path)
         return checkpoint
 

@@ -40,7 +40,7 @@ def late_means(aggregator: str, attack: str, attackers: int, rounds: int, seed: 
     trainer = FederatedTrainer(
         rounds=rounds, local_epochs=5, clients_per_round=10, aggregator=AGGREGATORS[aggregator](),
         attacks=[make_attack(attackers)], logger=False, enable_progress_bar=False, checkpoint_every=0,
-        seed=seed, engine=SequentialEngine(num_threads=1))
+        seed=seed, seed_everything=True, engine=SequentialEngine(num_threads=1))  # PaperCNN's init: the seed's
     datamodule = FederatedDataModule(MNIST5k(), num_clients=100, partition="classes", classes_per_client=2,
                                      seed=seed)
     trainer.fit(PaperCNN(lr=0.05), datamodule)

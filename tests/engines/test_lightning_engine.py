@@ -58,7 +58,7 @@ class ScheduledMLP(TinyMLP):
 
 
 class ManualMLP(TinyMLP):
-    """Manual optimisation, which the lean loop refuses and Lightning supports."""
+    """Manual optimisation: self.optimizers(), self.manual_backward, stepping in training_step."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -206,14 +206,19 @@ def test_a_raising_client_is_dropped_and_the_others_kept() -> None:
     assert module._trainer is None
 
 
-def test_manual_optimisation_trains_where_the_lean_loop_refuses() -> None:
-    task = ClientTask(0, client_data([30])[0], LocalConfig(epochs=1, batch_size=8), seed=3)
-    with pytest.raises(LocalTrainingError, match="manual optimization"):
-        run_round(SequentialEngine(), ManualMLP(), [task])
+def test_manual_optimisation_trains_alike_on_the_lean_loop_and_lightning() -> None:
+    task = ClientTask(0, client_data([30])[0], LocalConfig(epochs=2, batch_size=8), seed=3)
+    torch.manual_seed(0)
+    lean_outcomes, lean, _, start = run_round(SequentialEngine(), ManualMLP(), [task])
+    torch.manual_seed(0)
     outcomes, trained, _, global_params = run_round(LightningEngine(), ManualMLP(), [task])
-    assert outcomes[0].ok
+    assert torch.equal(start, global_params)
+    assert outcomes[0].ok and lean_outcomes[0].ok
     assert (trained[0] - global_params).abs().max() > 1e-3
+    assert (trained[0] - lean[0]).abs().max() < TOL  # same batches, same steps
     assert outcomes[0].train_loss == outcomes[0].train_loss  # the logged loss, not NaN
+    # a step that returns nothing: the mean of the loss it logged over the client's steps
+    assert lean_outcomes[0].train_loss == pytest.approx(outcomes[0].logged["train_loss"], abs=1e-5)
 
 
 def test_lightning_output_is_silenced_and_logger_levels_restored(caplog) -> None:

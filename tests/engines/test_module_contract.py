@@ -179,7 +179,7 @@ def test_self_log_is_averaged_per_client_over_steps_then_weighted_by_samples() -
 @pytest.mark.parametrize("make_config, words", [
     (lambda opt: {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt)},
      "ReduceLROnPlateau"),
-    (lambda opt: [opt, torch.optim.Adam(opt.param_groups[0]["params"])], 'engine="lightning"'),
+    (lambda opt: [opt, torch.optim.Adam(opt.param_groups[0]["params"])], "automatic_optimization = False"),
     (lambda opt: "sgd", "configure_optimizers"),
 ])
 def test_configurations_the_lean_loop_cannot_apply_fail_at_setup(make_config: Callable, words: str) -> None:

@@ -184,8 +184,8 @@ def test_a_client_past_the_timeout_is_dropped(engine: RayEngine, clients: list[T
 def test_trainer_with_ray_engine_matches_sequential(engine: RayEngine, tmp_path) -> None:
     def fit(engine: str | Engine) -> tuple[Tensor, list]:
         trainer = make_trainer(tmp_path / str(engine)[:9], engine=engine, rounds=2, clients_per_round=3,
-                               checkpoint_every=0)
-        module = TinyNet(hidden=8)
+                               checkpoint_every=0, seed_everything=True)
+        module = TinyNet(hidden=8)  # built after a trainer that seeds the global generators: same init
         trainer.fit(module, datamodule=make_dm(num_clients=4))
         return flat_params(module), metrics_without_time(trainer.history)
 
@@ -246,3 +246,13 @@ def test_a_worker_whose_module_changes_drops_the_client_and_repairs_it(engine: R
         assert not outcome.ok and "on_train_start changed the module's tensors" in outcome.error, outcome.error
         hook, difference = outcome.extras["layout_change"]
         assert hook == "on_train_start" and "resized 'net.3.weight'" in difference
+
+
+def test_a_ray_fit_leaves_the_drivers_global_generator_alone(engine: RayEngine, tmp_path) -> None:
+    # the shared engine: a second pool would wait for the CPUs the first one's actors hold
+    module, dm = _module(), make_dm(num_clients=3, dataset=Blobs(num_train=90))
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    trainer = make_trainer(tmp_path, rounds=1, engine=engine, seed_everything=False)
+    trainer.fit(module, dm)
+    assert torch.equal(torch.get_rng_state(), before)

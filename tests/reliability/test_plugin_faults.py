@@ -38,7 +38,7 @@ class FaultyNet(TinyNet):
         self.optimizer_calls = 0
 
     def _client(self) -> int:
-        return self.optimizer_calls - 2  # fit() builds the optimizer once at set-up, then once per client
+        return self.optimizer_calls - 3  # fit() builds it twice at set-up (run schedule, engine check), then per client
 
     def _maybe_fault(self, hook: str) -> None:
         fault_hook, change, targets = self.fault

@@ -127,8 +127,15 @@ class NeedsTrainer(TinyNet):
 
 
 @pytest.mark.parametrize("engine", ["sequential", "vmap"])
-@pytest.mark.parametrize("module, words", [(PlateauWithoutMonitor, "ReduceLROnPlateau"),
-                                           (NeedsTrainer, 'self.trainer, use engine="lightning"')])
+def test_configure_optimizers_reads_the_federated_estimated_stepping_batches(tmp_path, engine: str) -> None:
+    trainer = make_trainer(tmp_path, engine=engine, rounds=3, local_epochs=2, max_batches_per_epoch=2)
+    trainer.fit(NeedsTrainer(), make_dm(num_clients=2))
+    assert trainer.estimated_stepping_batches == 3 * 2 * 2  # rounds x local epochs x batches of a client
+    assert len(trainer.history) == 3
+
+
+@pytest.mark.parametrize("engine", ["sequential", "vmap"])
+@pytest.mark.parametrize("module, words", [(PlateauWithoutMonitor, "ReduceLROnPlateau")])
 def test_a_configuration_that_cannot_apply_fails_at_fit_start(tmp_path, engine: str, module: type,
                                                               words: str) -> None:
     trainer = make_trainer(tmp_path, engine=engine)

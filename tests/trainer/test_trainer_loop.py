@@ -9,7 +9,7 @@ import torch
 from tests.helpers import MeanAggregator, TinyNet, make_dm, make_trainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fl_lightning import FederatedCallback
+from fl_lightning import FederatedCallback, FederatedTrainer
 from fl_lightning.callbacks import ClassAccuracy, RoundProgressBar
 from fl_lightning.context import LocalConfig
 from fl_lightning.data.base import TensorData
@@ -79,11 +79,11 @@ def test_global_generators_are_seeded_only_when_asked(tmp_path):
     random.seed(123)
     expected = random.random()
     random.seed(123)
-    make_trainer(tmp_path, seed=5, seed_everything=False)
-    assert random.random() == expected, "seed_everything=False must leave the global generators alone"
-    make_trainer(tmp_path, seed=5)
+    FederatedTrainer(seed=5, logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path))
+    assert random.random() == expected, "seed_everything is opt-in (False by default), as in Lightning"
+    make_trainer(tmp_path, seed=5, seed_everything=True)
     first = torch.rand(3)
-    make_trainer(tmp_path, seed=5)
+    make_trainer(tmp_path, seed=5, seed_everything=True)
     assert torch.equal(torch.rand(3), first), "a module built after the trainer must see the same draws"
 
 

@@ -13,7 +13,6 @@ from torch import Tensor
 import fl_lightning.checkpoint as ckpt
 from fl_lightning.run_lock import RunLock
 from fl_lightning.stopping import critical_section, run_cleanup
-from fl_lightning.seeding import rng_states, set_rng_states
 
 if TYPE_CHECKING:
     from fl_lightning.trainer.trainer import FederatedTrainer
@@ -94,18 +93,6 @@ class KeyedStates:
         return None
 
 
-class GlobalRNG:
-    """Python's, NumPy's and torch's global generators (code outside our control may draw from them)."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """The generators' states."""
-        return rng_states()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Put the generators back where they were."""
-        set_rng_states(state)
-
-
 class CheckpointConnector:
     """Where a run's checkpoint lives, what goes into it and how a run resumes from it.
 
@@ -134,7 +121,7 @@ class CheckpointConnector:
             "callback_states": KeyedStates(t.callbacks, "callback"),
             "detection": t.detection,
             "history": t.history,
-            "rng": GlobalRNG(),
+            "schedule": t.schedule,
             # parts a run has only when it uses them (a checkpoint without them resumes a run without them)
             **({"client_states": t.client_states} if t.keep_optimizer_state or t.client_momentum else {}),
             **({"server_optimizer": t.global_model.server_optimizer}
@@ -248,6 +235,9 @@ class CheckpointConnector:
                           f"{self.checkpoint_path}; starting from round 0", RuntimeWarning, stacklevel=3)
             return 0
         state = ckpt.load(path)
+        if "schedule" not in state and not self.trainer.schedule.active:
+            # a checkpoint from before run schedules: a run without schedulers has nothing to restore there
+            state["schedule"] = self.trainer.schedule.state_dict()
         required = ["fingerprint", "layout", "aggregator", "next_round", "global_params", "global_buffers",
                     "int_buffers", *[key for key in self.stateful_parts() if key]]
         missing = [key for key in required if key not in state]

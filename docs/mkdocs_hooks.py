@@ -11,7 +11,8 @@ from pathlib import Path
 #: a repository path linked from an included document -> the site page that shows it
 SITE_PAGES = {"docs/": "", "BENCHMARKS.md": "benchmarks.md", "REPRODUCTION.md": "reproduction.md",
               "examples/bring_your_own.py": "example.md", "examples/regression.py": "example-regression.md",
-              "examples/autoencoder.py": "example-autoencoder.md", "CHANGELOG.md": "changelog.md",
+              "examples/autoencoder.py": "example-autoencoder.md",
+              "examples/scheduler_over_the_run.py": "example-scheduler.md", "CHANGELOG.md": "changelog.md",
               "LICENSE": "license.md"}
 
 

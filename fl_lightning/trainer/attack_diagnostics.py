@@ -19,7 +19,7 @@ from torch import Tensor
 from fl_lightning.attacks.base import Attack
 from fl_lightning.engines.base import ClientOutcome
 from fl_lightning.engines.module_weights import ModuleWeights
-from fl_lightning.evaluation import evaluate
+from fl_lightning.evaluation import Evaluator
 from fl_lightning.module_contract import predict_fn
 
 #: a training loss above this multiple of the round's median honest loss (and above 1) counts as exploding
@@ -71,11 +71,17 @@ class AttackDiagnostics:
     @torch.no_grad()
     def measure(self, round_idx: int, module: L.LightningModule, weights: ModuleWeights, global_params: Tensor,
                 global_buffers: Tensor, updates: Tensor, local_buffers: Tensor, client_ids: Sequence[int],
-                outcomes: Sequence[ClientOutcome], attacks: Sequence[Attack], test: Any) -> dict[str, float]:
-        """``attack/local_*`` means over the round's active attackers; the module holds the global model after."""
+                outcomes: Sequence[ClientOutcome], attacks: Sequence[Attack], test: Any,
+                evaluator: Evaluator | None = None) -> dict[str, float]:
+        """``attack/local_*`` means over the round's active attackers; the module holds the global model after.
+
+        ``evaluator`` is the run's (the module's own test_step, or class scores); the constant-predictor check
+        runs only where the module gives class scores for integer labels.
+        """
         rows = [row for row in active_attackers(attacks, client_ids, round_idx) if outcomes[row].ok]
         if not rows or test is None:
             return {}
+        evaluator = evaluator or Evaluator(module, test, attacks)
         honest = [o.train_loss for row, o in enumerate(outcomes)
                   if row not in rows and o.ok and math.isfinite(o.train_loss)]
         honest_median = statistics.median(honest) if honest else None
@@ -90,12 +96,12 @@ class AttackDiagnostics:
                     reasons.append(("non-finite", "its local model holds NaN or Inf"))
                 else:
                     weights.load(local, local_buffers[row])
-                    for key, value in evaluate(module, test, attacks).items():
+                    for key, value in evaluator(module, test).items():
                         if math.isfinite(value):
                             name = local_name(key)
                             sums[name] = sums.get(name, 0.0) + value
                             counts[name] = counts.get(name, 0) + 1
-                    share, label_share = prediction_shares(module, test)
+                    share, label_share = prediction_shares(module, test) if evaluator.class_scores else (0.0, 1.0)
                     if share >= CONSTANT_SHARE and label_share < DOMINANT_LABEL_SHARE:
                         reasons.append(("constant", f"its local model predicts one class for {share:.1%} of the "
                                         "test set (a constant predictor: dead units or a learning rate too high)"))

@@ -470,9 +470,10 @@ class FederatedTrainer:
         check_layout_changes(outcomes, type(self.module).__name__)
         updates = self._out_params[:k].sub_(self.global_params)  # in place: the rows now hold U = local - global
         # the active attackers' own local models on the test set, before any boost or aggregation
-        attacker_local = self.attack_diagnostics.measure(
-            round_idx, self.module, self.global_model.weights, self.global_params, self.global_buffers, updates,
-            self._out_buffers[:k], client_ids, outcomes, self.attacks, self.datamodule.test)
+        with seeded_rng(derive_seed(self.seed, "attack_diagnostics", round_idx), self.device):
+            attacker_local = self.attack_diagnostics.measure(
+                round_idx, self.module, self.global_model.weights, self.global_params, self.global_buffers, updates,
+                self._out_buffers[:k], client_ids, outcomes, self.attacks, self.datamodule.test, self.evaluator)
         # plug-ins get a copy of the global model: a write into it (refused by the checks) cannot move the model
         ctx = RoundContext(round=round_idx, client_ids=client_ids,
                            num_samples=torch.tensor([len(t.data) for t in tasks], dtype=torch.float32,

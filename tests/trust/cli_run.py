@@ -4,8 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,25 +44,24 @@ def run_cli(*args: str, timeout: float = 300, **env: str) -> subprocess.Complete
                           env=cli_env(**env))
 
 
-def run_cli_peak_memory(*args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, int]:
-    """``fl-lightning ARGS`` to completion, with that one process's peak resident memory in KiB.
+#: the CLI, writing its process's peak resident memory (VmHWM, KiB) to the file named by FL_TEST_PEAK_FILE at exit
+_PEAK_CODE = ("import atexit, os, re\n"
+              "def _peak():\n"
+              "    status = open('/proc/self/status').read()\n"
+              "    open(os.environ['FL_TEST_PEAK_FILE'], 'w').write(re.search(r'VmHWM:\\s+(\\d+)', status).group(1))\n"
+              "atexit.register(_peak)\n") + _CODE
 
-    ``os.wait4`` reads the peak of this child alone; ``RUSAGE_CHILDREN`` would report the largest child the
-    whole test session ever waited for (Ray workers, other CLI runs), which says nothing about this run.
+
+def run_cli_peak_memory(tmp_path: Path, *args: str, timeout: float = 300) -> tuple[subprocess.CompletedProcess, int]:
+    """``fl-lightning ARGS`` to completion, with the peak resident memory in KiB of what it did after it started.
+
+    VmHWM belongs to the program the process runs (it starts afresh at exec); ``ru_maxrss`` would also count the
+    memory of the test process it was forked from, and ``RUSAGE_CHILDREN`` the largest child the session ever had.
     """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(cli_command(*args), stdout=out, stderr=err, text=True, cwd=ROOT, env=cli_env())
-        timer = threading.Timer(timeout, process.kill)
-        timer.start()
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        finally:
-            timer.cancel()
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        result = subprocess.CompletedProcess(process.args, process.returncode, out.read(), err.read())
-    return result, usage.ru_maxrss
+    peak_file = tmp_path / "peak_kib"
+    result = subprocess.run([sys.executable, "-c", _PEAK_CODE, *args], capture_output=True, text=True, cwd=ROOT,
+                            timeout=timeout, env=cli_env(FL_TEST_PEAK_FILE=str(peak_file)))
+    return result, int(peak_file.read_text())
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:

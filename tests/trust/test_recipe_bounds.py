@@ -30,7 +30,7 @@ def test_an_oversized_recipe_is_one_line_exit_2(tmp_path, command, case):
     make, message = RECIPES[case]
     path = tmp_path / "recipe.yaml"
     path.write_text(make())
-    result, peak_kib = run_cli_peak_memory(command, "--config", str(path), timeout=120)
+    result, peak_kib = run_cli_peak_memory(tmp_path, command, "--config", str(path), timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = error_lines(result)
     assert line.startswith(f"fl-lightning {command}: error: --config {path}: ") and message in line

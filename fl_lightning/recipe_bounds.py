@@ -38,7 +38,7 @@ def check_bounds(text: str, where: str) -> None:
                              "data it holds as a file the recipe names")
     anchors: dict[str, tuple[int, int, int]] = {}  # anchor -> (values, characters, depth) of its node
     stack: list[list[Any]] = [[None, 0, 0, 0]]  # frames: [anchor, values, characters, depth below]
-    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    for event in _events(text, where):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             if len(stack) > MAX_DEPTH:
                 raise RecipeTooLarge(f"{where}: nested more than {MAX_DEPTH} levels deep (line "
@@ -70,6 +70,22 @@ def check_bounds(text: str, where: str) -> None:
         if len(stack) - 1 + node[2] > MAX_DEPTH:
             raise RecipeTooLarge(f"{where}: nests more than {MAX_DEPTH} levels deep once its aliases are "
                                  f"expanded (line {line}); {_LIMITS}")
+
+
+def _events(text: str, where: str) -> Any:
+    """The YAML events of ``text``; libyaml's own nesting limit (PyYAML >= 6.0.4) reads as our depth bound."""
+    events = yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    while True:
+        try:
+            yield next(events)
+        except StopIteration:
+            return
+        except yaml.YAMLError as err:
+            if "maximum nesting depth" not in str(err):
+                raise
+            line = err.problem_mark.line + 1 if getattr(err, "problem_mark", None) else "?"
+            raise RecipeTooLarge(f"{where}: nested more than {MAX_DEPTH} levels deep (line {line}); {_LIMITS}") \
+                from None
 
 
 def safe_load(text: str, where: str) -> Any:

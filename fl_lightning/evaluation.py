@@ -123,12 +123,6 @@ class Evaluator:
         return results
 
 
-def evaluate(module: L.LightningModule, test: Any, attacks: Sequence[Attack], batch_size: int = 1000,
-             val: Any | None = None) -> dict[str, float]:
-    """The metrics of :class:`Evaluator`, deciding how to evaluate afresh (one-off use)."""
-    return Evaluator(module, test, attacks, val=val)(module, test, batch_size, val=val)
-
-
 def _batch_size_of(batch: Any) -> float:
     """How many samples a collated batch holds (its first tensor's length), for weighting logged means."""
     if isinstance(batch, Tensor):

@@ -33,28 +33,8 @@ def seed_everything(seed: int) -> None:
 
     The round loop never draws from them (every choice comes from :func:`derive_seed`); this is for
     code outside our control, above all a model's initial weights. ``FederatedTrainer(seed_everything=True)``
-    (the default) calls it with the run's seed.
+    (opt-in, as in Lightning) calls it with the run's seed.
     """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def rng_states() -> dict:
-    """The global generators' states, in a form ``torch.load(weights_only=True)`` accepts."""
-    py = random.getstate()
-    np_state = np.random.get_state()
-    return {
-        "python": [py[0], list(py[1]), py[2]],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
-        "torch": torch.get_rng_state(),
-    }
-
-
-def set_rng_states(states: dict) -> None:
-    """Restore what :func:`rng_states` saved."""
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    torch.set_rng_state(states["torch"])

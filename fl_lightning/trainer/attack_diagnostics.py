@@ -72,7 +72,7 @@ class AttackDiagnostics:
     def measure(self, round_idx: int, module: L.LightningModule, weights: ModuleWeights, global_params: Tensor,
                 global_buffers: Tensor, updates: Tensor, local_buffers: Tensor, client_ids: Sequence[int],
                 outcomes: Sequence[ClientOutcome], attacks: Sequence[Attack], test: Any,
-                evaluator: Evaluator | None = None) -> dict[str, float]:
+                evaluator: Evaluator) -> dict[str, float]:
         """``attack/local_*`` means over the round's active attackers; the module holds the global model after.
 
         ``evaluator`` is the run's (the module's own test_step, or class scores); the constant-predictor check
@@ -81,7 +81,6 @@ class AttackDiagnostics:
         rows = [row for row in active_attackers(attacks, client_ids, round_idx) if outcomes[row].ok]
         if not rows or test is None:
             return {}
-        evaluator = evaluator or Evaluator(module, test, attacks)
         honest = [o.train_loss for row, o in enumerate(outcomes)
                   if row not in rows and o.ok and math.isfinite(o.train_loss)]
         honest_median = statistics.median(honest) if honest else None

@@ -20,6 +20,8 @@ RR = '{"class_path": "fl_lightning.aggregators.ResidualReweight", "init_args": {
 NNM_RR = ('{"class_path": "fl_lightning.aggregators.NNM", "init_args": {"f": 2, "inner": ' + RR + '}}')
 TM = '{"class_path": "fl_lightning.aggregators.TrimmedMean", "init_args": {"f": 2}}'
 NNM_TM = ('{"class_path": "fl_lightning.aggregators.NNM", "init_args": {"f": 2, "inner": ' + TM + '}}')
+RR_L = '{"class_path": "fl_lightning.aggregators.ResidualReweight", "init_args": {"lambda_": %s, "thresh": 0.1}}'
+NNM_RR_L = ('{"class_path": "fl_lightning.aggregators.NNM", "init_args": {"f": 2, "inner": ' + RR_L + '}}')
 NNM1_RR = ('{"class_path": "fl_lightning.aggregators.NNM", "init_args": {"f": 1, "inner": ' + RR + '}}')
 CM = '{"class_path": "fl_lightning.aggregators.CoordinateMedian"}'
 NNM_CM = ('{"class_path": "fl_lightning.aggregators.NNM", "init_args": {"f": 2, "inner": ' + CM + '}}')
@@ -27,6 +29,8 @@ CC = '{"class_path": "fl_lightning.aggregators.CenteredClipping"}'
 FEDAVG = '{"class_path": "fl_lightning.aggregators.FedAvg"}'
 SGD_M = '{"class_path": "torch.optim.SGD", "init_args": {"lr": 1.0, "momentum": 0.9}}'
 SGD_M5 = '{"class_path": "torch.optim.SGD", "init_args": {"lr": 1.0, "momentum": 0.5}}'
+SGD_LR15 = '{"class_path": "torch.optim.SGD", "init_args": {"lr": 1.5}}'
+CC_NNM = ('{"class_path": "fl_lightning.aggregators.NNM", "init_args": {"f": 2, "inner": ' + CC + '}}')
 SGD_M7 = '{"class_path": "torch.optim.SGD", "init_args": {"lr": 1.0, "momentum": 0.7}}'
 
 #: stack name -> (aggregator, extra overrides)
@@ -36,6 +40,8 @@ STACKS: dict[str, tuple[str, list[str]]] = {
     "rr_cm": (RR, ["--trainer.client_momentum", "0.9"]),
     "rr_nnm": (NNM_RR, []),
     "rr_nnm1": (NNM1_RR, []),
+    "rr_nnm_l3": (NNM_RR_L % 3.0, []),
+    "rr_nnm_l5": (NNM_RR_L % 5.0, []),
     "rr_nnm_cm": (NNM_RR, ["--trainer.client_momentum", "0.9"]),
     "rr_nnm_cm_sm": (NNM_RR, ["--trainer.client_momentum", "0.9", "--trainer.server_optimizer", SGD_M]),
     "rr_cm_sm": (RR, ["--trainer.client_momentum", "0.9", "--trainer.server_optimizer", SGD_M]),
@@ -54,12 +60,42 @@ STACKS: dict[str, tuple[str, list[str]]] = {
     "cc_cm": (CC, ["--trainer.client_momentum", "0.9"]),
     "cc_cm_sm": (CC, ["--trainer.client_momentum", "0.9", "--trainer.server_optimizer", SGD_M]),
     "cc": (CC, []),
+    "tm_nnm": (NNM_TM, []),
+    "cm_nnm": (NNM_CM, []),
+    "cc_nnm": (CC_NNM, []),
+    "rr_nnm_lr15": (NNM_RR, ["--trainer.server_optimizer", SGD_LR15]),
     "fedavg_cm": (FEDAVG, ["--trainer.client_momentum", "0.9"]),
     "fedavg_sm": (FEDAVG, ["--trainer.server_optimizer", SGD_M]),
 }
 
 
-def run(stack: str, attack: bool, rounds: int | None) -> dict:
+#: how the docs' tables name a stack
+LABELS: dict[str, str] = {
+    "fedavg": "FedAvg",
+    "rr": "ResidualReweight (RR)",
+    "rr_nnm": "NNM(f=2) + RR",
+    "rr_nnm1": "NNM(f=1) + RR",
+    "rr_nnm_l3": "NNM + RR(lambda=3)",
+    "rr_nnm_l5": "NNM + RR(lambda=5)",
+    "rr_nnm_prox": "NNM + RR, FedProx mu=0.01",
+    "rr_nnm_sm5": "NNM + RR, server SGD(lr=1, momentum=0.5)",
+    "rr_nnm_sm7": "NNM + RR, server momentum 0.7",
+    "rr_nnm_sm": "NNM + RR, server momentum 0.9",
+    "rr_nnm_cm_sm": "NNM + RR, client momentum 0.9 + server momentum 0.9",
+    "rr_nnm_lr15": "NNM + RR, server SGD(lr=1.5)",
+    "tm_nnm": "NNM + TrimmedMean(f=2)",
+    "cm_nnm": "NNM + CoordinateMedian",
+    "cc_nnm": "NNM + CenteredClipping",
+    "cc": "CenteredClipping",
+}
+
+
+def label(stack: str) -> str:
+    """The stack's name in the docs' tables."""
+    return LABELS.get(stack, stack)
+
+
+def run(stack: str, attack: bool, rounds: int | None, seed: int = 0) -> dict:
     """Fit the quickstart with ``stack`` (and the flip if ``attack``); its late means as a flat dict."""
     sys.path.insert(0, str(ROOT))
     from fl_lightning.fit_config import fit_parser, fit_one
@@ -72,6 +108,7 @@ def run(stack: str, attack: bool, rounds: int | None) -> dict:
         args += ["--trainer.attacks", "[]"]
     if rounds is not None:
         args += ["--trainer.rounds", str(rounds)]
+    args += ["--trainer.seed", str(seed)]
     parser = fit_parser()
     cfg = parser.parse_args(args)
     cfg.aggregators = None
@@ -79,7 +116,7 @@ def run(stack: str, attack: bool, rounds: int | None) -> dict:
     started = time.perf_counter()
     trainer = fit_one(cfg, parser, run_name=f"{stack}-{'flip' if attack else 'clean'}-{time.time_ns()}", quiet=True)
     summary = RunSummary.from_trainer(stack, trainer)
-    return {"stack": stack, "attack": "label_flip" if attack else "none", "rounds": summary.rounds,
+    return {"stack": stack, "attack": "label_flip" if attack else "none", "seed": seed, "rounds": summary.rounds,
             "late_acc": summary.late_mean.get("test/acc"), "late_asr": summary.late_mean.get("attack/asr"),
             "final_acc": summary.final.get("test/acc"), "seconds": round(time.perf_counter() - started, 1),
             "w_attackers": summary.weight_attackers_mean, "w_honest": summary.weight_honest_mean}
@@ -93,6 +130,8 @@ def plot(lines: Path, path: Path) -> Path:
     runs: dict[str, dict[str, float]] = {}
     for line in lines.read_text().splitlines():
         record = json.loads(line)
+        if record.get("seed", 0) != 0:           # the figure is the quickstart's seed
+            continue
         runs.setdefault(record["stack"], {})[record["attack"]] = record["late_acc"]
     stacks = [Stack(name, r["none"], r["label_flip"], "label_flip") for name, r in runs.items()
               if "none" in r and "label_flip" in r]
@@ -106,19 +145,21 @@ def main() -> None:
     parser.add_argument("--stacks", nargs="+", default=["fedavg"], choices=sorted(STACKS))
     parser.add_argument("--attack", choices=["both", "flip", "none"], default="both")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="the quickstart's seed is 0")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.plot is not None:
         print(plot(args.out, args.plot))
         return
     attacks = {"both": [False, True], "flip": [True], "none": [False]}[args.attack]
-    for stack in args.stacks:
-        for attack in attacks:
-            line = json.dumps(run(stack, attack, args.rounds))
-            print(line, flush=True)
-            if args.out is not None:
-                with args.out.open("a") as file:
-                    file.write(line + "\n")
+    for seed in args.seeds:
+        for stack in args.stacks:
+            for attack in attacks:
+                line = json.dumps(run(stack, attack, args.rounds, seed))
+                print(line, flush=True)
+                if args.out is not None:
+                    with args.out.open("a") as file:
+                        file.write(line + "\n")
 
 
 if __name__ == "__main__":

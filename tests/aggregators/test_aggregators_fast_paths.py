@@ -147,3 +147,49 @@ def test_finite_rows_finds_every_kind_of_non_finite_row_and_keeps_overflowing_fi
     u[5, :2] = torch.tensor([3e38, -3e38])
     expected = torch.isfinite(u).all(dim=1)
     assert F.finite_rows(u).tolist() == expected.tolist() == [True, False, False, False, True, True, True]
+
+
+def test_multi_krum_set_takes_each_tier_and_still_selects_the_float64_set(krum_fast_everywhere: None,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows left undecided by the float32 bounds go to float64 products, near-ties on to exact differences."""
+    from fl_lightning.aggregators.functional import _fast_distances, krum_ranking
+
+    calls = {"float64": 0, "exact": 0}
+    float64_rows, exact_rows = _fast_distances._float64_sq_distances, _fast_distances._true_sq_distances
+
+    def spy_float64(values, rows):
+        calls["float64"] += 1
+        return float64_rows(values, rows)
+
+    def spy_exact(values, rows):
+        calls["exact"] += 1
+        return exact_rows(values, rows)
+
+    monkeypatch.setattr(_fast_distances, "_float64_sq_distances", spy_float64)
+    monkeypatch.setattr(_fast_distances, "_true_sq_distances", spy_exact)
+    monkeypatch.setattr(_fast_distances, "_MAX_RESCORED_SHARE", 1.0)
+    g = torch.Generator().manual_seed(5)
+    k, n, f = 30, 20_000, 5
+    u = torch.randn(k, n, generator=g)
+    u[10:20] = u[0] + 1e-3 * torch.randn(10, n, generator=g)   # scores within float32 error: float64 decides
+    u[21] = u[20]                                                # an exact tie: only exact differences decide
+    exact = krum_ranking(u, f)
+    for m in range(1, k - f + 1):
+        fast = krum_ranking(u, f, exact_prefix=m, prefix_as_set=True)
+        assert torch.equal(fast.order[:m].sort().values, exact.order[:m].sort().values), m
+        assert torch.equal(fast.order.sort().values, torch.arange(k))          # a permutation of the rows
+    assert calls["float64"] > 0 and calls["exact"] > 0, calls
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_multi_krum_set_on_random_crowds_matches_float64(krum_fast_everywhere: None, seed: int) -> None:
+    from fl_lightning.aggregators.functional import krum_ranking
+
+    g = torch.Generator().manual_seed(seed)
+    k, n = 40, 30_000
+    u = torch.randn(k, n, generator=g) * torch.rand(k, 1, generator=g) + torch.randn(1, n, generator=g)
+    for f in (1, 5, 15):
+        exact = krum_ranking(u, f)
+        for m in (1, k // 2, k - f - 1, k - f):
+            fast = krum_ranking(u, f, exact_prefix=m, prefix_as_set=True)
+            assert torch.equal(fast.order[:m].sort().values, exact.order[:m].sort().values), (f, m)

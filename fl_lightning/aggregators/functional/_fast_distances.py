@@ -8,6 +8,11 @@ every Krum score an interval. Rows whose intervals overlap near the selection bo
 distances summed in float64 over exact squared differences (no cancellation); the selection is then the
 one the exact scores give, tie-breaks included, which is the float64 Gram path's wherever that path's own
 cancellation error does not exceed the gaps. When too many rows overlap, the caller falls back to float64.
+
+Multi-Krum needs only the selected *set*: a row whose interval lies wholly below the (m+1)-th smallest lower
+bound is in, one wholly above the m-th smallest upper bound is out, and only the rows between are rescored,
+first from float64 products of those rows alone (an error bound of their own), then, where even those
+intervals still overlap (ties, duplicates), from exact squared differences.
 """
 from __future__ import annotations
 
@@ -68,6 +73,71 @@ def _true_sq_distances(values: Tensor, rows: Tensor) -> Tensor:
     return out
 
 
+def _float64_sq_distances(values: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """``([len(rows), K] squared distances, their error bounds)`` from float64 products of ``rows`` alone.
+
+    The rows' products with every row cost ``len(rows) / K`` of a float64 Gram matrix; the bound is
+    Higham's ``gamma_N (|x| + |y|)^2`` in float64, as :func:`_gamma` is in float32.
+    """
+    k, n = values.shape
+    product = torch.zeros(rows.numel(), k, dtype=torch.float64, device=values.device)
+    sq = torch.zeros(k, dtype=torch.float64, device=values.device)
+    width = max(1, (1 << 18) // k)                        # about 2 MB of float64 per block: it stays in the cache
+    for start in range(0, n, width):
+        block = values[:, start:start + width].double()
+        product.addmm_(block[rows], block.T)
+        sq += torch.einsum("ij,ij->i", block, block)
+    dist = (sq[rows].unsqueeze(1) + sq.unsqueeze(0) - 2 * product).clamp_min_(0)
+    dist[torch.arange(rows.numel(), device=values.device), rows] = 0.0
+    lu = n * 2.0 ** -53
+    norms = sq.sqrt()
+    error = 2.0 * lu / (1.0 - lu) * (norms[rows].unsqueeze(1) + norms.unsqueeze(0)).square()
+    return dist, error
+
+
+def _certain(low: Tensor, high: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """``(surely in, undecided)`` masks of the ``m`` smallest values, each known only within ``[low, high]``.
+
+    A value below the (m+1)-th smallest lower bound is below the (m+1)-th smallest value, hence among the
+    ``m`` smallest whatever the tie-break; one above the m-th smallest upper bound is not.
+    """
+    surely_in = high < torch.kthvalue(low, m + 1).values
+    surely_out = low > torch.kthvalue(high, m).values
+    return surely_in, ~(surely_in | surely_out)
+
+
+def _best_set(values: Tensor, scores: Tensor, slack: Tensor, near: int, m: int) -> tuple[Tensor, Tensor] | None:
+    """``(scores, order)`` whose first ``m`` positions hold, as a set, the rows the exact scores select."""
+    k = scores.numel()
+    order = torch.argsort(scores, stable=True)
+    if m >= k:
+        return scores, order
+    low, high = scores - slack, scores + slack
+    surely_in, undecided = _certain(low, high, m)
+    scores = scores.clone()
+    if bool(undecided.any()):                             # float64 products of these rows: R / K of a Gram matrix
+        rows = torch.nonzero(undecided).flatten()
+        dist, error = _float64_sq_distances(values, rows)
+        scores[rows] = torch.sort(dist, dim=1).values[:, 1:near + 1].sum(dim=1)
+        tight = near * error.max(dim=1).values
+        low, high = low.clone(), high.clone()
+        low[rows], high[rows] = scores[rows] - tight, scores[rows] + tight
+        surely_in, undecided = _certain(low, high, m)
+    chosen = surely_in
+    if bool(undecided.any()):                             # ties or near-ties: exact squared differences decide
+        rows = torch.nonzero(undecided).flatten()
+        if rows.numel() > max(2, _MAX_RESCORED_SHARE * k):
+            return None
+        exact = _true_sq_distances(values, rows)
+        scores[rows] = torch.sort(exact, dim=1).values[:, 1:near + 1].sum(dim=1)
+        by_total = torch.sort(exact.sum(dim=1), stable=True).indices
+        ranked = by_total[torch.sort(scores[rows][by_total], stable=True).indices]
+        chosen = surely_in.clone()
+        chosen[rows[ranked[:m - int(surely_in.sum())]]] = True
+    order = torch.cat([torch.nonzero(chosen).flatten(), torch.nonzero(~chosen).flatten()])
+    return scores, order
+
+
 def krum_scores_fast(values: Tensor, f: int, exact_prefix: int,
                      ordered: bool = True) -> tuple[Tensor, Tensor] | None:
     """``(scores [K] float64, order [K])`` of the finite rows ``values``, or None to fall back to float64.
@@ -76,7 +146,7 @@ def krum_scores_fast(values: Tensor, f: int, exact_prefix: int,
     path's exactly (ties by the sum of all distances); scores of rows never rescored carry float32
     rounding (relative error about ``1e-4`` at most). With ``ordered=False`` only the boundary is exact:
     the first ``exact_prefix`` positions hold the right rows as a set, perhaps in another order
-    (Multi-Krum averages them, so only the set matters, and far fewer rows need rescoring).
+    (Multi-Krum averages them, so only the set matters, and far fewer rows need rescoring: :func:`_best_set`).
     """
     k, n = values.shape
     near = k - f - 2
@@ -90,6 +160,8 @@ def krum_scores_fast(values: Tensor, f: int, exact_prefix: int,
     error = _gamma(n) * (norms.unsqueeze(0) + norms.unsqueeze(1)).square()
     scores = torch.sort(dist, dim=1).values[:, 1:near + 1].sum(dim=1)
     slack = near * error.max(dim=1).values
+    if not ordered:
+        return _best_set(values, scores, slack, near, min(max(exact_prefix, 1), k))
     order = torch.argsort(scores, stable=True)
     low, high = (scores - slack)[order], (scores + slack)[order]
     # clusters of positions whose intervals chain together; only they can swap once scored exactly
@@ -100,11 +172,7 @@ def krum_scores_fast(values: Tensor, f: int, exact_prefix: int,
     sizes = torch.bincount(cluster)
     # every cluster up to the last selected position's; if that one also holds position `boundary + 1`,
     # the boundary itself is decided by the exact scores
-    if ordered:
-        moved = (cluster <= cluster[boundary]) & (sizes[cluster] > 1)
-    else:                                                 # only a cluster straddling the boundary matters
-        straddles = boundary + 1 < k and bool(cluster[boundary] == cluster[boundary + 1])
-        moved = (cluster == cluster[boundary]) & straddles
+    moved = (cluster <= cluster[boundary]) & (sizes[cluster] > 1)
     rescore = order[moved].sort().values                  # ascending: equal keys keep the row order
     if rescore.numel() > max(2, _MAX_RESCORED_SHARE * k):
         return None

@@ -82,6 +82,8 @@ LABELS: dict[str, str] = {
     "rr_nnm_sm7": "NNM + RR, server momentum 0.7",
     "rr_nnm_sm": "NNM + RR, server momentum 0.9",
     "rr_nnm_cm_sm": "NNM + RR, client momentum 0.9 + server momentum 0.9",
+    "rr_nnm_cm": "NNM + RR, client momentum 0.9",
+    "fedavg_sm5": "FedAvgM: FedAvg, server SGD(lr=1, momentum=0.5)",
     "rr_nnm_lr15": "NNM + RR, server SGD(lr=1.5)",
     "tm_nnm": "NNM + TrimmedMean(f=2)",
     "cm_nnm": "NNM + CoordinateMedian",

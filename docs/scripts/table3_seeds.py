@@ -91,11 +91,12 @@ def table_rows(folder: Path, kind: str) -> list[list[str]]:
             after = f"{_pct(n['round_acc'])} / {_pct(n['round_asr'])}" if "round_acc" in n else "–"
             rows.append([name, _pct(n["acc"]), _pct(n["asr"]), _pct(n["peak_asr"]),
                          f"{_pct(n['local_acc'])} / {_pct(n['local_asr'])}", f"{n['diverged']:.0f} of {n['attacked']}",
-                         f"{n['w_att']:.3f}", after])
+                         "–" if not math.isfinite(n["w_att"]) else f"{n['w_att']:.3f}", after])
         accs, asrs = [n["acc"] for _, n in points], [n["asr"] for _, n in points]
         paper_acc, paper_asr = PAPER[kind].get(rule, (math.nan, math.nan))
         spread = (lambda v: f" ± {_pct(statistics.stdev(v))}") if len(points) > 1 else (lambda v: "")
-        rows.append([f"**{rule}, mean{' ± sd' if len(points) > 1 else ''} of {len(points)} seeds** (paper)",
+        seeds = f"{len(points)} seeds" if len(points) > 1 else "1 seed"
+        rows.append([f"**{rule}, mean{' ± sd' if len(points) > 1 else ''} of {seeds}** (paper)",
                      f"**{_pct(statistics.mean(accs))}{spread(accs)}** ({paper_acc})",
                      f"**{_pct(statistics.mean(asrs))}{spread(asrs)}** ({paper_asr})", "", "", "", "", ""])
     return rows
@@ -108,9 +109,13 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     name, folder = positional
-    rows = table_rows(Path(folder), "naive" if name == "table3-naive" else "replacement")
+    kind = "naive" if name == "table3-naive" else "replacement"
+    rows = table_rows(Path(folder), kind)
+    header = HEADER
+    if kind == "naive":                                   # no replacement round: drop its column
+        header, rows = HEADER[:-1], [row[:-1] for row in rows]
     options = [a for a in argv if a not in positional]
-    return doc_tables.main(name, HEADER, rows, doc=doc_tables.REPRODUCTION, argv=options,
+    return doc_tables.main(name, header, rows, doc=doc_tables.REPRODUCTION, argv=options,
                            command=f"python docs/scripts/table3_seeds.py {name} {folder}")
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import doc_tables  # noqa: E402
 
 LATE = 0.4
 HEADER = ["point", "late acc", "late ASR", "peak ASR", "attacker's local acc / ASR", "diverged rounds",
-          "w attacker", "global model after the replacement round: acc / ASR"]
+          "w attacker (replacement: in its round)", "global model after the replacement round: acc / ASR"]
 #: the paper's Table 3 (MNIST): clean accuracy and backdoor ASR, naive and replacement, per rule
 PAPER = {"naive": {"FedAvg": (99.08, 99.71), "CoordinateMedian": (98.91, 10.34), "TrimmedMean": (98.97, 10.34),
                    "RepeatedMedian": (98.96, 10.36), "FoolsGold": (96.20, 12.51),
@@ -69,6 +69,8 @@ def point_numbers(record: dict) -> dict[str, float]:
         index = history.index(attacked[0])
         out["round_acc"] = history[index]["metrics"].get("test/acc", math.nan)
         out["round_asr"] = history[index]["metrics"].get("attack/backdoor_asr", math.nan)
+        # the attacker's weight in the round it attacked (in the other rounds it takes part as an honest client)
+        out["w_att"] = _mean([attacked[0]["metrics"].get("aggregator/weight_attackers_mean")])
     return out
 
 
@@ -113,7 +115,7 @@ def main(argv: list[str]) -> int:
     rows = table_rows(Path(folder), kind)
     header = HEADER
     if kind == "naive":                                   # no replacement round: drop its column
-        header, rows = HEADER[:-1], [row[:-1] for row in rows]
+        header, rows = [*HEADER[:-2], "w attacker"], [row[:-1] for row in rows]
     options = [a for a in argv if a not in positional]
     return doc_tables.main(name, header, rows, doc=doc_tables.REPRODUCTION, argv=options,
                            command=f"python docs/scripts/table3_seeds.py {name} {folder}")

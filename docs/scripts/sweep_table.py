@@ -6,8 +6,9 @@ files, and the table of one metric is copied into the document under a line that
 the commit and the versions (``doc_tables``). Sweeps take tens of minutes to hours, so no test reruns
 them; ``--check`` compares the document with the folder.
 
-    python docs/scripts/sweep_table.py fig3-acc logs/mnist_label_flip-mnist5k --metric test/acc
-    python docs/scripts/sweep_table.py fig3-asr logs/mnist_label_flip-mnist5k --metric attack/asr --check
+    python docs/scripts/sweep_table.py fig3-acc logs/mnist_label_flip-mnist5k --section test/acc
+    python docs/scripts/sweep_table.py fig3-asr logs/mnist_label_flip-mnist5k --section attack/asr --check
+    python docs/scripts/sweep_table.py levers-iid logs/robustness_matrix-levers-ranked --section partition=iid
 """
 from __future__ import annotations
 
@@ -21,16 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import doc_tables  # noqa: E402
 
 
-def report_table(folder: Path, metric: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of ``metric``'s table in the folder's freshly written report."""
+def report_table(folder: Path, section: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the first table under the report heading that starts with ``section`` (a metric
+    such as ``test/acc``, or a robustness matrix's ``partition=iid: accuracy against protection``)."""
     from fl_lightning.sweeps.report import report_parser, run_report
 
     report = run_report(report_parser().parse_args([str(folder)])).read_text().splitlines()
-    heading = f"## {metric}"
-    if heading not in report:
-        found = [line[3:] for line in report if line.startswith("## ")]
-        raise SystemExit(f"{folder}: the report has no table for {metric!r}; it has {found}")
-    start = report.index(heading) + 1
+    headings = [i for i, line in enumerate(report) if line.startswith("#")]
+    matches = [i for i in headings if report[i].lstrip("#").strip().startswith(section)]
+    if not matches:
+        found = [report[i].lstrip("#").strip() for i in headings]
+        raise SystemExit(f"{folder}: the report has no section {section!r}; it has {found}")
+    start = matches[0] + 1
     while not report[start].startswith("|"):
         start += 1
     lines = []
@@ -46,12 +49,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="the table's marker name in the document")
     parser.add_argument("folder", type=Path, help="the sweep folder (logs/<sweep>)")
-    parser.add_argument("--metric", default="test/acc", help="the report's table to copy (default test/acc)")
+    parser.add_argument("--metric", "--section", dest="section", default="test/acc",
+                        help="the report heading whose table to copy: a metric (default test/acc) or the start of "
+                             "another heading (a matrix's 'partition=classes: accuracy against protection')")
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
     parser.add_argument("--doc", type=Path, default=doc_tables.REPRODUCTION, help="the document (REPRODUCTION.md)")
     args = parser.parse_args(argv)
-    header, rows = report_table(args.folder, args.metric)
-    command = f"python docs/scripts/sweep_table.py {args.name} {args.folder.as_posix()} --metric {args.metric}"
+    header, rows = report_table(args.folder, args.section)
+    command = f"python docs/scripts/sweep_table.py {args.name} {args.folder.as_posix()} --section '{args.section}'"
     return doc_tables.main(args.name, header, rows, doc=args.doc, argv=["--check"] if args.check else [],
                            command=command)
 

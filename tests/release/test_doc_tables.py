@@ -35,3 +35,60 @@ def test_check_mode_fails_on_drift_and_write_mode_fixes_it(tmp_path) -> None:
     assert "Written by `python make.py` at commit" in text and "torch" in text and "fl_lightning 0.1.0" in text
     assert doc_tables.main("t", ["a", "b"], [["x", "2"]], doc=doc, argv=["--check"]) == 0
     assert doc_tables.main("missing", ["a"], [], doc=doc, argv=["--check"]) == 2
+
+
+def _script(name: str):
+    import importlib
+
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def backdoor_sweep(tmp_path_factory) -> Path:
+    """Two points of Table 3's naive recipe at smoke-test scale, seeds 0 and 1: a sweep folder to tabulate."""
+    import yaml
+
+    from fl_lightning.cli import main
+
+    save_dir = tmp_path_factory.mktemp("sweep")
+    recipe = yaml.safe_load((ROOT / "recipes" / "backdoor_mnist_naive.yaml").read_text())
+    recipe["profiles"]["small"]["grid"] = {"trainer.seed": [0, 1]}
+    recipe["profiles"]["small"].pop("max_values_per_axis")               # every rule, --only picks two
+    path = save_dir / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    main(["sweep", "--config", str(path), "--profile", "small", "--set", f"[save_dir={save_dir}]",
+          "--only", "[FedAvg-*, ResidualReweight-*]"])
+    (folder,) = [p for p in save_dir.iterdir() if p.is_dir()]
+    return folder
+
+
+def _doc_with(tmp_path: Path, name: str) -> Path:
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n<!-- table:{name} -->\n<!-- /table:{name} -->\nafter\n")
+    return doc
+
+
+def test_sweep_table_copies_a_report_table_and_checks_it(backdoor_sweep: Path, tmp_path: Path) -> None:
+    sweep_table = _script("sweep_table")
+    doc = _doc_with(tmp_path, "t3")
+    assert sweep_table.main(["t3", str(backdoor_sweep), "--section", "test/acc", "--doc", str(doc)]) == 0
+    rows = doc_tables.table_lines(doc.read_text())
+    assert rows[0].startswith("| aggregator") and any(r.startswith("| FedAvg") for r in rows)
+    assert any(r.startswith("| ResidualReweight") for r in rows) and len(rows) == 4     # header, rule, 2 rules
+    assert sweep_table.main(["t3", str(backdoor_sweep), "--section", "test/acc", "--doc", str(doc), "--check"]) == 0
+    doc.write_text(doc.read_text().replace("| FedAvg", "| FedAvgX"))
+    assert sweep_table.main(["t3", str(backdoor_sweep), "--section", "test/acc", "--doc", str(doc), "--check"]) == 1
+    with pytest.raises(SystemExit, match="no section 'no/such'"):
+        sweep_table.main(["t3", str(backdoor_sweep), "--section", "no/such", "--doc", str(doc)])
+
+
+def test_table3_seeds_writes_a_row_per_seed_and_the_mean_per_rule(backdoor_sweep: Path, tmp_path: Path) -> None:
+    table3 = _script("table3_seeds")
+    doc = _doc_with(tmp_path, "table3-naive")
+    assert table3.main(["table3-naive", str(backdoor_sweep), "--doc", str(doc)]) == 0
+    rows = doc_tables.table_lines(doc.read_text())[2:]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "FedAvg-seed=0", "FedAvg-seed=1", "**FedAvg, mean ± sd of 2 seeds** (paper)",
+        "ResidualReweight-seed=0", "ResidualReweight-seed=1", "**ResidualReweight, mean ± sd of 2 seeds** (paper)"]
+    assert "(99.71)" in rows[2] and "(10.35)" in rows[5]                    # the paper's ASR beside the means
+    assert table3.main(["table3-naive", str(backdoor_sweep), "--doc", str(doc), "--check"]) == 0

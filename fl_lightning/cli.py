@@ -82,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not console:
             raise
         _fail(command, str(exc), status=exc.exit_status, label="stopped")
+    except BrokenPipeError:  # `fl-lightning recipes | head`: the reader left; stop quietly, as a shell tool does
+        if not console:
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        raise SystemExit(BROKEN_PIPE) from None
     except KeyboardInterrupt as exc:
         if not console:
             raise
@@ -98,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 RUN_ERROR = 1
 #: exit status after Ctrl-C (128 + SIGINT), as a shell reports it
 INTERRUPTED = 130
+#: exit status when the reader of stdout went away (128 + SIGPIPE), as a shell reports it
+BROKEN_PIPE = 141
 #: set this environment variable to get the traceback of a run's failure instead of one line
 TRACEBACK_VARIABLE = "FL_LIGHTNING_TRACEBACK"
 

@@ -44,6 +44,16 @@ def test_recipes_lists_one_line_each_and_show_prints_the_yaml(capsys) -> None:
     assert yaml.safe_load(capsys.readouterr().out) == yaml.safe_load((shipped.RECIPE_DIR / "quickstart.yaml").read_text())
 
 
+def test_a_reader_that_leaves_early_ends_the_listing_quietly() -> None:
+    """``fl-lightning recipes | head -1``: no traceback, no error line, the shell's SIGPIPE status."""
+    process = subprocess.Popen([sys.executable, "-c", "from fl_lightning.cli import main; main()", "recipes"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()                                   # the reader is gone before the first line
+    assert process.wait(timeout=120) == 141
+    assert process.stderr.read().decode() == ""
+
+
 @pytest.mark.parametrize("args, expected", [
     (["recipes", "show", "quickstrat"], "no shipped recipe 'quickstrat' (did you mean 'quickstart'?)"),
     (["recipes", "list"], "unknown argument 'list'"),

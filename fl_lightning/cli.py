@@ -45,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     checks, a missing data file, a run folder that holds another run or is in use) is printed the same way;
     any other failure while running (an ``OSError`` of a full disk or a read-only folder, a diverged run) is
     one line with status 1 (``FL_LIGHTNING_TRACEBACK=1`` shows the traceback); SIGTERM is one line with status
-    143 and Ctrl-C one with 130. Errors during cleanup are appended to the line of the error that caused them.
+    143 and Ctrl-C one with 130; output cut off by its reader (``| head``) ends quietly with 141. Errors during
+    cleanup are appended to the line of the error that caused them.
     A caller passing ``argv`` gets the exception.
     """
     console = argv is None

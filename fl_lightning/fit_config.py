@@ -159,6 +159,10 @@ def run_names(aggregator_cfgs: list[Any]) -> list[str]:
         >>> run_names([{"class_path": "FedAvg"}, {"class_path": "TrimmedMean", "init_args": {"beta": 0.1}},
         ...            {"class_path": "TrimmedMean", "init_args": {"beta": 0.2}}, {"class_path": "FedAvg"}])
         ['FedAvg', 'TrimmedMean-beta0.1', 'TrimmedMean-beta0.2', 'FedAvg-2']
+        >>> run_names([{"class_path": "NNM", "init_args": {"f": 2, "inner": {"class_path": "a.CoordinateMedian"}}},
+        ...            {"class_path": "NNM", "init_args": {"f": 2, "inner": {"class_path": "a.ResidualReweight",
+        ...                                                               "init_args": {"lambda_": 2.0}}}}])
+        ['NNM-innerCoordinateMedian', 'NNM-innerResidualReweight']
     """
     classes = [_class_name(c) for c in aggregator_cfgs]
     args = [_init_args(c) for c in aggregator_cfgs]
@@ -197,8 +201,11 @@ def _init_args(cfg: Any) -> dict[str, Any]:
 
 
 def _label(value: Any) -> str:
-    """A value as it appears in a folder name: ``0.1``, ``true``, ``a+b``; path-unsafe characters become ``_``."""
-    if isinstance(value, bool):
+    """A value as it appears in a folder name: ``0.1``, ``true``, ``a+b``, a nested plug-in by its class
+    (``NNM-innerCoordinateMedian``); path-unsafe characters become ``_``."""
+    if isinstance(value, (dict, Namespace)) and value.get("class_path") or isinstance(value, Aggregator):
+        text = _class_name(value)
+    elif isinstance(value, bool):
         text = "true" if value else "false"
     elif isinstance(value, float):
         text = f"{value:g}"

@@ -29,9 +29,11 @@ def report_table(folder: Path, section: str) -> tuple[list[str], list[list[str]]
 
     report = run_report(report_parser().parse_args([str(folder)])).read_text().splitlines()
     headings = [i for i, line in enumerate(report) if line.startswith("#")]
-    matches = [i for i in headings if report[i].lstrip("#").strip().startswith(section)]
+    titles = {i: report[i].lstrip("#").strip() for i in headings}
+    matches = ([i for i in headings if titles[i] == section]                  # an exact heading first
+               or [i for i in headings if titles[i].startswith(section)])
     if not matches:
-        found = [report[i].lstrip("#").strip() for i in headings]
+        found = list(titles.values())
         raise SystemExit(f"{folder}: the report has no section {section!r}; it has {found}")
     start = matches[0] + 1
     while not report[start].startswith("|"):

@@ -71,6 +71,17 @@ class StopOnSignal:
         """From now on a signal is recorded, not raised (cleanup runs to its end)."""
         self.armed = False
 
+    def raise_if_received(self) -> None:
+        """Raise the stop a signal asked for, if it arrived and the fit is still running.
+
+        The handler raises where the signal lands; when that is inside a ``__del__`` or a weakref callback
+        (garbage collection runs them at any point), Python only prints the exception and carries on. The
+        fit calls this at every round boundary, so such a stop still ends it within a round.
+        """
+        if self.received is not None:
+            self.armed = False
+            raise StopRequested(self.received)
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum

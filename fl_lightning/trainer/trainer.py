@@ -323,6 +323,8 @@ class FederatedTrainer:
             for round_idx in range(start_round, self.rounds):
                 if self.should_stop:  # a callback ended the run (EarlyStopping), also one resumed after it
                     break
+                self.current_round = round_idx
+                stop.raise_if_received()  # a SIGTERM whose exception a __del__ swallowed still stops here
                 record = self._run_round(round_idx)
                 failed_in_a_row = failed_in_a_row + 1 if record.kept_previous_model else 0
                 if failed_in_a_row >= self.max_failed_rounds:

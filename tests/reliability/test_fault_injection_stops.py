@@ -181,3 +181,32 @@ def test_cleanup_failures_never_hide_the_first_error(primary, at_round, failing)
             assert order[0] in str(error)
             assert [n.rsplit(": ", 1)[1] for n in cleanup_notes(error)] == order[1:]
         assert _lock_files(root) == []
+
+
+class _SigtermInDel:
+    """An object whose finaliser receives SIGTERM: Python prints the handler's exception and carries on."""
+
+    def __del__(self) -> None:
+        _sigterm()
+
+
+class SigtermSwallowedAt(FederatedCallback):
+    """At the end of round ``round_idx`` the signal lands inside a ``__del__``, as garbage collection can make it."""
+
+    def __init__(self, round_idx: int) -> None:
+        self.round_idx = round_idx
+
+    def on_round_logged(self, trainer, record):
+        if record.round == self.round_idx:
+            _SigtermInDel()                                  # collected at once: its __del__ swallows the raise
+
+
+def test_a_sigterm_swallowed_by_a_finaliser_still_stops_the_fit_at_the_next_round(tmp_path) -> None:
+    previous = signal.getsignal(signal.SIGTERM)
+    with warnings.catch_warnings(), pytest.raises(StopRequested) as info:
+        warnings.simplefilter("ignore")
+        _fit(tmp_path, [], callbacks=[SigtermSwallowedAt(0)])
+    assert info.value.signum == signal.SIGTERM and info.value.round == 1, str(info.value)
+    assert "during round 1, which was abandoned" in str(info.value)
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert _lock_files(tmp_path) == []

@@ -119,9 +119,7 @@ def critical_section() -> Iterator[None]:
         yield
     finally:
         stop.armed = True
-    if stop.received is not None:
-        stop.armed = False
-        raise StopRequested(stop.received)
+    stop.raise_if_received()
 
 
 def run_cleanup(steps: Sequence[tuple[str, Callable[[], Any]]], failure: BaseException | None = None) -> None:

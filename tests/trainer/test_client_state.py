@@ -107,6 +107,16 @@ def _engine(name):
     return SequentialEngine(num_threads=1)
 
 
+def _same_start(seed: int, count: int, **kwargs) -> list[TinyNet]:
+    """``count`` TinyNets holding the weights of one drawn after ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
+    start = TinyNet(**kwargs)
+    copies = [TinyNet(**kwargs) for _ in range(count)]
+    for module in copies:
+        module.load_state_dict(start.state_dict())
+    return copies
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 @pytest.mark.parametrize("engine", ENGINES)
@@ -114,11 +124,7 @@ def test_kept_optimizer_state_continues_local_momentum(tmp_path, engine, one_thr
     """With one client and one step a round, keep_optimizer_state makes the rounds one SGD-momentum run;
     without it, the momentum restarts every round."""
     dm = make_dm(num_clients=1)
-    torch.manual_seed(3)
-    start = TinyNet(lr=0.1, momentum=0.9)
-    kept_module, fresh_module, hand_module = (TinyNet(lr=0.1, momentum=0.9) for _ in range(3))
-    for m in (kept_module, fresh_module, hand_module):
-        m.load_state_dict(start.state_dict())
+    kept_module, fresh_module, hand_module = _same_start(3, 3, lr=0.1, momentum=0.9)
     kept = make_trainer(tmp_path / "kept", rounds=4, batch_size=256, engine=_engine(engine), checkpoint_every=0,
                         aggregator=MeanAggregator(), keep_optimizer_state=True, seed_everything=False)
     kept.fit(kept_module, dm)
@@ -141,11 +147,7 @@ def test_fedprox_by_hand(tmp_path, engine, one_thread):
     """Two full-batch steps a round, three rounds: mu/2 ||w - w_round_start||^2 joins every step's loss."""
     mu = 2.0
     dm = make_dm(num_clients=1)
-    torch.manual_seed(5)
-    start = TinyNet(lr=0.1, momentum=0.0)
-    trained, hand, plain = (TinyNet(lr=0.1, momentum=0.0) for _ in range(3))
-    for m in (trained, hand, plain):
-        m.load_state_dict(start.state_dict())
+    trained, hand, plain = _same_start(5, 3, lr=0.1, momentum=0.0)
     trainer = make_trainer(tmp_path / "prox", rounds=3, local_epochs=2, batch_size=256, engine=_engine(engine),
                            checkpoint_every=0, aggregator=MeanAggregator(), proximal_mu=mu, seed_everything=False)
     trainer.fit(trained, dm)

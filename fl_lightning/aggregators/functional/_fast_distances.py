@@ -109,9 +109,8 @@ def _certain(low: Tensor, high: Tensor, m: int) -> tuple[Tensor, Tensor]:
 def _best_set(values: Tensor, scores: Tensor, slack: Tensor, near: int, m: int) -> tuple[Tensor, Tensor] | None:
     """``(scores, order)`` whose first ``m`` positions hold, as a set, the rows the exact scores select."""
     k = scores.numel()
-    order = torch.argsort(scores, stable=True)
     if m >= k:
-        return scores, order
+        return scores, torch.argsort(scores, stable=True)
     low, high = scores - slack, scores + slack
     surely_in, undecided = _certain(low, high, m)
     scores = scores.clone()
@@ -120,7 +119,6 @@ def _best_set(values: Tensor, scores: Tensor, slack: Tensor, near: int, m: int) 
         dist, error = _float64_sq_distances(values, rows)
         scores[rows] = torch.sort(dist, dim=1).values[:, 1:near + 1].sum(dim=1)
         tight = near * error.max(dim=1).values
-        low, high = low.clone(), high.clone()
         low[rows], high[rows] = scores[rows] - tight, scores[rows] + tight
         surely_in, undecided = _certain(low, high, m)
     chosen = surely_in

@@ -25,7 +25,7 @@ def _median_reference(u: torch.Tensor) -> torch.Tensor:
     return (s[(k - 1) // 2] + s[k // 2]) / 2
 
 
-SIZES = [(5, 300), (32, 300), (33, 300), (64, 700), (128, 300), (129, 300), (200, 300), (257, 100)]
+SIZES = [(5, 300), (32, 300), (33, 300), (64, 700), (128, 300), (129, 300), (200, 300), (256, 100), (257, 100)]
 
 
 @pytest.mark.parametrize("ties", [False, True])
@@ -40,10 +40,13 @@ def test_coordinate_median_equals_the_sorted_middle_exactly(k: int, n: int, ties
 @pytest.mark.parametrize("k,n", SIZES)
 def test_trimmed_mean_matches_float64(k: int, n: int, ties: bool) -> None:
     u = _matrix(k, n, k * n, ties)
+    u[:, 0] = 0.25                              # a constant column: the first and last kept values are equal
+    u[: k // 2, 1] = -1.0                       # half the column one value: ties across the lower cut
     f = k // 5
     s = torch.sort(u.double(), dim=0).values
     expected = s[f:k - f].mean(dim=0)
     torch.testing.assert_close(F.trimmed_mean(u, f=f).double(), expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(F.trimmed_mean(u, f=f, chunk_size=7).double(), expected, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("k", [100, 129, 200])

@@ -71,19 +71,20 @@ def finite_rows(updates: Tensor) -> Tensor:
 
 
 #: elements of one chunk for the coordinate-wise order statistics: each op of their comparator networks
-#: runs on a whole row of the chunk, so wide rows amortise the per-op cost (measured in BENCHMARKS.md)
-_WIDE_CHUNK_ELEMENTS = 1 << 19
+#: runs on a whole row of the chunk, so wide rows amortise the per-op cost, while the chunk (8 MiB of
+#: float32) still fits the last-level cache (measured in BENCHMARKS.md)
+_WIDE_CHUNK_ELEMENTS = 1 << 21
 
 
 def _chunk_columns(k: int, n: int, bytes_per_column: int, chunk_size: int | None,
                    target_elements: int = _TARGET_ROW_ELEMENTS) -> int:
     """Columns per chunk: ``chunk_size`` if given, else ``[K, chunk]`` ops of about
     ``target_elements`` values, capped so one chunk's scratch stays within half the input's
-    size (at least 4 MiB, at most 64 MiB): two workers' chunks then fit in one more input's worth.
+    size (at least 16 MiB, at most 64 MiB): two workers' chunks then fit in one more input's worth.
     """
     if chunk_size is not None:
         return max(1, min(chunk_size, n))
-    budget = min(max(2 * k * n, 4 * _MIB), 64 * _MIB)
+    budget = min(max(2 * k * n, 16 * _MIB), 64 * _MIB)
     by_budget = max(1, budget // max(1, bytes_per_column))
     by_cache = max(64, target_elements // max(1, k))
     return max(1, min(n, by_budget, by_cache))
@@ -111,14 +112,23 @@ def _single_threaded_ops() -> Iterator[int]:
         torch.set_num_threads(previous)
 
 
-#: inputs smaller than this run on one worker: thread start-up and per-thread allocator arenas
-#: would cost more time and memory than they save
-_PARALLEL_MIN_BYTES = 16 * _MIB
+#: inputs smaller than this run on one worker: starting threads would cost more than they save
+_PARALLEL_MIN_BYTES = _MIB // 2
+
+
+def _parallel_workers(threads: int, input_bytes: int) -> int:
+    """Workers a chunked rule uses for an input of ``input_bytes`` when torch has ``threads`` threads."""
+    return max(1, threads) if input_bytes >= _PARALLEL_MIN_BYTES else 1
+
+
+def _split_for_workers(step: int, n: int, workers: int) -> int:
+    """``step`` columns per chunk, lowered so that ``n`` columns give every worker a chunk."""
+    return step if workers == 1 else max(1, min(step, -(-n // workers)))
 
 
 def _map_chunks(work: Callable[[list[int]], _T], starts: list[int], workers: int, input_bytes: int) -> list[_T]:
     """``work`` over contiguous runs of chunk ``starts``, on up to ``workers`` threads (ops release the GIL)."""
-    workers = max(1, min(workers, len(starts) // 2)) if input_bytes >= _PARALLEL_MIN_BYTES else 1
+    workers = max(1, min(_parallel_workers(workers, input_bytes), len(starts)))
     if workers == 1:
         return [work(starts)]
     size = -(-len(starts) // workers)
@@ -140,16 +150,28 @@ def _column_chunks(values: Tensor, mask: Tensor | None, bytes_per_column: int,
         yield start, min(n, start + step), (block if mask is None else block[mask])
 
 
+#: how :func:`_map_columns` uses torch's threads: ``"chunks"`` runs single-threaded ops with whole chunks
+#: on worker threads; ``"serial"`` runs single-threaded ops on one worker (many small ops, such as a
+#: comparator network's: two Python threads contending for the GIL between ops of under ~250k values
+#: run slower than one, measured in BENCHMARKS.md); ``"torch"`` runs one worker whose few large ops
+#: (a sort, a top-k) use torch's own intra-op threads
+THREADING = ("chunks", "serial", "torch")
+
+
 def _map_columns(updates: Tensor, mask: Tensor | None, bytes_per_column: int, chunk_size: int | None,
-                 out: Tensor, fn: Callable[[Tensor], Tensor], target_elements: int = _TARGET_ROW_ELEMENTS) -> Tensor:
+                 out: Tensor, fn: Callable[[Tensor], Tensor], target_elements: int = _TARGET_ROW_ELEMENTS,
+                 threading: str = "chunks") -> Tensor:
     """``out[..., start:stop] = fn(chunk)`` for every chunk of columns of the rows ``mask`` selects.
 
-    Each ``chunk`` is a fresh contiguous copy ``fn`` may overwrite; ops run single-threaded, chunks
-    on parallel workers (see :func:`_single_threaded_ops`).
+    Each ``chunk`` is a fresh contiguous copy ``fn`` may overwrite; ``threading`` (see
+    :data:`THREADING`) says where the threads go.
     """
     k, n = updates.shape
     rows = k if mask is None else int(mask.sum())
+    input_bytes = rows * n * updates.element_size()
     step = _chunk_columns(rows, n, bytes_per_column, chunk_size, target_elements)
+    if chunk_size is None and threading == "chunks":
+        step = _split_for_workers(step, n, _parallel_workers(torch.get_num_threads(), input_bytes))
 
     def work(starts: list[int]) -> None:
         for start in starts:
@@ -157,8 +179,12 @@ def _map_columns(updates: Tensor, mask: Tensor | None, bytes_per_column: int, ch
             block = block[mask] if mask is not None else block.clone(memory_format=torch.contiguous_format)
             out[..., start:start + step] = fn(block)
 
+    starts = list(range(0, n, step))
+    if threading == "torch":
+        work(starts)
+        return out
     with _single_threaded_ops() as threads:
-        _map_chunks(work, list(range(0, n, step)), threads, rows * n * updates.element_size())
+        _map_chunks(work, starts, threads if threading == "chunks" else 1, input_bytes)
     return out
 
 

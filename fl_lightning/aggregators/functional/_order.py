@@ -8,7 +8,7 @@ from torch import Tensor
 
 
 #: selection networks are used up to this many values; beyond, ``torch.kthvalue``/``torch.sort``
-_NETWORK_MAX = 128
+_NETWORK_MAX = 256
 
 
 #: columns are sorted by a network on int64 keys up to this many rows, by ``torch.sort`` beyond

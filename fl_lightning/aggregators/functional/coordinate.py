@@ -10,7 +10,9 @@ from fl_lightning.aggregators.functional._base import (
     _WIDE_CHUNK_ELEMENTS, _all_or_mask, _check_updates, _finite_mask, _finite_weights, _map_columns,
     _weighted_rows,
 )
-from fl_lightning.aggregators.functional._order import _SORT_NETWORK_MAX, _median0, _stable_sort0
+from fl_lightning.aggregators.functional._order import (
+    _NETWORK_MAX, _SORT_NETWORK_MAX, _median0, _order_statistics, _run_network, _selection_network, _stable_sort0,
+)
 from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.checks import check_int, check_number, check_optional_int
 
@@ -28,7 +30,13 @@ def coordinate_median(updates: Tensor, *, chunk_size: int | None = None,
     mask = _finite_mask(updates, "coordinate_median", finite)
     out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
     return _map_columns(updates, _all_or_mask(mask), 8 * updates.shape[0], chunk_size, out,
-                        lambda chunk: _median0(chunk, scratch=True), target_elements=_WIDE_CHUNK_ELEMENTS)
+                        lambda chunk: _median0(chunk, scratch=True), target_elements=_WIDE_CHUNK_ELEMENTS,
+                        threading=_order_threading(int(mask.sum())))
+
+
+def _order_threading(k: int) -> str:
+    """Comparator networks (up to :data:`_NETWORK_MAX` rows) issue many small ops; beyond, one large op."""
+    return "serial" if k <= _NETWORK_MAX else "torch"
 
 
 def trimmed_count(k: int, beta: float | None = None, f: int | None = None, owner: str = "trimmed_mean") -> int:
@@ -77,16 +85,41 @@ def trimmed_mean(updates: Tensor, beta: float | None = None, *, f: int | None = 
         return fedavg(updates, finite=mask)
     out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
     return _map_columns(updates, _all_or_mask(mask), 16 * k, chunk_size, out,
-                        lambda chunk: _trimmed_chunk_mean(chunk, drop), target_elements=_WIDE_CHUNK_ELEMENTS)
+                        lambda chunk: _trimmed_chunk_mean(chunk, drop), target_elements=_WIDE_CHUNK_ELEMENTS,
+                        threading=_order_threading(k))
 
 
 def _trimmed_chunk_mean(chunk: Tensor, drop: int) -> Tensor:
     """Mean of each column of ``chunk`` without its ``drop`` smallest and ``drop`` largest values."""
     k = chunk.shape[0]
     if k <= _SORT_NETWORK_MAX:
-        return _stable_sort0(chunk)[0][drop:k - drop].mean(dim=0)
+        # few rows: a network on the values themselves, pruned to the kept ranks (chunk is scratch)
+        kept = _run_network(list(chunk.unbind(0)), _selection_network(k, tuple(range(drop, k - drop))))
+        return torch.stack(kept[drop:k - drop]).mean(dim=0)
+    if k <= _NETWORK_MAX:
+        return _mean_between(chunk, drop)
     # many rows: sort the contiguous rows of the transpose (the values, not their order, matter here)
     return torch.sort(chunk.T.contiguous(), dim=1).values[:, drop:k - drop].mean(dim=1)
+
+
+def _mean_between(chunk: Tensor, drop: int) -> Tensor:
+    """The trimmed mean from two order statistics instead of a sort.
+
+    With ``lo``/``hi`` the first and last kept values of each sorted column, the kept values are those
+    strictly between them plus ``#(v <= lo) - drop`` copies of ``lo`` and ``K - drop - #(v < hi)``
+    copies of ``hi`` (all ``K - 2 drop`` kept values are ``lo`` when ``lo == hi``).
+    """
+    k = chunk.shape[0]
+    kept = k - 2 * drop
+    lo, hi = _order_statistics(chunk, (drop, k - drop - 1))
+    inside = (chunk > lo) & (chunk < hi)
+    total = torch.where(inside, chunk, 0.0).sum(dim=0)
+    lo_copies = (chunk <= lo).sum(dim=0) - drop
+    hi_copies = (k - drop) - (chunk < hi).sum(dim=0)
+    same = lo == hi
+    lo_copies = torch.where(same, kept, lo_copies)
+    hi_copies = torch.where(same, 0, hi_copies)
+    return (total + lo * lo_copies + hi * hi_copies) / kept
 
 
 def repeated_median(updates: Tensor, *, chunk_size: int | None = None,

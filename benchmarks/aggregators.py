@@ -60,13 +60,15 @@ def rule(name: str, k: int):
         "geometric_median": F.geometric_median,
         "centered_clipping": F.centered_clipping,
         "norm_clipping": lambda u: F.norm_clipping(u, 1.0),
+        "meamed": lambda u: F.meamed(u, f),
+        "monna": lambda u: F.monna(u, f),
     }
     return rules[name]
 
 
 RULES = ("torch_median", "torch_mean", "fedavg", "coordinate_median", "trimmed_mean", "repeated_median",
          "residual_reweight", "residual_reweight_paper", "foolsgold_weights", "krum", "multi_krum", "bulyan",
-         "geometric_median", "centered_clipping", "norm_clipping")
+         "geometric_median", "centered_clipping", "norm_clipping", "meamed", "monna")
 
 
 def _rss_bytes() -> int:

@@ -6,7 +6,7 @@ from torch import Tensor
 
 from fl_lightning.aggregators._common import check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
-from fl_lightning.aggregators.functional import krum_ranking
+from fl_lightning.aggregators.functional import _mean_of_rows, krum_ranking
 from fl_lightning.aggregators.functional._rules import KRUM
 from fl_lightning.checks import check_int, check_optional_int
 from fl_lightning.context import RoundContext
@@ -48,7 +48,7 @@ class Krum(Aggregator):
         chosen = ranking.order[:m].sort().values              # averaged in row order: the set decides
         weights = torch.zeros(updates.shape[0], device=updates.device)
         weights[chosen] = 1.0 / m
-        return AggregationResult(updates[chosen].mean(dim=0), weights,
+        return AggregationResult(_mean_of_rows(updates, chosen), weights,
                                  {"flagged": weights == 0, "krum_scores": ranking.scores.float()})
 
 

@@ -211,6 +211,20 @@ def _weighted_rows(weights: Tensor, updates: Tensor, mask: Tensor | None) -> Ten
     return out
 
 
+def _mean_of_rows(updates: Tensor, rows: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``updates[rows].mean(dim=0)`` without copying the selected rows all at once (a [K, N] copy of a
+    large model's updates costs as much memory as the input). ``rows`` index the finite rows ``mask``
+    selects when it is given, the rows of ``updates`` otherwise."""
+    if mask is not None and not bool(mask.all()):
+        rows = torch.nonzero(mask).flatten()[rows]
+    n = updates.shape[1]
+    out = torch.empty(n, dtype=updates.dtype, device=updates.device)
+    step = max(1, (32 * _MIB) // max(1, updates.element_size() * rows.numel()))
+    for start in range(0, n, step):
+        out[start:start + step] = updates[rows, start:start + step].mean(dim=0)
+    return out
+
+
 def _row_sq_distances(updates: Tensor, mask: Tensor | None, center: Tensor | None = None) -> Tensor:
     """``[K_finite]`` float64 squared distances of the finite rows to ``center`` (to 0 if None).
 

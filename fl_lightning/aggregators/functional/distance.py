@@ -10,7 +10,7 @@ from torch import Tensor
 
 from fl_lightning.aggregators.functional._fast_distances import fast_path_allowed, krum_scores_fast
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _check_updates, _given_or_scanned, _map_columns, _pairwise_sq_distances,
+    _all_or_mask, _check_updates, _given_or_scanned, _map_columns, _mean_of_rows, _pairwise_sq_distances,
     _require_finite, _row_sq_distances,
 )
 from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
@@ -112,7 +112,7 @@ def krum(updates: Tensor, f: int, m: int = 1, *, finite: Tensor | None = None) -
     order = krum_ranking(updates, f, finite=finite, exact_prefix=m, prefix_as_set=True).order
     if m > order.numel() - f:
         raise ValueError(f"krum needs m <= K - f: m={m}, K={order.numel()} finite clients, f={f}")
-    return updates[order[:m].sort().values].mean(dim=0)
+    return _mean_of_rows(updates, order[:m].sort().values)
 
 
 def krum_select(updates: Tensor, f: int, m: int = 1, *, finite: Tensor | None = None) -> Tensor:
@@ -238,7 +238,7 @@ def mda_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -> S
             key = (float(diameters[index]), float(spread[index]))
             if key < best:
                 best, best_subset = key, subsets[index]
-    return SubsetResult(values[best_subset].mean(dim=0), _full_mask(mask, best_subset))
+    return SubsetResult(_mean_of_rows(updates, best_subset, mask), _full_mask(mask, best_subset))
 
 
 def _majority_input(updates: Tensor, f: int, name: str, finite: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -278,8 +278,7 @@ def monna_selection(updates: Tensor, f: int, trusted: int = 0,
     dist = _row_sq_distances(updates, rows, center)
     dist[position] = 0.0                                  # exactly: the trusted row is its own neighbour
     chosen = torch.sort(dist, stable=True).indices[:k - f]
-    values = updates if rows is None else updates[mask]
-    return SubsetResult(values[chosen].mean(dim=0), _full_mask(mask, chosen))
+    return SubsetResult(_mean_of_rows(updates, chosen, mask), _full_mask(mask, chosen))
 
 
 def monna(updates: Tensor, f: int, trusted: int = 0, *, finite: Tensor | None = None) -> Tensor:

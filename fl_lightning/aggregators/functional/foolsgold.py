@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fl_lightning.aggregators.functional._base import _finite_mask
+from fl_lightning.aggregators.functional._base import _all_or_mask, _finite_mask, _gram
 from fl_lightning.checks import check_positive
 
 
@@ -26,9 +26,11 @@ def foolsgold_weights(features: Tensor, *, confidence: float = 1.0, finite: Tens
     check_positive(confidence, "confidence", name)
     mask = _finite_mask(features, name, finite)
     k = features.shape[0]
-    unit = (features if bool(mask.all()) else features[mask]).to(torch.float64, copy=True)
-    unit /= unit.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
-    sim = (unit @ unit.T).fill_diagonal_(0.0)
+    # cosine similarities from a float64 Gram matrix accumulated over column chunks: normalising a
+    # float64 copy of the features first would cost twice their memory
+    gram = _gram(features, _all_or_mask(mask))
+    norms = gram.diagonal().sqrt().clamp_min(torch.finfo(torch.float64).tiny)
+    sim = (gram / norms.unsqueeze(1) / norms.unsqueeze(0)).fill_diagonal_(0.0)
     top = sim.max(dim=1).values
     # a gap below float noise is no gap: clients that are exact twins of each other must be treated
     # alike, whichever of them rounding happened to favour

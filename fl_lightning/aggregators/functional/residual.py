@@ -150,29 +150,52 @@ def check_residual_reweight_options(lambda_: float, thresh: float, estimator: st
 
 
 class _Corrections:
-    """``value - original`` of the values replaced by the line (eq. 9), per client and column.
+    """The values replaced by the line (eq. 9), kept compactly until the client weights are known.
 
-    One ``[K, N]`` buffer, created at the first replaced value and filled only where values are
-    replaced: per-chunk pieces kept alive between the chunks' large temporaries fragment the heap
-    and cost many times their size.
+    A replaced value becomes its column's line at its rank, ``intercept + slope * rank``; so each
+    column's line and, per client, the rank of a replaced value (a sentinel elsewhere) are all that is
+    kept: one byte per value for K < 255 instead of a ``[K, N]`` copy of the input (4.5 GB at K = 100
+    and a ResNet-18's 11.2M parameters). :meth:`weighted` recomputes the corrections chunk by chunk with
+    the same float32 operations, so they are bit for bit the ones the chunks saw.
     """
 
-    def __init__(self, k: int, n: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.shape, self.dtype, self.device = (k, n), dtype, device
-        self.delta: Tensor | None = None
+    def __init__(self, values: Tensor) -> None:
+        self.values = values
+        k, n = values.shape
+        self.rank_dtype = torch.uint8 if k < 255 else torch.int16 if k < 32767 else torch.int32
+        self.sentinel = torch.iinfo(self.rank_dtype).max
+        self.ranks: Tensor | None = None
+        self.lines: Tensor | None = None
         self._lock = threading.Lock()
 
-    def add(self, start: int, replaced: Tensor, order: Tensor, delta_sorted: Tensor) -> None:
-        """Record the replaced entries of the sorted chunk starting at column ``start``."""
+    def add(self, start: int, replaced: Tensor, order: Tensor, intercept: Tensor, slope: Tensor) -> None:
+        """Record the replaced entries of the sorted chunk starting at column ``start`` and the chunk's lines."""
         with self._lock:
-            if self.delta is None:
-                self.delta = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
-        position, column = replaced.nonzero(as_tuple=True)
-        self.delta[order[position, column], column + start] = delta_sorted[position, column]
+            if self.ranks is None:
+                k, n = self.values.shape
+                self.ranks = torch.full((k, n), self.sentinel, dtype=self.rank_dtype, device=self.values.device)
+                self.lines = torch.zeros(2, n, dtype=self.values.dtype, device=self.values.device)
+        stop = start + replaced.shape[1]
+        self.lines[0, start:stop] = intercept
+        self.lines[1, start:stop] = slope
+        rank, column = replaced.nonzero(as_tuple=True)
+        self.ranks[order[rank, column], column + start] = rank.to(self.rank_dtype)
 
     def weighted(self, weights: Tensor) -> Tensor | None:
-        """``sum_k weights[k] * delta[k, n]`` for every column ``n`` (None when nothing was replaced)."""
-        return None if self.delta is None else weights @ self.delta
+        """``sum_k weights[k] * (line - value)[k, n]`` over the replaced values (None when there are none)."""
+        if self.ranks is None:
+            return None
+        k, n = self.values.shape
+        out = torch.empty(n, dtype=self.values.dtype, device=self.values.device)
+        step = max(1, (16 * _MIB) // max(1, 16 * k))
+        for start in range(0, n, step):
+            ranks = self.ranks[:, start:start + step]
+            replaced = ranks != self.sentinel
+            intercept, slope = self.lines[:, start:start + step]
+            fit = slope * ranks.to(self.values.dtype) + intercept
+            delta = torch.where(replaced, fit - self.values[:, start:start + step], 0.0)
+            out[start:start + step] = weights @ delta
+        return out
 
 
 class _ChunkTotals:
@@ -215,7 +238,7 @@ def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: 
     if chunk_size is None:
         step = max(step, min(n, (8 * _MIB) // _rr_bytes_per_column(k, estimator)))
 
-    corrections = _Corrections(k, n, dtype, device)
+    corrections = _Corrections(values)
 
     def work(starts: list[int]) -> _ChunkTotals:
         totals = _ChunkTotals(k, device)
@@ -246,7 +269,7 @@ def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: 
             count = int(replaced.sum())
             if count:
                 totals.replaced += count
-                corrections.add(start, replaced, order, fit - ys)              # eq. 9
+                corrections.add(start, replaced, order, intercept, slope)      # eq. 9
             # eq. 10: each confidence counts with the spread (unbiased std) of its column's confidences
             centred = conf - conf.mean(dim=0)
             spread = centred.square_().sum(dim=0).div_(k - 1).sqrt_()

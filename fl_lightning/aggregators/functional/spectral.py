@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _draw_device, _gram, _require_finite, _weighted_rows,
+    _all_or_mask, _draw_device, _gram, _mean_of_rows, _require_finite, _weighted_rows,
 )
 from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.aggregators.functional.distance import (
@@ -100,7 +100,7 @@ def smea_selection(updates: Tensor, f: int, *, finite: Tensor | None = None) -> 
         index = int(torch.argmin(top))
         if float(top[index]) < best:
             best, best_subset = float(top[index]), subsets[index]
-    return SubsetResult(values[best_subset].mean(dim=0), _full_mask(mask, best_subset))
+    return SubsetResult(_mean_of_rows(updates, best_subset, mask), _full_mask(mask, best_subset))
 
 
 def smea(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
@@ -140,7 +140,7 @@ def dnc_selection(updates: Tensor, f: int, *, niters: int = 5, sub_dim: int = 10
         kept_count[torch.sort(scores, stable=True).indices[:k - remove]] += 1
     good = kept_count == kept_count.max()
     chosen = torch.nonzero(good).flatten()
-    return SubsetResult(values[chosen].mean(dim=0), _full_mask(mask, chosen))
+    return SubsetResult(_mean_of_rows(updates, chosen, mask), _full_mask(mask, chosen))
 
 
 def dnc(updates: Tensor, f: int, *, niters: int = 5, sub_dim: int = 10000, c: float = 1.0,

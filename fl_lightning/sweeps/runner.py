@@ -67,7 +67,7 @@ def run_sweep(cfg: Namespace, console: Console | None = None) -> list[RunSummary
     selected = [p for p in points if globs is None or any(fnmatch.fnmatchcase(p.name, g) for g in globs)]
     if not selected:
         raise ValueError(f"--only {cfg.only!r} matches none of the {len(points)} points; "
-                         f"for example {[p.name for p in points[:3]]}")
+                         f"for example {[p.name for p in points[:3]]}" + _list_read_as_one_glob(globs))
     parser = fit_parser()
     parser.exit_on_error = False  # a bad point raises (named by parse_point) instead of exiting
     configs = [parse_point(parser, p) for p in selected]  # a typo fails here, before any point runs
@@ -186,3 +186,12 @@ def _print_plan(console: Console, recipe: Recipe, points: list[Point], root: Pat
                  else "resume" if (folder / "checkpoints" / CHECKPOINT_NAME).is_file() else "new")
         table.add_row(str(number), point.name, state)
     print_whole(console, table)
+
+
+def _list_read_as_one_glob(globs: list[str]) -> str:
+    """A hint when a bracketed list reached ``--only`` as one string: YAML reads ``[*x]`` as an alias
+    (``*`` starts one) and the list is then kept whole, where ``[...]`` is a character class."""
+    if len(globs) == 1 and globs[0].startswith("[") and globs[0].endswith("]"):
+        return ("; the list was read as one pattern (in YAML a leading * starts an alias): quote its items, "
+                "--only '[\"*x-*\", \"y-*\"]', or give one pattern without brackets, --only '*x-*'")
+    return ""

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from fl_lightning.aggregators.functional._base import (  # noqa: F401
     _MIB, _PARALLEL_MIN_BYTES, _TARGET_ROW_ELEMENTS, _all_or_mask, _check_updates, _chunk_columns,
-    _column_chunks, _finite_mask, _finite_weights, _given_or_scanned, _gram, _map_chunks, _map_columns, _mean_of_rows,
-    _pairwise_sq_distances, _require_finite, _row_sq_distances, _single_threaded_ops, _weighted_rows,
+    _column_chunks, _finite_mask, _finite_weights, _given_or_scanned, _gram, _map_chunks, _map_columns,
+    _mean_of_rows, _pairwise_sq_distances, _require_finite, _row_sq_distances, _single_threaded_ops, _weighted_rows,
     finite_rows, row_distances,
 )
 from fl_lightning.aggregators.functional._order import (  # noqa: F401

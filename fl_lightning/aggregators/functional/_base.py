@@ -217,11 +217,9 @@ def _mean_of_rows(updates: Tensor, rows: Tensor, mask: Tensor | None = None) -> 
     selects when it is given, the rows of ``updates`` otherwise."""
     if mask is not None and not bool(mask.all()):
         rows = torch.nonzero(mask).flatten()[rows]
-    n = updates.shape[1]
-    out = torch.empty(n, dtype=updates.dtype, device=updates.device)
-    step = max(1, (32 * _MIB) // max(1, updates.element_size() * rows.numel()))
-    for start in range(0, n, step):
-        out[start:start + step] = updates[rows, start:start + step].mean(dim=0)
+    out = torch.empty(updates.shape[1], dtype=updates.dtype, device=updates.device)
+    for start, stop, block in _column_chunks(updates, None, updates.element_size() * rows.numel()):
+        out[start:stop] = block[rows].mean(dim=0)
     return out
 
 

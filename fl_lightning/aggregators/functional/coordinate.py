@@ -11,7 +11,8 @@ from fl_lightning.aggregators.functional._base import (
     _weighted_rows,
 )
 from fl_lightning.aggregators.functional._order import (
-    _NETWORK_MAX, _SORT_NETWORK_MAX, _median0, _order_statistics, _run_network, _selection_network, _stable_sort0,
+    _NETWORK_MAX, _SORT_NETWORK_MAX, _median0, _order_statistics, _run_network, _selection_network,
+    _stable_sort0,
 )
 from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.checks import check_int, check_number, check_optional_int

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import (
-    _MIB, _all_or_mask, _check_updates, _chunk_columns, _given_or_scanned, _map_chunks, _map_columns,
-    _require_finite, _single_threaded_ops,
+    _MIB, _all_or_mask, _check_updates, _chunk_columns, _column_chunks, _given_or_scanned, _map_chunks,
+    _map_columns, _require_finite, _single_threaded_ops,
 )
 from fl_lightning.aggregators.functional._order import _median0, _sorted_median, _stable_sort0
 from fl_lightning.checks import check_choice, check_fraction, check_optional_int, check_positive
@@ -187,14 +187,11 @@ class _Corrections:
             return None
         k, n = self.values.shape
         out = torch.empty(n, dtype=self.values.dtype, device=self.values.device)
-        step = max(1, (16 * _MIB) // max(1, 16 * k))
-        for start in range(0, n, step):
-            ranks = self.ranks[:, start:start + step]
-            replaced = ranks != self.sentinel
-            intercept, slope = self.lines[:, start:start + step]
+        for start, stop, block in _column_chunks(self.values, None, 16 * k, 16 * _MIB):
+            ranks = self.ranks[:, start:stop]
+            intercept, slope = self.lines[:, start:stop]
             fit = slope * ranks.to(self.values.dtype) + intercept
-            delta = torch.where(replaced, fit - self.values[:, start:start + step], 0.0)
-            out[start:start + step] = weights @ delta
+            out[start:stop] = weights @ torch.where(ranks != self.sentinel, fit - block, 0.0)
         return out
 
 

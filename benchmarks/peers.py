@@ -281,7 +281,14 @@ def run_cell(rule: str, k: int, n: int, threads: int, repeats: int, peers: dict[
         for label, contender in contenders.items():
             if contender is None or label in errors:
                 continue
-            seconds, result = _call(contender, u, row_views)
+            try:
+                seconds, result = _call(contender, u, row_views)
+            except Exception as exc:   # e.g. a peer's [K, K, N] buffer that does not fit in memory
+                if label == "ours":
+                    raise
+                errors[label] = f"{type(exc).__name__}: {exc}"[:200]
+                results.pop(label, None)
+                continue
             best[label] = min(best.get(label, math.inf), seconds)
             best_cpu[label] = min(best_cpu.get(label, math.inf), _call.cpu_seconds)   # type: ignore[attr-defined]
             results[label] = result

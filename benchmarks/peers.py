@@ -66,6 +66,8 @@ class Contender:
     note: str = ""
     #: ByzPy's API: a list of ``[N]`` tensors (it stacks them itself)
     takes_rows: bool = False
+    #: writes into its input (ARC in place): every call gets a fresh copy, made before the clock starts
+    mutates: bool = False
 
 
 def _as_tensor(result: Any) -> Tensor:
@@ -120,8 +122,10 @@ def ours(name: str, k: int) -> Contender:
         "mda": lambda u: F.mda(u, min(f, MDA_MAX_F)),
         "monna": lambda u: F.monna(u, f),
         "nnm": lambda u: F.nnm(u, f),
-        "arc": lambda u: F.arc(u, f),
+        "arc": lambda u: F.arc(u, f, inplace=True),
     }
+    if name == "arc":
+        return Contender(rules[name], mutates=True, note="in place, as ByzFL's")
     return Contender(rules[name])
 
 
@@ -155,7 +159,7 @@ def byzfl_rule(name: str, k: int) -> Contender | None:
     if name == "nnm":
         return Contender(byzfl.NNM(f=f))
     if name == "arc":
-        return Contender(byzfl.ARC(f=f))
+        return Contender(byzfl.ARC(f=f), mutates=True)
     return None
 
 
@@ -217,6 +221,9 @@ def available_peers() -> dict[str, str | None]:
 
 
 def _call(contender: Contender, u: Tensor, row_views: list[Tensor]) -> tuple[float, Any]:
+    if contender.mutates:
+        u = u.clone()
+        row_views = list(u.unbind(0))
     cuda = u.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()

@@ -196,3 +196,17 @@ def test_multi_krum_set_on_random_crowds_matches_float64(krum_fast_everywhere: N
         for m in (1, k // 2, k - f - 1, k - f):
             fast = krum_ranking(u, f, exact_prefix=m, prefix_as_set=True)
             assert torch.equal(fast.order[:m].sort().values, exact.order[:m].sort().values), (f, m)
+
+
+@pytest.mark.parametrize("k, n", [(3, 1), (7, 4095), (5, 4096), (4, 12345), (30, 70000)])
+@pytest.mark.parametrize("with_center", [False, True])
+def test_row_distances_match_float64_to_float32_rounding(k: int, n: int, with_center: bool) -> None:
+    g = torch.Generator().manual_seed(k * n)
+    u = torch.randn(k, n, generator=g) * torch.logspace(-3, 3, k).unsqueeze(1)
+    u[1, 0] = float("nan")
+    center = torch.randn(n, generator=g) if with_center else None
+    finite = torch.isfinite(u).all(dim=1)
+    expected = ((u[finite].double() - (0 if center is None else center.double())) ** 2).sum(dim=1).sqrt()
+    got = F.row_distances(u, center)
+    assert torch.isinf(got[1]) and torch.isfinite(got[finite]).all()
+    assert torch.allclose(got[finite], expected, rtol=1e-6, atol=0)

@@ -45,3 +45,22 @@ def test_arc_refuses_f_without_an_honest_majority(f: int) -> None:
 def test_arc_accepts_f_below_half() -> None:
     u = torch.randn(6, 4)
     assert F.arc(u, 2).shape == (6, 4)
+
+
+@pytest.mark.parametrize("with_nan_row", [False, True])
+def test_arc_in_place_gives_the_copy_s_values_and_scales_only_the_clipped_rows(with_nan_row: bool) -> None:
+    u = torch.randn(10, 50, generator=torch.Generator().manual_seed(1))
+    u[3] *= 40.0
+    u[7] *= 9.0
+    if with_nan_row:
+        u[5, 2] = float("nan")
+    expected = F.arc(u, 3)
+    given = u.clone()
+    out = F.arc(given, 3, inplace=True)
+    assert torch.equal(out, expected)
+    if with_nan_row:                                     # the finite rows are a new tensor: the input is kept
+        assert torch.equal(given.nan_to_num(), u.nan_to_num())
+    else:
+        assert out.data_ptr() == given.data_ptr()
+        changed = (given != u).any(dim=1)
+        assert changed.sum() == F.arc_clip_count(10, 3) and bool(changed[3]) and bool(changed[7])

@@ -223,21 +223,35 @@ def _mean_of_rows(updates: Tensor, rows: Tensor, mask: Tensor | None = None) -> 
     return out
 
 
+#: columns per row of one partial norm in :func:`_row_sq_distances`: its float32 reduction then carries a
+#: relative error of 1e-8 to 3e-7 (measured against float64; 1e-7 to 6e-7 at 16k columns)
+_NORM_COLUMNS = 1 << 12
+
+
 def _row_sq_distances(updates: Tensor, mask: Tensor | None, center: Tensor | None = None) -> Tensor:
     """``[K_finite]`` float64 squared distances of the finite rows to ``center`` (to 0 if None).
 
-    Each chunk of about 1M values is summed in the updates' precision (torch's cascaded sums: relative
-    error about 1e-7, the rounding the float32 squares carry anyway) and the chunks in float64: a
-    float64 reduction over every value costs 5x more.
+    Norms (no center): each row's norm over blocks of ``_NORM_COLUMNS`` columns in the updates'
+    precision, every block of a 32 MiB chunk in one fused op (no squared copy: 1.5-2x faster than
+    squaring then summing at N = 1e6). Distances: the difference of 4 MiB chunks, squared and summed in the
+    updates' precision (torch's cascaded sums). Either way the partial sums are added in float64:
+    relative error about 1e-7, the rounding the float32 values carry anyway.
     """
-    total = None
-    for start, stop, chunk in _column_chunks(updates, mask, 8 * updates.shape[0], _MIB * 4):
-        diff = chunk.square() if center is None else (chunk - center[start:stop]).square_()
-        part = diff.sum(dim=1).double()
-        total = part if total is None else total + part
-    if total is None:                    # no columns: every row is at distance 0
-        return torch.zeros(updates.shape[0] if mask is None else int(mask.sum()), dtype=torch.float64,
-                           device=updates.device)
+    k = updates.shape[0]
+    total = torch.zeros(k if mask is None else int(mask.sum()), dtype=torch.float64, device=updates.device)
+    if center is not None:
+        for start, stop, chunk in _column_chunks(updates, mask, 8 * k, 4 * _MIB):
+            total += (chunk - center[start:stop]).square_().sum(dim=1).double()
+        return total
+    width = _NORM_COLUMNS * max(1, (32 * _MIB) // (_NORM_COLUMNS * updates.element_size() * max(1, k)))
+    for _, _, chunk in _column_chunks(updates, mask, 1, width):     # `width` columns at a time
+        columns = chunk.shape[1]
+        whole = columns - columns % _NORM_COLUMNS
+        if whole:
+            blocks = chunk[:, :whole].unflatten(1, (whole // _NORM_COLUMNS, _NORM_COLUMNS))
+            total += torch.linalg.vector_norm(blocks, dim=2).double().square_().sum(dim=1)
+        if whole < columns:
+            total += torch.linalg.vector_norm(chunk[:, whole:], dim=1).double().square_()
     return total
 
 

@@ -63,3 +63,30 @@ def test_gpu_script_dry_run_includes_the_peers_part(capsys: pytest.CaptureFixtur
     part = json.loads(capsys.readouterr().out)["peers"]
     assert part["all_agree"] is True
     assert {row["rule"] for row in part["results"]} >= {"median", "krum", "geometric_median"}
+
+
+def test_a_peer_failing_on_the_timed_input_is_reported_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    peers = _script("peers")
+
+    def too_big(u):                       # warm-up runs on 256 columns; the timed call gets all of them
+        if u.shape[1] > 256:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 32000000000 bytes")
+        return u.median(dim=0).values
+
+    monkeypatch.setattr(peers, "byzfl_rule", lambda rule, k: peers.Contender(too_big))
+    row = peers.run_cell("median", 5, 1000, 1, 2, {"byzfl": "0", "byzpy": None})
+    assert "can't allocate memory" in row["byzfl"]["error"]
+    assert row["ours_s"] > 0 and row["byzpy"] == "missing"
+
+
+def test_a_peer_that_writes_into_its_input_gets_a_fresh_copy_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    peers = _script("peers")
+    seen: list[float] = []
+
+    def doubles_in_place(u):
+        seen.append(float(u.abs().sum()))
+        return u.mul_(2)[0]
+
+    monkeypatch.setattr(peers, "byzfl_rule", lambda rule, k: peers.Contender(doubles_in_place, mutates=True))
+    peers.run_cell("median", 5, 1000, 1, 3, {"byzfl": "0", "byzpy": None})
+    assert len(seen) == 4 and len(set(seen[1:])) == 1         # warm-up, then three calls on the same values

@@ -33,8 +33,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-RULES = ("median", "trimmed_mean", "krum", "multi_krum", "geometric_median", "geometric_median_3",
-         "centered_clipping", "mda", "monna", "nnm", "arc")
+RULES = ("median", "trimmed_mean", "krum", "multi_krum", "krum_float32", "multi_krum_float32", "geometric_median",
+         "geometric_median_3", "centered_clipping", "mda", "monna", "nnm", "arc")
+#: ``<rule>_float32``: ours with ``exact=False`` (one float32 Gram matrix, as ByzPy), against the same peers
+FLOAT32 = "_float32"
 PEERS = ("byzfl", "byzpy")
 KS = (10, 20, 50, 100, 200)
 NS = (10_000, 100_000, 1_000_000)
@@ -115,6 +117,8 @@ def ours(name: str, k: int) -> Contender:
         "trimmed_mean": lambda u: F.trimmed_mean(u, f=f),
         "krum": lambda u: F.krum(u, f),
         "multi_krum": lambda u: F.krum(u, f, m=k - f - 1),
+        "krum_float32": lambda u: F.krum(u, f, exact=False),
+        "multi_krum_float32": lambda u: F.krum(u, f, m=k - f - 1, exact=False),
         "geometric_median": lambda u: F.geometric_median(u, tol=1e-6, eps=1e-6),
         "geometric_median_3": lambda u: F.geometric_median(u, tol=1e-6, eps=1e-6, max_iter=GM_STEPS),
         "centered_clipping": lambda u: F.centered_clipping(
@@ -132,6 +136,8 @@ def ours(name: str, k: int) -> Contender:
 def byzfl_rule(name: str, k: int) -> Contender | None:
     """ByzFL's rule ``name`` mapped to ours (None where ByzFL has no such rule)."""
     import byzfl
+
+    name = name.removesuffix(FLOAT32)
 
     f = byzantine(k)
     if name == "median":
@@ -169,6 +175,7 @@ def byzpy_rule(name: str, k: int) -> Contender | None:
     ByzPy's aggregators take a list of tensors and stack them (their documented API): the list of row
     views is built outside the timing, the stacking is theirs.
     """
+    name = name.removesuffix(FLOAT32)
     from byzpy.aggregators import coordinate_wise as C, geometric_wise as G, norm_wise as Nw
     from byzpy import pre_aggregators as P
 

@@ -15,14 +15,20 @@ from fl_lightning.context import RoundContext
 class Krum(Aggregator):
     """Krum (Blanchard et al. 2017); with ``m > 1`` Multi-Krum (El Mhamdi et al. 2018), the mean of the
     ``m`` best-scored updates. Tolerates ``f`` Byzantine clients; needs ``K > 2f + 2``.
+
+    The selection is the one exact scores give; ``exact=False`` ranks from one float32 Gram matrix
+    (faster; near-equal scores may then rank otherwise, see ``functional.krum_ranking``).
     """
 
-    def __init__(self, f: int = 1, m: int | None = 1) -> None:
+    def __init__(self, f: int = 1, m: int | None = 1, exact: bool = True) -> None:
         name = type(self).__name__
         check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
         check_optional_int(m, "m (the number of clients averaged)", name, minimum=1)
+        if not isinstance(exact, bool):
+            raise TypeError(f"{name}: exact must be True or False, got {exact!r}")
         self.f = f
         self.m = m
+        self.exact = exact
 
     @property
     def min_clients(self) -> int:  # type: ignore[override]
@@ -44,7 +50,8 @@ class Krum(Aggregator):
         if m > k - self.f:
             raise ValueError(f"{type(self).__name__} needs m <= K - f (m={m}, f={self.f}), got K={k} finite")
         # the m selected rows are exact; the float32 fast path may serve the scores of the others
-        ranking = krum_ranking(updates, self.f, finite=finite, exact_prefix=max(m, 1), prefix_as_set=True)
+        ranking = krum_ranking(updates, self.f, finite=finite, exact_prefix=max(m, 1), prefix_as_set=True,
+                               exact=self.exact)
         chosen = ranking.order[:m].sort().values              # averaged in row order: the set decides
         weights = torch.zeros(updates.shape[0], device=updates.device)
         weights[chosen] = 1.0 / m
@@ -55,5 +62,5 @@ class Krum(Aggregator):
 class MultiKrum(Krum):
     """Multi-Krum (El Mhamdi et al. 2018): the mean of the ``m`` best Krum-scored updates (default ``K - f``)."""
 
-    def __init__(self, f: int = 1, m: int | None = None) -> None:
-        super().__init__(f, m)
+    def __init__(self, f: int = 1, m: int | None = None, exact: bool = True) -> None:
+        super().__init__(f, m, exact)

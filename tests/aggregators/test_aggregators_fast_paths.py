@@ -210,3 +210,40 @@ def test_row_distances_match_float64_to_float32_rounding(k: int, n: int, with_ce
     got = F.row_distances(u, center)
     assert torch.isinf(got[1]) and torch.isfinite(got[finite]).all()
     assert torch.allclose(got[finite], expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("m", [1, 4, 9])
+def test_krum_without_exactness_selects_the_exact_set_when_scores_are_apart(m: int) -> None:
+    g = torch.Generator().manual_seed(m)
+    u = torch.randn(12, 5000, generator=g) * torch.linspace(1.0, 3.0, 12).unsqueeze(1)   # scores well apart
+    u[[2, 7]] += 5.0
+    assert torch.equal(F.krum(u, 2, m=m, exact=False), F.krum(u, 2, m=m))
+    assert torch.equal(F.krum_ranking(u, 2, exact=False).order[:m].sort().values,
+                       F.krum_ranking(u, 2).order[:m].sort().values)
+
+
+def test_krum_without_exactness_uses_one_float32_product(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fl_lightning.aggregators.functional import distance
+
+    def no_fast_path(*args, **kwargs):
+        raise AssertionError("exact=False must not take the exact fast path")
+
+    monkeypatch.setattr(distance, "krum_scores_fast", no_fast_path)
+    seen: list[torch.dtype] = []
+    matmul = torch.Tensor.__matmul__
+
+    def spy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        seen.append(a.dtype)
+        return matmul(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", spy)
+    F.krum(torch.randn(30, 20000), 3, m=20, exact=False)
+    assert seen and set(seen) == {torch.float32}
+
+
+def test_krum_class_passes_exact_through_and_refuses_a_non_bool() -> None:
+    from fl_lightning.aggregators import Krum, MultiKrum
+
+    assert MultiKrum(f=1, exact=False).exact is False and Krum(f=1).exact is True
+    with pytest.raises(TypeError, match="exact must be True or False"):
+        Krum(f=1, exact="no")  # type: ignore[arg-type]

@@ -255,12 +255,13 @@ def _row_sq_distances(updates: Tensor, mask: Tensor | None, center: Tensor | Non
     return total
 
 
-def _gram(updates: Tensor, mask: Tensor | None) -> Tensor:
-    """``[K_f, K_f]`` float64 inner products of the finite rows, accumulated over column chunks."""
+def _gram(updates: Tensor, mask: Tensor | None, float64: bool = True) -> Tensor:
+    """``[K_f, K_f]`` float64 inner products of the finite rows, accumulated over column chunks; with
+    ``float64=False`` each chunk's product is taken in the updates' precision (one BLAS product)."""
     gram = None
     for _, _, chunk in _column_chunks(updates, mask, 16 * updates.shape[0]):
-        block = chunk.double()
-        part = block @ block.T
+        block = chunk.double() if float64 else chunk
+        part = (block @ block.T).double()
         gram = part if gram is None else gram + part
     if gram is None:                     # no columns: every inner product is 0
         k = updates.shape[0] if mask is None else int(mask.sum())
@@ -268,9 +269,9 @@ def _gram(updates: Tensor, mask: Tensor | None) -> Tensor:
     return gram
 
 
-def _pairwise_sq_distances(updates: Tensor, mask: Tensor | None) -> Tensor:
-    """``[K_f, K_f]`` float64 squared distances of the finite rows from one Gram matrix."""
-    gram = _gram(updates, mask)
+def _pairwise_sq_distances(updates: Tensor, mask: Tensor | None, float64: bool = True) -> Tensor:
+    """``[K_f, K_f]`` float64 squared distances of the finite rows from one Gram matrix (see :func:`_gram`)."""
+    gram = _gram(updates, mask, float64)
     sq = gram.diagonal()
     dist = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * gram).clamp_min_(0).fill_diagonal_(0)
     return (dist + dist.T) / 2          # exactly symmetric: mutual nearest neighbours tie exactly

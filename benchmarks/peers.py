@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 RULES = ("median", "trimmed_mean", "krum", "multi_krum", "krum_float32", "multi_krum_float32", "geometric_median",
-         "geometric_median_3", "centered_clipping", "mda", "monna", "nnm", "arc")
+         "geometric_median_3", "centered_clipping", "mda", "monna", "nnm", "nnm_float32", "arc")
 #: ``<rule>_float32``: ours with ``exact=False`` (one float32 Gram matrix, as ByzPy), against the same peers
 FLOAT32 = "_float32"
 PEERS = ("byzfl", "byzpy")
@@ -126,6 +126,7 @@ def ours(name: str, k: int) -> Contender:
         "mda": lambda u: F.mda(u, min(f, MDA_MAX_F)),
         "monna": lambda u: F.monna(u, f),
         "nnm": lambda u: F.nnm(u, f),
+        "nnm_float32": lambda u: F.nnm(u, f, exact=False),
         "arc": lambda u: F.arc(u, f, inplace=True),
     }
     if name == "arc":

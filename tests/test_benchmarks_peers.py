@@ -30,7 +30,7 @@ def test_quick_run_times_every_rule_and_checks_each_peer_against_ours(capsys: py
     assert report["missing"] == []
     rules = {row["rule"] for row in report["results"]}
     assert rules == {"median", "trimmed_mean", "krum", "multi_krum", "krum_float32", "multi_krum_float32",
-                     "geometric_median", "geometric_median_3", "centered_clipping", "mda", "monna", "nnm", "arc"}
+                     "geometric_median", "geometric_median_3", "centered_clipping", "mda", "monna", "nnm", "nnm_float32", "arc"}
     for row in report["results"]:
         assert row["ours_s"] > 0
         for peer in ("byzfl", "byzpy"):

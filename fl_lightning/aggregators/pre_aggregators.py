@@ -135,11 +135,18 @@ class Bucketing(PreAggregator):
 class NNM(PreAggregator):
     """Nearest-neighbour mixing (Allouah et al., AISTATS 2023, Algorithm 1): every update is replaced by the
     mean of its ``K - f`` nearest updates (itself included) before ``inner`` aggregates. A client's
-    weight is the sum of the inner weights of the mixed rows it takes part in, ``M^T w``."""
+    weight is the sum of the inner weights of the mixed rows it takes part in, ``M^T w``.
 
-    def __init__(self, inner: Aggregator, f: int = 1) -> None:
+    Neighbours come from exact (float64) distances; ``exact=False`` takes them from one float32 Gram
+    matrix (faster; near-equal distances may then pick other neighbours).
+    """
+
+    def __init__(self, inner: Aggregator, f: int = 1, exact: bool = True) -> None:
         super().__init__(inner)
         self.f = check_int(f, "f (the number of Byzantine clients tolerated)", "NNM", minimum=0)
+        if not isinstance(exact, bool):
+            raise TypeError(f"NNM: exact must be True or False, got {exact!r}")
+        self.exact = exact
 
     def validate(self, clients_per_round: int) -> None:
         """``ValueError`` unless ``K > f``, then ``inner``'s check."""
@@ -154,7 +161,7 @@ class NNM(PreAggregator):
 
     def transform(self, updates: Tensor, ctx: RoundContext) -> tuple[Tensor, RoundContext, Tensor]:
         """The mixed rows."""
-        mixing = nnm_weights(updates, self.f, finite=_all_rows(updates.shape[0], updates.device))
+        mixing = nnm_weights(updates, self.f, finite=_all_rows(updates.shape[0], updates.device), exact=self.exact)
         mixed_ctx = dataclasses.replace(ctx, finite=_all_rows(len(mixing), updates.device))
         return mixing.to(updates.dtype) @ updates, mixed_ctx, mixing
 

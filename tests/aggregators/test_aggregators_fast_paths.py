@@ -247,3 +247,15 @@ def test_krum_class_passes_exact_through_and_refuses_a_non_bool() -> None:
     assert MultiKrum(f=1, exact=False).exact is False and Krum(f=1).exact is True
     with pytest.raises(TypeError, match="exact must be True or False"):
         Krum(f=1, exact="no")  # type: ignore[arg-type]
+
+
+def test_nnm_without_exactness_mixes_the_same_neighbours_when_distances_are_apart() -> None:
+    from fl_lightning.aggregators import NNM, TrimmedMean
+
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(9, 4000, generator=g) * torch.linspace(1.0, 4.0, 9).unsqueeze(1)
+    assert torch.equal(F.nnm_weights(u, 2, exact=False), F.nnm_weights(u, 2))
+    assert torch.equal(F.nnm(u, 2, exact=False), F.nnm(u, 2))
+    assert NNM(TrimmedMean(f=1), f=2, exact=False).exact is False
+    with pytest.raises(TypeError, match="exact must be True or False"):
+        NNM(TrimmedMean(f=1), f=2, exact=1)  # type: ignore[arg-type]

@@ -272,7 +272,7 @@ trainer:
 """)
     parser = fit_parser()
     aggregator = parser.instantiate(parser.parse_args(["--config", str(recipe)])).trainer.aggregator
-    assert repr(aggregator) == "NNM(TrimmedMean(beta=0.1, f=None), f=2)"
+    assert repr(aggregator) == "NNM(TrimmedMean(beta=0.1, f=None), f=2, exact=True)"
     # a dotted override reaches the inner rule, as for any other nested setting
     cfg = parser.parse_args(["--config", str(recipe), "--trainer.aggregator.init_args.inner.init_args.beta", "0.2"])
     assert parser.instantiate(cfg).trainer.aggregator.inner.beta == 0.2

@@ -36,16 +36,21 @@ def bucketing(updates: Tensor, s: int, generator: torch.Generator | None = None,
     return torch.stack([values[index].mean(dim=0) for index in buckets])
 
 
-def nnm_weights(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
+def nnm_weights(updates: Tensor, f: int, *, finite: Tensor | None = None, exact: bool = True) -> Tensor:
     """``[K_f, K_f]`` mixing matrix of NNM: row ``i`` holds ``1 / (K - f)`` on the ``K - f`` finite rows
-    nearest to row ``i`` (itself included; equal distances broken by row index)."""
+    nearest to row ``i`` (itself included; equal distances broken by row index).
+
+    Distances come from a float64 Gram matrix; ``exact=False`` takes it in the updates' precision (one
+    BLAS product, as ByzPy): faster, but neighbours whose distances differ by less than its rounding may
+    then be chosen otherwise.
+    """
     name = "nnm"
     check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
     values, mask = _require_finite(updates, 1, name, finite)
     k = values.shape[0]
     if f >= k:
         raise ValueError(f"{name} needs K > f finite clients: f={f}, got K={k}; lower f or add clients")
-    dist = _pairwise_sq_distances(updates, _all_or_mask(mask))
+    dist = _pairwise_sq_distances(updates, _all_or_mask(mask), float64=exact)
     dist.fill_diagonal_(-1.0)                      # each row is its own nearest neighbour, whatever the ties
     nearest = torch.sort(dist, dim=1, stable=True).indices[:, :k - f]
     mixing = torch.zeros(k, k, dtype=torch.float64, device=dist.device)
@@ -53,11 +58,12 @@ def nnm_weights(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Ten
     return mixing
 
 
-def nnm(updates: Tensor, f: int, *, finite: Tensor | None = None) -> Tensor:
+def nnm(updates: Tensor, f: int, *, finite: Tensor | None = None, exact: bool = True) -> Tensor:
     """Nearest-neighbour mixing (Allouah et al., AISTATS 2023, Algorithm 1): each finite row replaced by
-    the mean of its ``K - f`` nearest finite rows, itself included. Returns ``[K_f, N]``."""
+    the mean of its ``K - f`` nearest finite rows, itself included. Returns ``[K_f, N]``. ``exact=False``:
+    see :func:`nnm_weights`."""
     values, mask = _require_finite(updates, 1, "nnm", finite)
-    return nnm_weights(updates, f, finite=mask).to(values.dtype) @ values
+    return nnm_weights(updates, f, finite=mask, exact=exact).to(values.dtype) @ values
 
 
 def arc_clip_count(k: int, f: int) -> int:

@@ -60,7 +60,7 @@ def get_aggregator(name_or_instance: str | Aggregator, **kwargs: Any) -> Aggrega
 
     Examples:
         >>> get_aggregator("krum", f=2)
-        Krum(f=2, m=1)
+        Krum(f=2, m=1, exact=True)
         >>> type(get_aggregator("TrMean", f=1)).__name__  # ByzFL's name for the trimmed mean
         'TrimmedMean'
     """

@@ -8,7 +8,7 @@ from fl_lightning.aggregators._common import check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import _mean_of_rows, krum_ranking
 from fl_lightning.aggregators.functional._rules import KRUM
-from fl_lightning.checks import check_int, check_optional_int
+from fl_lightning.checks import check_bool, check_int, check_optional_int
 from fl_lightning.context import RoundContext
 
 
@@ -24,11 +24,9 @@ class Krum(Aggregator):
         name = type(self).__name__
         check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
         check_optional_int(m, "m (the number of clients averaged)", name, minimum=1)
-        if not isinstance(exact, bool):
-            raise TypeError(f"{name}: exact must be True or False, got {exact!r}")
         self.f = f
         self.m = m
-        self.exact = exact
+        self.exact = check_bool(exact, "exact", name)
 
     @property
     def min_clients(self) -> int:  # type: ignore[override]

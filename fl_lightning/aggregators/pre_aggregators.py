@@ -11,7 +11,7 @@ from torch import Tensor
 from fl_lightning.aggregators._common import check_updates
 from fl_lightning.aggregators.base import AggregationResult, Aggregator
 from fl_lightning.aggregators.functional import arc_scales, bucket_indices, nnm_weights
-from fl_lightning.checks import check_instance, check_int
+from fl_lightning.checks import check_bool, check_instance, check_int
 from fl_lightning.context import RoundContext, SetupContext
 from fl_lightning.seeding import derive_seed
 
@@ -144,9 +144,7 @@ class NNM(PreAggregator):
     def __init__(self, inner: Aggregator, f: int = 1, exact: bool = True) -> None:
         super().__init__(inner)
         self.f = check_int(f, "f (the number of Byzantine clients tolerated)", "NNM", minimum=0)
-        if not isinstance(exact, bool):
-            raise TypeError(f"NNM: exact must be True or False, got {exact!r}")
-        self.exact = exact
+        self.exact = check_bool(exact, "exact", "NNM")
 
     def validate(self, clients_per_round: int) -> None:
         """``ValueError`` unless ``K > f``, then ``inner``'s check."""

@@ -259,3 +259,13 @@ def test_nnm_without_exactness_mixes_the_same_neighbours_when_distances_are_apar
     assert NNM(TrimmedMean(f=1), f=2, exact=False).exact is False
     with pytest.raises(TypeError, match="exact must be True or False"):
         NNM(TrimmedMean(f=1), f=2, exact=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda u: F.krum(u, 1, exact="no"), "krum: exact must be True or False, got 'no'"),
+    (lambda u: F.nnm(u, 1, exact=0), "nnm: exact must be True or False, got 0"),
+    (lambda u: F.arc(u, 1, inplace="yes"), "arc: inplace must be True or False, got 'yes'"),
+])
+def test_the_new_switches_refuse_anything_but_a_bool(call, message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        call(torch.randn(7, 20))

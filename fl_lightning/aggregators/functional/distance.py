@@ -15,7 +15,7 @@ from fl_lightning.aggregators.functional._base import (
 )
 from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
 from fl_lightning.aggregators.functional._rules import BULYAN, KRUM, MAJORITY
-from fl_lightning.checks import check_int, check_optional_int
+from fl_lightning.checks import check_bool, check_int, check_optional_int
 
 
 def _krum_order(scores: Tensor, dist: Tensor) -> Tensor:
@@ -60,6 +60,7 @@ def krum_ranking(updates: Tensor, f: int, *, finite: Tensor | None = None,
     _check_updates(updates, name)
     check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
     k_all = updates.shape[0]
+    check_bool(exact, "exact", name)
     if exact_prefix is not None:
         check_int(exact_prefix, "exact_prefix", name, minimum=1)
     if exact_prefix is not None and exact:

@@ -11,7 +11,7 @@ from fl_lightning.aggregators.functional._base import (
     _all_or_mask, _draw_device, _pairwise_sq_distances, _require_finite, _row_sq_distances,
 )
 from fl_lightning.aggregators.functional._rules import MAJORITY
-from fl_lightning.checks import check_int
+from fl_lightning.checks import check_bool, check_int
 
 
 def bucket_indices(k: int, s: int, generator: torch.Generator | None = None,
@@ -46,6 +46,7 @@ def nnm_weights(updates: Tensor, f: int, *, finite: Tensor | None = None, exact:
     """
     name = "nnm"
     check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
+    check_bool(exact, "exact", name)
     values, mask = _require_finite(updates, 1, name, finite)
     k = values.shape[0]
     if f >= k:
@@ -101,6 +102,7 @@ def arc(updates: Tensor, f: int, *, finite: Tensor | None = None, inplace: bool 
     ByzFL's ARC does), and returns it: one read of the input instead of a read and a ``[K, N]`` write.
     The values are the same bit for bit.
     """
+    check_bool(inplace, "inplace", "arc")
     values, mask = _require_finite(updates, 1, "arc", finite)
     scales = arc_scales(updates, f, finite=mask).to(values.dtype)
     if not inplace:

@@ -255,6 +255,27 @@ def _row_sq_distances(updates: Tensor, mask: Tensor | None, center: Tensor | Non
     return total
 
 
+def _finite_sq_distances(updates: Tensor, finite: Tensor | None, name: str,
+                         center: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """``(mask [K], squared distances [K_finite])``: the finite rows and their :func:`_row_sq_distances`.
+
+    Without a ``finite`` mask the distances of every row come first and stand in for the scan: a NaN or
+    Inf makes its row's distance non-finite, so only rows whose distance is not finite are scanned (a
+    finite row may overflow it). One pass over the input instead of two; each row's distance is the
+    one the masked computation gives.
+    """
+    if finite is not None:
+        mask = _given_or_scanned(updates, finite, name)
+        return mask, _row_sq_distances(updates, _all_or_mask(mask), center)
+    dist = _row_sq_distances(updates, None, center)
+    suspect = ~(dist < math.inf)
+    if not bool(suspect.any()):
+        return torch.ones(updates.shape[0], dtype=torch.bool, device=updates.device), dist
+    mask = ~suspect
+    mask[suspect] = finite_rows(updates[suspect])
+    return mask, dist[mask]
+
+
 def _gram(updates: Tensor, mask: Tensor | None, float64: bool = True) -> Tensor:
     """``[K_f, K_f]`` float64 inner products of the finite rows, accumulated over column chunks; with
     ``float64=False`` each chunk's product is taken in the updates' precision (one BLAS product)."""
@@ -280,10 +301,9 @@ def _pairwise_sq_distances(updates: Tensor, mask: Tensor | None, float64: bool =
 def row_distances(updates: Tensor, center: Tensor | None = None, *, finite: Tensor | None = None) -> Tensor:
     """``[K]`` L2 distance of each row to ``center`` (its norm if None); ``+inf`` for non-finite rows."""
     _check_updates(updates, "row_distances")
-    mask = _given_or_scanned(updates, finite, "row_distances")
+    mask, dist = _finite_sq_distances(updates, finite, "row_distances", center)
     out = torch.full((updates.shape[0],), math.inf, dtype=torch.float64, device=updates.device)
-    if bool(mask.any()):
-        out[mask] = _row_sq_distances(updates, _all_or_mask(mask), center).sqrt()
+    out[mask] = dist.sqrt()
     return out
 
 

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from fl_lightning.aggregators.functional._fast_distances import fast_path_allowed, krum_scores_fast
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _check_updates, _given_or_scanned, _map_columns, _mean_of_rows, _pairwise_sq_distances,
-    _require_finite, _row_sq_distances,
+    _all_or_mask, _check_updates, _finite_sq_distances, _given_or_scanned, _map_columns, _mean_of_rows,
+    _pairwise_sq_distances, _require_finite,
 )
 from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
 from fl_lightning.aggregators.functional._rules import BULYAN, KRUM, MAJORITY
@@ -275,15 +275,12 @@ def monna_selection(updates: Tensor, f: int, trusted: int = 0,
     if updates.shape[0] == 0:
         raise ValueError(f"{name} needs K >= 1 clients (one of them the trusted row), got 0 rows")
     check_int(trusted, "trusted (the trusted client's row)", name, minimum=0, maximum=updates.shape[0] - 1)
-    mask = _given_or_scanned(updates, finite, name)
+    mask, dist = _finite_sq_distances(updates, finite, name, updates[trusted])
     if not bool(mask[trusted]):
         raise ValueError(f"{name}: the trusted row {trusted} holds NaN or Inf")
     k = int(mask.sum())
     MAJORITY.check(k, f, name)
-    rows = _all_or_mask(mask)
     position = int(mask[:trusted].sum())
-    center = updates[trusted]
-    dist = _row_sq_distances(updates, rows, center)
     dist[position] = 0.0                                  # exactly: the trusted row is its own neighbour
     chosen = torch.sort(dist, stable=True).indices[:k - f]
     return SubsetResult(_mean_of_rows(updates, chosen, mask), _full_mask(mask, chosen))

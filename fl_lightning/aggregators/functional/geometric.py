@@ -50,7 +50,7 @@ def weiszfeld(updates: Tensor, weights: Tensor | None = None, *, tol: float = 1e
         beta = beta / beta.sum()
         new = _weighted_rows(beta, updates, rows)
         steps += 1
-        moved = float((new.double() - z.double()).norm())
+        moved = float(_row_sq_distances(new.unsqueeze(0), None, z)) ** 0.5
         z = new
         if moved <= tol * max(float(dist.median()), eps):
             break

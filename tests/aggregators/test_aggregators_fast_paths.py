@@ -269,3 +269,49 @@ def test_nnm_without_exactness_mixes_the_same_neighbours_when_distances_are_apar
 def test_the_new_switches_refuse_anything_but_a_bool(call, message: str) -> None:
     with pytest.raises(TypeError, match=message):
         call(torch.randn(7, 20))
+
+
+def _non_finite_and_overflowing_rows(k: int = 9, n: int = 5000) -> torch.Tensor:
+    g = torch.Generator().manual_seed(11)
+    u = torch.randn(k, n, generator=g)
+    u[2, 7] = float("nan")
+    u[4, 0] = float("-inf")
+    u[5, :3] = 3e38                    # finite, but its squared norm overflows float32
+    return u
+
+
+def test_row_distances_scan_only_rows_whose_distance_is_not_finite() -> None:
+    """The distances stand in for the finite-row scan; every row's value is the masked computation's."""
+    u = _non_finite_and_overflowing_rows()
+    finite = torch.isfinite(u).all(dim=1)
+    for center in (None, u[0].clone()):
+        scanned = F.row_distances(u, center)
+        given = F.row_distances(u, center, finite=finite)
+        assert torch.equal(scanned, given)
+        assert torch.isinf(scanned[[2, 4]]).all() and torch.isinf(scanned[5])      # overflow: +inf, still finite
+        assert torch.isfinite(scanned[[0, 1, 3, 6, 7, 8]]).all()
+
+
+def test_arc_and_monna_drop_non_finite_rows_and_keep_overflowing_ones_as_with_a_given_mask() -> None:
+    u = _non_finite_and_overflowing_rows()
+    finite = torch.isfinite(u).all(dim=1)
+    assert torch.equal(F.arc(u, 2), F.arc(u, 2, finite=finite))
+    assert F.arc(u, 2).shape == (7, u.shape[1])
+    assert torch.equal(F.arc_scales(u, 2), F.arc_scales(u, 2, finite=finite))
+    kept = F.monna_selection(u, 2, trusted=1)
+    assert torch.equal(kept.aggregate, F.monna_selection(u, 2, trusted=1, finite=finite).aggregate)
+    assert not kept.selected[[2, 4]].any()
+    with pytest.raises(ValueError, match="trusted row 2 holds NaN or Inf"):
+        F.monna(u, 2, trusted=2)
+    with pytest.raises(ValueError, match=r"arc needs K >= 1 finite clients, got 0 \(3 of 3 rows"):
+        F.arc(torch.full((3, 4), float("nan")), 1)
+
+
+def test_residual_reweight_returns_plain_tensors_differentiable_in_the_updates() -> None:
+    """Its chunks run in inference mode; what it returns must not be inference tensors."""
+    u = torch.randn(12, 300, requires_grad=True)
+    result = F.residual_reweight(u)
+    assert not result.aggregate.is_inference() and not result.client_weights.is_inference()
+    result.aggregate.sum().backward()
+    assert u.grad is not None and torch.isfinite(u.grad).all()
+    result.client_weights.add_(0)                      # in place outside inference mode: allowed

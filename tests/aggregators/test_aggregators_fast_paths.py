@@ -315,3 +315,22 @@ def test_residual_reweight_returns_plain_tensors_differentiable_in_the_updates()
     result.aggregate.sum().backward()
     assert u.grad is not None and torch.isfinite(u.grad).all()
     result.client_weights.add_(0)                      # in place outside inference mode: allowed
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_gram_rules_find_non_finite_rows_from_the_gram_diagonal_as_a_scan_would(exact: bool) -> None:
+    """Krum and NNM take the Gram matrix of every row first; its diagonal stands in for the scan."""
+    from fl_lightning.aggregators.functional import krum_ranking
+
+    u = _non_finite_and_overflowing_rows(k=12, n=3000)
+    finite = torch.isfinite(u).all(dim=1)
+    scanned, given = krum_ranking(u, 2, exact=exact), krum_ranking(u, 2, finite=finite, exact=exact)
+    assert torch.equal(scanned.order, given.order) and torch.equal(scanned.scores, given.scores)
+    assert torch.isinf(scanned.scores[[2, 4]]).all() and not set(scanned.order.tolist()) & {2, 4}
+    assert torch.equal(F.nnm(u, 3, exact=exact), F.nnm(u, 3, finite=finite, exact=exact))
+    assert F.nnm(u, 3, exact=exact).shape == (10, 3000)
+    clean = u[finite]
+    assert torch.equal(F.nnm(clean, 3, exact=exact), F.nnm(clean, 3, finite=torch.ones(10, dtype=torch.bool),
+                                                           exact=exact))
+    with pytest.raises(ValueError, match=r"nnm needs K >= 1 finite clients, got 0 \(2 of 2 rows"):
+        F.nnm(torch.full((2, 5), float("inf")), 0)

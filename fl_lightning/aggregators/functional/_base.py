@@ -292,10 +292,31 @@ def _gram(updates: Tensor, mask: Tensor | None, float64: bool = True) -> Tensor:
 
 def _pairwise_sq_distances(updates: Tensor, mask: Tensor | None, float64: bool = True) -> Tensor:
     """``[K_f, K_f]`` float64 squared distances of the finite rows from one Gram matrix (see :func:`_gram`)."""
-    gram = _gram(updates, mask, float64)
+    return _gram_to_sq_distances(_gram(updates, mask, float64))
+
+
+def _gram_to_sq_distances(gram: Tensor) -> Tensor:
     sq = gram.diagonal()
     dist = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * gram).clamp_min_(0).fill_diagonal_(0)
     return (dist + dist.T) / 2          # exactly symmetric: mutual nearest neighbours tie exactly
+
+
+def _finite_pairwise_sq_distances(updates: Tensor, finite: Tensor | None, name: str,
+                                  float64: bool = True) -> tuple[Tensor, Tensor]:
+    """``(mask [K], squared distances [K_f, K_f])``: the finite rows and :func:`_pairwise_sq_distances`.
+
+    Without a ``finite`` mask the Gram matrix of every row comes first and stands in for the scan, as
+    in :func:`_finite_sq_distances`: its diagonal holds each row's squared norm, not finite for a row
+    with a NaN or Inf (or one whose norm overflows). Only then are the rows scanned and the matrix
+    taken again over the finite ones.
+    """
+    if finite is None:
+        gram = _gram(updates, None, float64)
+        if bool(torch.isfinite(gram.diagonal()).all()):
+            return torch.ones(updates.shape[0], dtype=torch.bool, device=updates.device), _gram_to_sq_distances(gram)
+        finite = finite_rows(updates)
+    mask = _given_or_scanned(updates, finite, name)
+    return mask, _pairwise_sq_distances(updates, _all_or_mask(mask), float64)
 
 
 def row_distances(updates: Tensor, center: Tensor | None = None, *, finite: Tensor | None = None) -> Tensor:

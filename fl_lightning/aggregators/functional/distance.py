@@ -10,8 +10,8 @@ from torch import Tensor
 
 from fl_lightning.aggregators.functional._fast_distances import fast_path_allowed, krum_scores_fast
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _check_updates, _finite_sq_distances, _given_or_scanned, _map_columns, _mean_of_rows,
-    _pairwise_sq_distances, _require_finite,
+    _all_or_mask, _check_updates, _finite_pairwise_sq_distances, _finite_sq_distances, _given_or_scanned,
+    _map_columns, _mean_of_rows, _pairwise_sq_distances, _require_finite,
 )
 from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
 from fl_lightning.aggregators.functional._rules import BULYAN, KRUM, MAJORITY
@@ -67,10 +67,9 @@ def krum_ranking(updates: Tensor, f: int, *, finite: Tensor | None = None,
         fast = _krum_ranking_fast(updates, f, finite, exact_prefix, not prefix_as_set)
         if fast is not None:
             return fast
-    mask = _given_or_scanned(updates, finite, name)
+    mask, dist = _finite_pairwise_sq_distances(updates, finite, name, float64=exact)
     k = int(mask.sum())
     KRUM.check(k, f, name)
-    dist = _pairwise_sq_distances(updates, _all_or_mask(mask), float64=exact)
     nearest = torch.sort(dist, dim=1).values[:, 1:k - f - 1]      # column 0 is the row itself
     finite_scores = nearest.sum(dim=1)
     scores = torch.full((k_all,), math.inf, dtype=torch.float64, device=updates.device)

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _check_updates, _draw_device, _finite_sq_distances, _pairwise_sq_distances, _require_finite,
+    _check_updates, _draw_device, _finite_pairwise_sq_distances, _finite_sq_distances, _require_finite,
 )
 from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.checks import check_bool, check_int
@@ -44,27 +44,36 @@ def nnm_weights(updates: Tensor, f: int, *, finite: Tensor | None = None, exact:
     BLAS product, as ByzPy): faster, but neighbours whose distances differ by less than its rounding may
     then be chosen otherwise.
     """
+    return _nnm_weights(updates, f, finite, exact)[0]
+
+
+def _nnm_weights(updates: Tensor, f: int, finite: Tensor | None, exact: bool) -> tuple[Tensor, Tensor]:
+    """``(nnm_weights, finite mask)``: the Gram matrix's diagonal doubles as the scan for non-finite rows."""
     name = "nnm"
     check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
     check_bool(exact, "exact", name)
-    values, mask = _require_finite(updates, 1, name, finite)
-    k = values.shape[0]
+    _check_updates(updates, name)
+    mask, dist = _finite_pairwise_sq_distances(updates, finite, name, float64=exact)
+    k = dist.shape[0]
+    if k < 1:
+        raise ValueError(f"{name} needs K >= 1 finite clients, got 0"
+                         + (f" ({updates.shape[0]} of {updates.shape[0]} rows hold NaN/Inf)" if updates.shape[0] else ""))
     if f >= k:
         raise ValueError(f"{name} needs K > f finite clients: f={f}, got K={k}; lower f or add clients")
-    dist = _pairwise_sq_distances(updates, _all_or_mask(mask), float64=exact)
     dist.fill_diagonal_(-1.0)                      # each row is its own nearest neighbour, whatever the ties
     nearest = torch.sort(dist, dim=1, stable=True).indices[:, :k - f]
     mixing = torch.zeros(k, k, dtype=torch.float64, device=dist.device)
     mixing.scatter_(1, nearest, 1.0 / (k - f))
-    return mixing
+    return mixing, mask
 
 
 def nnm(updates: Tensor, f: int, *, finite: Tensor | None = None, exact: bool = True) -> Tensor:
     """Nearest-neighbour mixing (Allouah et al., AISTATS 2023, Algorithm 1): each finite row replaced by
     the mean of its ``K - f`` nearest finite rows, itself included. Returns ``[K_f, N]``. ``exact=False``:
     see :func:`nnm_weights`."""
-    values, mask = _require_finite(updates, 1, "nnm", finite)
-    return nnm_weights(updates, f, finite=mask, exact=exact).to(values.dtype) @ values
+    mixing, mask = _nnm_weights(updates, f, finite, exact)
+    values = updates if bool(mask.all()) else updates[mask]
+    return mixing.to(values.dtype) @ values
 
 
 def arc_clip_count(k: int, f: int) -> int:

@@ -334,3 +334,15 @@ def test_gram_rules_find_non_finite_rows_from_the_gram_diagonal_as_a_scan_would(
                                                            exact=exact))
     with pytest.raises(ValueError, match=r"nnm needs K >= 1 finite clients, got 0 \(2 of 2 rows"):
         F.nnm(torch.full((2, 5), float("inf")), 0)
+
+
+def test_centered_clipping_from_a_center_scans_through_its_first_distances() -> None:
+    u = _non_finite_and_overflowing_rows()
+    u[5] = 1.0                                        # no overflow here: clipping from a center needs norms
+    finite = torch.isfinite(u).all(dim=1)
+    center = u[finite].mean(dim=0)
+    scanned = F.centered_clipping(u, tau=0.5, iters=3, center=center)
+    assert torch.equal(scanned, F.centered_clipping(u, tau=0.5, iters=3, center=center, finite=finite))
+    assert torch.equal(scanned, F.centered_clipping(u[finite], tau=0.5, iters=3, center=center))
+    with pytest.raises(ValueError, match="centered_clipping needs at least 1 finite client, got 0 of 2"):
+        F.centered_clipping(torch.full((2, 4), float("nan")), center=torch.zeros(4))

@@ -331,9 +331,13 @@ def row_distances(updates: Tensor, center: Tensor | None = None, *, finite: Tens
 def _finite_mask(updates: Tensor, name: str, finite: Tensor | None = None) -> Tensor:
     """The finite rows' mask (``finite`` if given, else scanned); ``ValueError`` when no row is finite."""
     _check_updates(updates, name)
-    mask = _given_or_scanned(updates, finite, name)
+    return _require_some(_given_or_scanned(updates, finite, name), name)
+
+
+def _require_some(mask: Tensor, name: str) -> Tensor:
+    """``mask`` of the finite rows; ``ValueError`` when it marks none."""
     if not bool(mask.any()):
-        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {updates.shape[0]}")
+        raise ValueError(f"{name} needs at least 1 finite client, got 0 of {mask.numel()}")
     return mask
 
 

@@ -90,3 +90,14 @@ def test_a_peer_that_writes_into_its_input_gets_a_fresh_copy_each_call(monkeypat
     monkeypatch.setattr(peers, "byzfl_rule", lambda rule, k: peers.Contender(doubles_in_place, mutates=True))
     peers.run_cell("median", 5, 1000, 1, 3, {"byzfl": "0", "byzpy": None})
     assert len(seen) == 4 and len(set(seen[1:])) == 1         # warm-up, then three calls on the same values
+
+
+def test_float64_neighbour_check_reports_ours_and_each_peer_or_why_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    script = _script("neighbours_float64")
+    monkeypatch.setitem(sys.modules, "byzpy", None)           # one peer missing: reported, not fatal
+    for rule in ("nnm", "monna"):
+        report = script.check(rule, 10, 3000)
+        assert report["ours_max_abs_error"] < 1e-5, report
+        assert report["byzpy_max_abs_error"] == "missing"
+        assert report["smallest_relative_gap_at_the_boundary"] > 0
+        assert isinstance(report["byzfl_max_abs_error"], float) or report["byzfl_max_abs_error"] == "missing"

@@ -45,12 +45,18 @@ def _require_finite(updates: Tensor, needed: int, name: str,
     """The finite rows of ``updates`` and their mask; ``ValueError`` if fewer than ``needed``."""
     _check_updates(updates, name)
     mask = _given_or_scanned(updates, finite, name)
+    count = _count_finite(mask, needed, name)
+    return (updates if count == updates.shape[0] else updates[mask]), mask
+
+
+def _count_finite(mask: Tensor, needed: int, name: str) -> int:
+    """How many rows ``mask`` marks finite; ``ValueError`` naming the NaN/Inf rows if fewer than ``needed``."""
     count = int(mask.sum())
     if count < needed:
         raise ValueError(f"{name} needs K >= {needed} finite clients, got {count}"
-                         + (f" ({updates.shape[0] - count} of {updates.shape[0]} rows hold NaN/Inf)"
-                            if count < updates.shape[0] else ""))
-    return (updates if count == updates.shape[0] else updates[mask]), mask
+                         + (f" ({mask.numel() - count} of {mask.numel()} rows hold NaN/Inf)"
+                            if count < mask.numel() else ""))
+    return count
 
 
 def finite_rows(updates: Tensor) -> Tensor:

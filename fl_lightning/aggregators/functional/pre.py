@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import (
-    _check_updates, _draw_device, _finite_pairwise_sq_distances, _finite_sq_distances, _require_finite,
+    _check_updates, _count_finite, _draw_device, _finite_pairwise_sq_distances, _finite_sq_distances,
+    _require_finite,
 )
 from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.checks import check_bool, check_int
@@ -54,10 +55,7 @@ def _nnm_weights(updates: Tensor, f: int, finite: Tensor | None, exact: bool) ->
     check_bool(exact, "exact", name)
     _check_updates(updates, name)
     mask, dist = _finite_pairwise_sq_distances(updates, finite, name, float64=exact)
-    k = dist.shape[0]
-    if k < 1:
-        raise ValueError(f"{name} needs K >= 1 finite clients, got 0"
-                         + (f" ({updates.shape[0]} of {updates.shape[0]} rows hold NaN/Inf)" if updates.shape[0] else ""))
+    k = _count_finite(mask, 1, name)
     if f >= k:
         raise ValueError(f"{name} needs K > f finite clients: f={f}, got K={k}; lower f or add clients")
     dist.fill_diagonal_(-1.0)                      # each row is its own nearest neighbour, whatever the ties
@@ -92,10 +90,7 @@ def _arc_scales(updates: Tensor, f: int, finite: Tensor | None) -> tuple[Tensor,
     check_int(f, "f (the number of Byzantine clients tolerated)", name, minimum=0)
     _check_updates(updates, name)
     mask, sq_norms = _finite_sq_distances(updates, finite, name)
-    k = sq_norms.numel()
-    if k < 1:
-        raise ValueError(f"{name} needs K >= 1 finite clients, got 0"
-                         + (f" ({updates.shape[0]} of {updates.shape[0]} rows hold NaN/Inf)" if updates.shape[0] else ""))
+    k = _count_finite(mask, 1, name)
     MAJORITY.check(k, f, name)          # ARC's guarantee (and its clip count) assumes f < K / 2
     clipped = arc_clip_count(k, f)
     scales = [1.0] * k

@@ -231,7 +231,7 @@ def residual_reweight_details(updates: Tensor, *, lambda_: float = 2.0, thresh: 
     # wide chunks: each op of the inner median's comparator network then runs on a whole [K, chunk] slab,
     # which amortises the per-op cost (each op also holds the GIL while it is dispatched, which the two
     # workers share), while two workers' chunks stay near the last-level cache. 32 MiB of scratch per
-    # chunk (fresh processes, best of 2-5 interleaved runs, against the 16-38 MiB chunks before): 1.15x
+    # chunk (fresh processes, best of 2-5 interleaved runs, against the 9-38 MiB chunks before): 1.15x
     # faster at K=100 x 1e5, 1.2x at K=10 x 1e6 and at K=200 x 2e4, 1.04x at K=100 x 3,146; 48 and 64 MiB
     # chunks were 1.3-1.4x slower than 32 at K=100 x 1e5 and 1e6
     if chunk_size is None:

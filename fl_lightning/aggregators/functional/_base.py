@@ -207,6 +207,11 @@ def _all_or_mask(mask: Tensor) -> Tensor | None:
     return None if bool(mask.all()) else mask
 
 
+def _finite_values(updates: Tensor, mask: Tensor) -> Tensor:
+    """The rows ``mask`` marks finite: ``updates`` itself (no copy) when that is every row."""
+    return updates if bool(mask.all()) else updates[mask]
+
+
 def _weighted_rows(weights: Tensor, updates: Tensor, mask: Tensor | None) -> Tensor:
     """``weights @ updates[mask]`` without copying the selected rows all at once."""
     if mask is None:

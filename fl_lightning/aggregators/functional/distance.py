@@ -10,8 +10,8 @@ from torch import Tensor
 
 from fl_lightning.aggregators.functional._fast_distances import fast_path_allowed, krum_scores_fast
 from fl_lightning.aggregators.functional._base import (
-    _all_or_mask, _check_updates, _finite_pairwise_sq_distances, _finite_sq_distances, _given_or_scanned,
-    _map_columns, _mean_of_rows, _pairwise_sq_distances, _require_finite,
+    _all_or_mask, _check_updates, _finite_pairwise_sq_distances, _finite_sq_distances, _finite_values,
+    _given_or_scanned, _map_columns, _mean_of_rows, _pairwise_sq_distances, _require_finite,
 )
 from fl_lightning.aggregators.functional._order import _median0, _stable_sort0
 from fl_lightning.aggregators.functional._rules import BULYAN, KRUM, MAJORITY
@@ -90,7 +90,7 @@ def _krum_ranking_fast(updates: Tensor, f: int, finite: Tensor | None, exact_pre
     k_all = updates.shape[0]
     if finite is not None:
         mask = _given_or_scanned(updates, finite, "krum")
-        values = updates if bool(mask.all()) else updates[mask]
+        values = _finite_values(updates, mask)
     else:
         mask, values = None, updates
     k = values.shape[0]

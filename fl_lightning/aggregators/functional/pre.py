@@ -9,7 +9,7 @@ from torch import Tensor
 
 from fl_lightning.aggregators.functional._base import (
     _check_updates, _count_finite, _draw_device, _finite_pairwise_sq_distances, _finite_sq_distances,
-    _require_finite,
+    _finite_values, _require_finite,
 )
 from fl_lightning.aggregators.functional._rules import MAJORITY
 from fl_lightning.checks import check_bool, check_int
@@ -70,7 +70,7 @@ def nnm(updates: Tensor, f: int, *, finite: Tensor | None = None, exact: bool = 
     the mean of its ``K - f`` nearest finite rows, itself included. Returns ``[K_f, N]``. ``exact=False``:
     see :func:`nnm_weights`."""
     mixing, mask = _nnm_weights(updates, f, finite, exact)
-    values = updates if bool(mask.all()) else updates[mask]
+    values = _finite_values(updates, mask)
     return mixing.to(values.dtype) @ values
 
 
@@ -117,7 +117,7 @@ def arc(updates: Tensor, f: int, *, finite: Tensor | None = None, inplace: bool 
     """
     check_bool(inplace, "inplace", "arc")
     scales, mask = _arc_scales(updates, f, finite)
-    values = updates if bool(mask.all()) else updates[mask]
+    values = _finite_values(updates, mask)
     scales = scales.to(values.dtype)
     if not inplace:
         return values * scales.unsqueeze(1)
